@@ -1,0 +1,202 @@
+"""What is indexed: files (path, size, mtime, content hash, status) and their vectors, in sqlite.
+
+Every change is a transaction, so a run killed at any moment leaves the last committed state.
+Vectors are keyed by content hash: byte-identical files (duplicates, renames) share one vector.
+The FAISS file is a cache of the `vectors` table, valid when its generation matches.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS vectors (
+    id INTEGER PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    vec BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    hash TEXT,
+    vector_id INTEGER REFERENCES vectors(id),
+    status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+    reason TEXT,
+    message TEXT
+);
+CREATE INDEX IF NOT EXISTS files_vector ON files(vector_id);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class FileRow:
+    path: str
+    size: int
+    mtime_ns: int
+    hash: str | None
+    vector_id: int | None
+    status: str
+    reason: str | None
+    message: str | None
+
+
+class Catalog:
+    def __init__(self, path: Path, readonly: bool = False) -> None:
+        self.path = path
+        uri = f"file:{path}?mode={'ro' if readonly else 'rwc'}"
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is exactly
+        # what the code says and nothing is committed implicitly.
+        self._db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
+        self._vectors_changed = False
+        if not readonly:
+            self._db.execute("PRAGMA journal_mode=WAL")  # readers see the last commit, never wait
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ---- transactions ---------------------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        """One atomic change. If it adds or deletes vectors, the generation moves on, so a FAISS
+        file saved for an older generation is known to be stale."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            if self._vectors_changed:
+                self._db.execute(
+                    "INSERT INTO meta VALUES ('generation', '1') ON CONFLICT(key) "
+                    "DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+                )
+            self._vectors_changed = False
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._vectors_changed = False
+            self._db.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A consistent read of one committed state, even while a writer commits."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.execute("COMMIT")
+
+    # ---- meta -----------------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
+                         "SET value = excluded.value", (key, value))
+
+    @property
+    def generation(self) -> int:
+        return int(self.get_meta("generation", "0") or 0)
+
+    # ---- files ----------------------------------------------------------------------------
+
+    def files_under(self, root: str) -> dict[str, FileRow]:
+        """Rows for `root` itself and everything below it ('/' < '0' bounds the prefix)."""
+        cur = self._db.execute(
+            "SELECT * FROM files WHERE path = ? OR (path >= ? AND path < ?)",
+            (root, root.rstrip("/") + "/", root.rstrip("/") + "0"),
+        )
+        return {r[0]: FileRow(*r) for r in cur}
+
+    def upsert_file(self, path: str, size: int, mtime_ns: int, hash_: str | None,
+                    vector_id: int | None, status: str = "ok", reason: str | None = None,
+                    message: str | None = None) -> None:
+        self._db.execute(
+            "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+            "size=excluded.size, mtime_ns=excluded.mtime_ns, hash=excluded.hash, "
+            "vector_id=excluded.vector_id, status=excluded.status, reason=excluded.reason, "
+            "message=excluded.message",
+            (path, size, mtime_ns, hash_, vector_id, status, reason, message),
+        )
+
+    def delete_files(self, paths: Iterable[str]) -> None:
+        self._db.executemany("DELETE FROM files WHERE path = ?", ((p,) for p in paths))
+
+    def paths_for(self, vector_ids: Iterable[int]) -> dict[int, list[str]]:
+        ids = sorted(set(int(i) for i in vector_ids))
+        out: dict[int, list[str]] = {}
+        for start in range(0, len(ids), 500):  # stay under sqlite's bound-parameter limit
+            part = ids[start:start + 500]
+            marks = ",".join("?" * len(part))
+            for vid, path in self._db.execute(
+                f"SELECT vector_id, path FROM files WHERE status = 'ok' AND vector_id IN ({marks}) "
+                "ORDER BY path", part):
+                out.setdefault(vid, []).append(path)
+        return out
+
+    def failed_files(self) -> list[FileRow]:
+        cur = self._db.execute("SELECT * FROM files WHERE status = 'failed' ORDER BY path")
+        return [FileRow(*r) for r in cur]
+
+    def roots(self) -> list[str]:
+        value = self.get_meta("roots")
+        return value.split("\n") if value else []
+
+    def add_root(self, root: str) -> None:
+        roots = self.roots()
+        if root not in roots:
+            self.set_meta("roots", "\n".join([*roots, root]))
+
+    # ---- vectors --------------------------------------------------------------------------
+
+    def vector_ids_for(self, hashes: Iterable[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        uniq = list(set(hashes))
+        for start in range(0, len(uniq), 500):
+            part = uniq[start:start + 500]
+            marks = ",".join("?" * len(part))
+            found.update(self._db.execute(
+                f"SELECT hash, id FROM vectors WHERE hash IN ({marks})", part).fetchall())
+        return found
+
+    def add_vector(self, hash_: str, vector: np.ndarray) -> int:
+        cur = self._db.execute("INSERT INTO vectors (hash, vec) VALUES (?, ?)",
+                               (hash_, np.asarray(vector, np.float32).tobytes()))
+        self._vectors_changed = True
+        return int(cur.lastrowid or 0)
+
+    def drop_orphans(self, candidates: Iterable[int]) -> list[int]:
+        """Delete the candidate vectors no file uses any more; returns the deleted ids."""
+        dropped = []
+        for vid in set(candidates):
+            used = self._db.execute("SELECT 1 FROM files WHERE vector_id = ? LIMIT 1",
+                                    (vid,)).fetchone()
+            if not used:
+                self._db.execute("DELETE FROM vectors WHERE id = ?", (vid,))
+                dropped.append(vid)
+                self._vectors_changed = True
+        return dropped
+
+    def iter_vectors(self, dim: int, block: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        cur = self._db.execute("SELECT id, vec FROM vectors ORDER BY id")
+        while rows := cur.fetchmany(block):
+            ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+            vecs = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(-1, dim)
+            yield ids, vecs
+
+    def counts(self) -> dict[str, int]:
+        files_ok, failed = self._db.execute(
+            "SELECT COALESCE(SUM(status = 'ok'), 0), COALESCE(SUM(status = 'failed'), 0) "
+            "FROM files").fetchone()
+        (vectors,) = self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()
+        return {"files": int(files_ok), "failed": int(failed), "vectors": int(vectors)}

@@ -1,0 +1,271 @@
+"""Typer CLI. Validates options, calls the services, maps DeepVisionError to exit codes.
+
+Heavy libraries (torch, faiss) are imported inside the services, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from deepvision import __version__
+from deepvision.decode import DEFAULT_MAX_MEGAPIXELS
+from deepvision.errors import DeepVisionError, ExitCode, UsageError
+from deepvision.models import MODEL_CHOICES
+from deepvision.render import Reporter
+
+app = typer.Typer(
+    name="deepvision",
+    help="Reverse image search: index folders of images, then find the most similar ones.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+)
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+
+
+ModelName = Enum("ModelName", {m: m for m in MODEL_CHOICES}, type=str)  # type: ignore[misc]
+
+# ---- shared options --------------------------------------------------------------------------
+
+IndexDir = Annotated[Path, typer.Option(
+    "--index-dir", envvar="DEEPVISION_INDEX_DIR",
+    help="Folder that holds the indexes (one sub-folder per --name).")]
+Name = Annotated[str, typer.Option("--name", help="Index name inside --index-dir.")]
+Weights = Annotated[Optional[Path], typer.Option(
+    "--weights", help="Model weights file (a state dict), e.g. resnet50-11ad3fa6.pth.")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+BatchSize = Annotated[int, typer.Option(
+    "--batch-size", min=0, help="Images per batch; 0 picks 256 on CUDA, 32 on CPU.")]
+Workers = Annotated[int, typer.Option(
+    "--workers", min=-1, help="Decode worker processes; -1: one per core (max 8), 0: none.")]
+MaxMP = Annotated[float, typer.Option(
+    "--max-megapixels", min=0.01, help="Skip images larger than this (decompression bombs).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (cron).")]
+
+
+def _fail(rep: Reporter, exc: DeepVisionError) -> typer.Exit:
+    rep.error(str(exc))
+    return typer.Exit(int(exc.exit_code))
+
+
+def _embed_options(device: str, batch_size: int, workers: int, max_mp: float):  # noqa: ANN202
+    from deepvision.embed import EmbedOptions
+
+    return EmbedOptions(device=device, batch_size=batch_size, workers=workers,
+                        max_megapixels=max_mp)
+
+
+def _check_folders(paths: list[Path]) -> None:
+    for p in paths:
+        if not p.exists():
+            raise UsageError(f"{p} does not exist (check the path)")
+        if not p.is_dir():
+            raise UsageError(f"{p} is not a folder; pass the folder that holds the images")
+
+
+def _check_weights(weights: Path | None) -> None:
+    if weights is not None and not weights.is_file():
+        raise UsageError(f"--weights {weights}: no such file")
+
+
+# ---- commands --------------------------------------------------------------------------------
+
+
+def _index_command(rebuild: bool, dirs: list[Path], index_dir: Path, name: str, model: str,
+                   weights: Path | None, device: str, batch_size: int, workers: int,
+                   max_megapixels: float, include: list[str], exclude: list[str], hidden: bool,
+                   retry_failed: bool, commit_every: int, wait: bool, quiet: bool,
+                   as_json: bool) -> None:
+    from deepvision.discover import Filters
+    from deepvision.indexer import IndexRequest, run_index
+    from deepvision.render import index_summary_json, index_summary_text, print_failures
+    from deepvision.storage import Location
+
+    rep = Reporter(quiet=quiet or as_json)
+    try:
+        _check_folders(dirs)
+        _check_weights(weights)
+        loc = Location(index_dir, name)
+        rep.info(f"{'rebuild' if rebuild else 'index'} {loc.dir}: "
+                 f"{', '.join(map(str, dirs)) or 'recorded folders'}")
+        req = IndexRequest(
+            roots=tuple(dirs), location=loc, model=model, weights=weights,
+            embed=_embed_options(device, batch_size, workers, max_megapixels),
+            filters=Filters(tuple(include), tuple(exclude), hidden),
+            retry_failed=retry_failed, commit_every=commit_every, wait=wait)
+        summary = run_index(req, rep, rebuild=rebuild)
+    except DeepVisionError as exc:
+        raise _fail(rep, exc) from None
+    print_failures(rep, summary.failures)
+    rep.info(index_summary_text(summary))
+    if as_json:
+        typer.echo(index_summary_json(summary))
+    if summary.failures:
+        raise typer.Exit(int(ExitCode.PARTIAL))
+
+
+@app.command()
+def index(
+    dirs: Annotated[list[Path], typer.Argument(
+        help="Folders to index (recursively).", show_default=False)],
+    index_dir: IndexDir = Path("indexes"),
+    name: Name = "default",
+    model: Annotated[ModelName, typer.Option(  # type: ignore[valid-type]
+        help="Backbone for a new index; an existing index keeps its own.")] = "auto",
+    weights: Weights = None,
+    device: Device = "auto",
+    batch_size: BatchSize = 0,
+    workers: Workers = -1,
+    max_megapixels: MaxMP = DEFAULT_MAX_MEGAPIXELS,
+    include: Annotated[list[str], typer.Option(
+        help="Only paths (relative to DIR) matching this glob; repeatable.")] = [],  # noqa: B006
+    exclude: Annotated[list[str], typer.Option(
+        help="Skip paths (relative to DIR) matching this glob; repeatable.")] = [],  # noqa: B006
+    hidden: Annotated[bool, typer.Option(help="Also index dot-files and dot-folders.")] = False,
+    retry_failed: Annotated[bool, typer.Option(
+        help="Retry files that failed before even if unchanged.")] = False,
+    commit_every: Annotated[int, typer.Option(
+        min=1, help="Commit to disk every N embedded images (crash safety).")] = 1000,
+    wait: Annotated[bool, typer.Option(help="Wait for another run on this index.")] = False,
+    quiet: Quiet = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Add new and changed images under DIR to the index; drop deleted ones."""
+    _index_command(False, dirs, index_dir, name, _value(model), weights, device, batch_size,
+                   workers, max_megapixels, include, exclude, hidden, retry_failed,
+                   commit_every, wait, quiet, as_json)
+
+
+@app.command()
+def rebuild(
+    dirs: Annotated[Optional[list[Path]], typer.Argument(
+        help="Folders to index; default: the ones the index was built from.",
+        show_default=False)] = None,
+    index_dir: IndexDir = Path("indexes"),
+    name: Name = "default",
+    model: Annotated[ModelName, typer.Option(  # type: ignore[valid-type]
+        help="Backbone for the new index.")] = "auto",
+    weights: Weights = None,
+    device: Device = "auto",
+    batch_size: BatchSize = 0,
+    workers: Workers = -1,
+    max_megapixels: MaxMP = DEFAULT_MAX_MEGAPIXELS,
+    include: Annotated[list[str], typer.Option(help="Only paths matching this glob.")] = [],  # noqa: B006
+    exclude: Annotated[list[str], typer.Option(help="Skip paths matching this glob.")] = [],  # noqa: B006
+    hidden: Annotated[bool, typer.Option(help="Also index dot-files and dot-folders.")] = False,
+    commit_every: Annotated[int, typer.Option(min=1, help="Commit every N images.")] = 1000,
+    wait: Annotated[bool, typer.Option(help="Wait for another run on this index.")] = False,
+    quiet: Quiet = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Re-extract everything into a fresh index, then swap it in atomically."""
+    _index_command(True, dirs or [], index_dir, name, _value(model), weights, device, batch_size,
+                   workers, max_megapixels, include, exclude, hidden, True, commit_every, wait,
+                   quiet, as_json)
+
+
+@app.command()
+def search(
+    paths: Annotated[list[Path], typer.Argument(
+        help="Query image(s) or folder(s) of query images.", show_default=False)],
+    index_dir: IndexDir = Path("indexes"),
+    name: Name = "default",
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Matches per query.")] = 10,
+    min_score: Annotated[Optional[float], typer.Option(
+        min=-1.0, max=1.0, help="Only matches with cosine similarity >= this.")] = None,
+    output: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
+    weights: Weights = None,
+    device: Device = "auto",
+    batch_size: BatchSize = 0,
+    workers: Workers = -1,
+    max_megapixels: MaxMP = DEFAULT_MAX_MEGAPIXELS,
+    quiet: Quiet = False,
+) -> None:
+    """Print the most similar indexed images for every query image."""
+    from deepvision.render import print_search_table, search_json
+    from deepvision.search import SearchRequest, run_search
+    from deepvision.storage import Location
+
+    rep = Reporter(quiet=quiet)
+    try:
+        for p in paths:
+            if not p.exists() and not p.is_symlink():
+                raise UsageError(f"{p} does not exist (check the path)")
+        _check_weights(weights)
+        req = SearchRequest(tuple(paths), Location(index_dir, name), top_k, min_score, weights,
+                            _embed_options(device, batch_size, workers, max_megapixels))
+        result = run_search(req, rep)
+    except DeepVisionError as exc:
+        raise _fail(rep, exc) from None
+    if output is Format.json:
+        typer.echo(search_json(result))
+    else:
+        print_search_table(result)
+    if result.failed:
+        if len(result.queries) == 1:
+            rep.error(f"cannot read query {result.queries[0].query}: {result.queries[0].error}")
+        raise typer.Exit(int(ExitCode.PARTIAL))
+
+
+@app.command()
+def info(
+    index_dir: IndexDir = Path("indexes"),
+    name: Name = "default",
+    failed: Annotated[bool, typer.Option("--failed", help="List the files that failed.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """What an index holds: files, model, weights, dimension, size, times, failures."""
+    from deepvision.storage import Location, describe
+
+    rep = Reporter()
+    try:
+        data = describe(Location(index_dir, name), with_failures=failed)
+    except DeepVisionError as exc:
+        raise _fail(rep, exc) from None
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    for key, value in data.items():
+        if key != "failures":
+            typer.echo(f"{key:>16}: {value}")
+    for f in data.get("failures", []):
+        typer.echo(f"  {f['path']}: {f['reason']}: {f['message']}")
+
+
+def _value(choice: object) -> str:
+    return str(getattr(choice, "value", choice))
+
+
+def _version(show: bool) -> None:
+    if show:
+        typer.echo(f"deepvision {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
+) -> None:
+    """Reverse image search: index folders of images, then find the most similar ones."""
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,149 @@
+"""Walk folders and list candidate image files (path, size, mtime). No PIL, no torch."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Formats Pillow decodes here (HEIC/HEIF through pillow-heif, AVIF natively since Pillow 11.3).
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".gif",
+     ".tif", ".tiff", ".heic", ".heif", ".avif"}
+)
+# Image formats people keep beside their photos that we cannot decode: report them instead of
+# silently ignoring them, so nobody wonders why their RAW files never show up in results.
+UNSUPPORTED_EXTENSIONS = frozenset(
+    {".svg", ".svgz", ".cr2", ".cr3", ".nef", ".arw", ".dng", ".orf", ".rw2", ".raf", ".srw",
+     ".pef", ".xcf", ".jxl", ".jp2", ".psb", ".exr", ".hdr"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """One image file as seen on disk at discovery time."""
+
+    path: str  # absolute, not symlink-resolved: the name the user knows it by
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A file that could not be indexed (or queried), and why. A result, not an exception."""
+
+    path: str
+    reason: str  # a short code from decode.REASONS
+    message: str
+
+
+@dataclass(slots=True)
+class Discovery:
+    files: list[FileRecord] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    ignored: int = 0  # files that are not images at all (README.txt, .csv, ...)
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    include: tuple[str, ...] = ()  # globs on the path relative to the root; empty = all images
+    exclude: tuple[str, ...] = ()
+    hidden: bool = False  # index dot-files and dot-folders too
+
+    def wants(self, rel: str) -> bool:
+        if self.include and not any(fnmatch.fnmatch(rel, g) for g in self.include):
+            return False
+        return not any(fnmatch.fnmatch(rel, g) for g in self.exclude)
+
+
+def extension_kind(name: str) -> str | None:
+    """'image', 'unsupported' or None (not an image file at all), case-insensitively."""
+    ext = os.path.splitext(name)[1].lower()
+    if ext in IMAGE_EXTENSIONS:
+        return "image"
+    if ext in UNSUPPORTED_EXTENSIONS:
+        return "unsupported"
+    return None
+
+
+def discover(roots: Iterable[Path], filters: Filters = Filters()) -> Discovery:
+    """Every candidate image below `roots` (files may also be given directly), sorted by path."""
+    result = Discovery()
+    seen_dirs: set[tuple[int, int]] = set()
+    for root in roots:
+        top = os.path.abspath(root)
+        if os.path.isdir(top):
+            _walk(top, top, filters, seen_dirs, result)
+        else:
+            _consider_file(top, os.path.basename(top), filters, result, direct=True)
+    result.files.sort(key=lambda r: r.path)
+    return result
+
+
+def _walk(top: str, folder: str, filters: Filters, seen: set[tuple[int, int]], out: Discovery) -> None:
+    try:
+        st = os.stat(folder)
+    except OSError as exc:
+        out.failures.append(Failure(folder, "io-error", f"cannot read folder: {exc.strerror}"))
+        return
+    # Symlinked folders are followed, but each real folder only once: this stops symlink loops
+    # and keeps a folder linked twice from being indexed twice.
+    if (st.st_dev, st.st_ino) in seen:
+        return
+    seen.add((st.st_dev, st.st_ino))
+    try:
+        entries = sorted(_scan(folder), key=lambda e: e.name)
+    except PermissionError:
+        out.failures.append(Failure(folder, "permission-denied",
+                                    "cannot list folder: permission denied (check its mode)"))
+        return
+    except OSError as exc:
+        out.failures.append(Failure(folder, "io-error", f"cannot list folder: {exc.strerror}"))
+        return
+    for entry in entries:
+        if entry.name.startswith(".") and not filters.hidden:
+            continue
+        if _is_dir(entry):
+            _walk(top, entry.path, filters, seen, out)
+        else:
+            rel = os.path.relpath(entry.path, top)
+            _consider_file(entry.path, rel, filters, out, direct=False)
+
+
+def _scan(folder: str) -> Iterator[os.DirEntry[str]]:
+    with os.scandir(folder) as it:
+        yield from it
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=True)
+    except OSError:
+        return False
+
+
+def _consider_file(path: str, rel: str, filters: Filters, out: Discovery, direct: bool) -> None:
+    kind = extension_kind(path)
+    if kind is None and not direct:
+        out.ignored += 1
+        return
+    if not direct and not filters.wants(rel):
+        return
+    try:
+        st = os.stat(path)  # follows symlinks: a link to a photo is indexed under the link's name
+    except FileNotFoundError:
+        reason, msg = ("broken-symlink", "symlink points to a missing file") if os.path.islink(
+            path) else ("vanished", "file disappeared while scanning")
+        out.failures.append(Failure(path, reason, msg))
+        return
+    except OSError as exc:  # ELOOP and friends
+        out.failures.append(Failure(path, "broken-symlink", f"cannot follow: {exc.strerror}"))
+        return
+    if kind == "unsupported":
+        ext = os.path.splitext(path)[1].lower()
+        out.failures.append(Failure(path, "unsupported-format",
+                                    f"{ext} files are not supported; convert to JPEG/PNG/WebP"))
+        return
+    out.files.append(FileRecord(path, st.st_size, st.st_mtime_ns))

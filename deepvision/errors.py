@@ -1,0 +1,49 @@
+"""The few error types library code raises; only the CLI turns them into exit codes."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Documented process exit codes (README, "Exit codes")."""
+
+    OK = 0
+    INTERNAL = 1  # a bug: Python's own code for an uncaught exception
+    USAGE = 2  # bad option or path (also what Typer/Click use for usage errors)
+    PARTIAL = 3  # completed, but some files were skipped or some queries failed
+    NO_INDEX = 4  # no index at the given --index-dir/--name
+    INCOMPATIBLE = 5  # index built with another model/weights/schema: rebuild it
+    NO_WEIGHTS = 6  # model weights cannot be found or loaded
+    NO_IMAGES = 7  # the folder holds no image files at all
+    LOCKED = 8  # another index/rebuild run holds the index
+
+
+class DeepVisionError(Exception):
+    """Base class: a message meant for the user, and the exit code it maps to."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+
+class UsageError(DeepVisionError):
+    exit_code = ExitCode.USAGE
+
+
+class IndexNotFoundError(DeepVisionError):
+    exit_code = ExitCode.NO_INDEX
+
+
+class IncompatibleIndexError(DeepVisionError):
+    exit_code = ExitCode.INCOMPATIBLE
+
+
+class WeightsUnavailableError(DeepVisionError):
+    exit_code = ExitCode.NO_WEIGHTS
+
+
+class NoImagesError(DeepVisionError):
+    exit_code = ExitCode.NO_IMAGES
+
+
+class IndexLockedError(DeepVisionError):
+    exit_code = ExitCode.LOCKED

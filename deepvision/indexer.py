@@ -1,0 +1,378 @@
+"""`index` and `rebuild`: make an index match the folders, doing only the work changes require.
+
+A run: discover files -> compare size/mtime with the catalog -> hash what changed -> link known
+content (renames, duplicates, touched files) without the model -> embed only new content, in
+committed chunks -> save the FAISS file. Killed at any point, the catalog holds every committed
+chunk and the next run resumes from there.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deepvision import models
+from deepvision.catalog import Catalog, FileRow
+from deepvision.discover import Discovery, Failure, FileRecord, Filters, discover
+from deepvision.embed import EmbedOptions, embed_paths, pick_device
+from deepvision.errors import IncompatibleIndexError, NoImagesError
+from deepvision.index import VectorIndex
+from deepvision.render import Reporter
+from deepvision.storage import (Location, Manifest, load_vectors, new_catalog_name,
+                                read_manifest, remove_stale_files, save_vectors, write_manifest,
+                                writer_lock)
+
+
+@dataclass(frozen=True)
+class IndexRequest:
+    roots: tuple[Path, ...]
+    location: Location
+    model: str = models.AUTO
+    weights: Path | None = None
+    embed: EmbedOptions = EmbedOptions()
+    filters: Filters = Filters()
+    retry_failed: bool = False
+    commit_every: int = 1000
+    wait: bool = False
+
+
+@dataclass
+class IndexSummary:
+    index: str
+    model: str
+    device: str | None  # None: nothing needed the model
+    added: int = 0
+    updated: int = 0
+    renamed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    embedded: int = 0  # images that went through the network this run
+    failures: list[Failure] = field(default_factory=list)  # new this run
+    still_failing: int = 0  # failed earlier, unchanged since, not retried
+    ignored: int = 0  # non-image files seen
+    total_files: int = 0
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+
+
+@dataclass
+class _Plan:
+    links: list[tuple[FileRecord, str, int, str]] = field(default_factory=list)  # rec, hash, vid, kind
+    embed: dict[str, list[FileRecord]] = field(default_factory=dict)  # hash -> files with it
+    gone: list[FileRow] = field(default_factory=list)
+    failed: list[tuple[FileRecord, Failure]] = field(default_factory=list)  # hashing failures
+
+
+def run_index(req: IndexRequest, rep: Reporter, rebuild: bool = False) -> IndexSummary:
+    start = time.perf_counter()
+    loc = req.location
+    with writer_lock(loc, req.wait):
+        fresh = rebuild or not loc.exists()
+        manifest = None if fresh else read_manifest(loc)
+        roots = _roots(req, manifest, loc)
+        found = discover(roots, req.filters)
+        if fresh and not found.files and not found.failures:
+            raise NoImagesError(f"no image files found in {', '.join(map(str, roots))} "
+                                "(looked for .jpg .png .webp .heic .avif .tif .bmp .gif)")
+        if manifest is None:
+            manifest = _new_manifest(req, loc, rep)
+        else:
+            _check_compatible(req, manifest, loc)
+        catalog = Catalog(loc.dir / manifest.catalog)
+        try:
+            if fresh and not rebuild:
+                write_manifest(loc, manifest)  # a new index is searchable from its first commit
+            summary = _update(req, manifest, catalog, roots, found, rep)
+            with catalog.write():
+                for root in roots:
+                    catalog.add_root(str(root))
+            write_manifest(loc, manifest)  # for rebuild: the atomic switch to the new catalog
+            remove_stale_files(loc, manifest, catalog)
+            summary.total_files = catalog.counts()["files"]
+        finally:
+            catalog.close()
+    summary.seconds = time.perf_counter() - start
+    summary.images_per_second = summary.embedded / summary.seconds if summary.seconds else 0.0
+    return summary
+
+
+def _roots(req: IndexRequest, manifest: Manifest | None, loc: Location) -> list[Path]:
+    if req.roots:
+        return [Path(os.path.abspath(r)) for r in req.roots]
+    if manifest is not None:  # `rebuild` with no folder: the folders this index was built from
+        catalog = Catalog(loc.dir / manifest.catalog, readonly=True)
+        try:
+            recorded = [Path(r) for r in catalog.roots()]
+        finally:
+            catalog.close()
+        if recorded:
+            return recorded
+    raise NoImagesError("no folder given and the index records none; pass DIR")
+
+
+def _new_manifest(req: IndexRequest, loc: Location, rep: Reporter) -> Manifest:
+    spec, weights, notice = models.resolve(req.model, req.weights)
+    if notice:
+        rep.info(notice)
+    return Manifest(name=loc.name, model=spec.name, weights=weights.identity,
+                    weights_origin=weights.origin, weights_path=str(weights.path), dim=spec.dim,
+                    catalog=new_catalog_name())
+
+
+def _check_compatible(req: IndexRequest, manifest: Manifest, loc: Location) -> None:
+    hint = f"to switch, run: deepvision rebuild DIR --name {loc.name}"
+    if req.model not in (models.AUTO, manifest.model):
+        raise IncompatibleIndexError(
+            f"index {loc.name!r} was built with model {manifest.model}, not {req.model}; "
+            f"{hint} --model {req.model}")
+    if req.weights is not None:
+        identity = models.file_identity(req.weights)
+        if identity != manifest.weights:
+            raise IncompatibleIndexError(
+                f"--weights {req.weights} ({identity}) differ from the weights index "
+                f"{loc.name!r} was built with ({manifest.weights}); {hint} --weights FILE")
+
+
+def _update(req: IndexRequest, manifest: Manifest, catalog: Catalog, roots: Sequence[Path],
+            found: Discovery, rep: Reporter) -> IndexSummary:
+    summary = IndexSummary(index=os.path.abspath(req.location.dir), model=manifest.model, device=None,
+                           ignored=found.ignored)
+    known: dict[str, FileRow] = {}
+    for root in roots:
+        known.update(catalog.files_under(str(root)))
+    plan = _plan(req, catalog, known, found, summary)
+    vectors = _Vectors(catalog, manifest, req.location)
+    _apply_links(plan, known, catalog, vectors, summary)
+    if plan.embed:
+        _embed_new(req, manifest, catalog, vectors, plan, known, rep, summary)
+    else:
+        rep.info(f"model {manifest.model}: no new or changed images, model not loaded")
+    vectors.save_if_needed()
+    return summary
+
+
+def _plan(req: IndexRequest, catalog: Catalog, known: dict[str, FileRow], found: Discovery,
+          summary: IndexSummary) -> _Plan:
+    plan = _Plan()
+    changed: list[FileRecord] = []
+    seen = set()
+    for rec in found.files:
+        seen.add(rec.path)
+        row = known.get(rec.path)
+        if _unchanged(row, rec, req.retry_failed):
+            summary.unchanged += row.status == "ok"
+            summary.still_failing += row.status == "failed"
+        else:
+            changed.append(rec)
+    for failure, rec in _recordable(found.failures, summary):
+        seen.add(rec.path)
+        if _unchanged(known.get(rec.path), rec, req.retry_failed):
+            summary.still_failing += 1
+        else:
+            plan.failed.append((rec, failure))
+    plan.gone = [row for path, row in known.items() if path not in seen]
+    hashed = _hash_files(changed)
+    by_hash = catalog.vector_ids_for(h for _, h, _ in hashed if h)
+    gone_hashes = {row.hash for row in plan.gone if row.status == "ok"}
+    for rec, digest, failure in hashed:
+        if failure is not None:
+            if failure.reason == "vanished":
+                summary.failures.append(failure)
+            else:
+                plan.failed.append((rec, failure))
+            continue
+        row = known.get(rec.path)
+        if digest in by_hash:
+            plan.links.append((rec, digest, by_hash[digest], _link_kind(row, digest, gone_hashes)))
+        else:
+            plan.embed.setdefault(digest, []).append(rec)
+    return plan
+
+
+def _unchanged(row: FileRow | None, rec: FileRecord, retry_failed: bool) -> bool:
+    return (row is not None and row.size == rec.size and row.mtime_ns == rec.mtime_ns
+            and (row.status == "ok" or not retry_failed))
+
+
+def _recordable(failures: list[Failure],
+                summary: IndexSummary) -> Iterable[tuple[Failure, FileRecord]]:
+    """Discovery failures that belong to a file (a broken link, a RAW photo) are recorded in the
+    catalog like decode failures, so they are reported once, not every night."""
+    for failure in failures:
+        try:
+            st = os.lstat(failure.path)
+        except OSError:
+            st = None
+        if st is None or failure.reason not in ("broken-symlink", "unsupported-format"):
+            summary.failures.append(failure)
+            continue
+        yield failure, FileRecord(failure.path, st.st_size, st.st_mtime_ns)
+
+
+def _link_kind(row: FileRow | None, digest: str, gone_hashes: set[str]) -> str:
+    if row is not None:
+        return "unchanged" if row.hash == digest and row.status == "ok" else "updated"
+    return "renamed" if digest in gone_hashes else "added"
+
+
+def _hash_files(files: list[FileRecord]) -> list[tuple[FileRecord, str, Failure | None]]:
+    """Content hashes (xxh3-128) in a thread pool: file reads and xxhash release the GIL."""
+    if not files:
+        return []
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        return list(pool.map(_hash_one, files))
+
+
+def _hash_one(rec: FileRecord) -> tuple[FileRecord, str, Failure | None]:
+    import xxhash
+
+    h = xxhash.xxh3_128()
+    try:
+        with open(rec.path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    except FileNotFoundError:
+        return rec, "", Failure(rec.path, "vanished", "file disappeared before it was read")
+    except PermissionError:
+        return rec, "", Failure(rec.path, "permission-denied",
+                                "permission denied: make the file readable")
+    except OSError as exc:
+        return rec, "", Failure(rec.path, "io-error", f"read error: {exc.strerror}")
+    return rec, h.hexdigest(), None
+
+
+class _Vectors:
+    """The in-memory FAISS state, loaded only when something actually changes."""
+
+    def __init__(self, catalog: Catalog, manifest: Manifest, loc: Location) -> None:
+        self.catalog, self.manifest, self.loc = catalog, manifest, loc
+        self._index: VectorIndex | None = None
+        self.dirty = False
+
+    def load(self) -> VectorIndex:
+        if self._index is None:
+            with self.catalog.snapshot():
+                self._index = load_vectors(self.catalog, self.manifest.dim, self.loc.dir)
+        return self._index
+
+    def add(self, ids: list[int], vecs: np.ndarray) -> None:
+        if ids:
+            self.load().add(np.asarray(ids, np.int64), vecs)
+            self.dirty = True
+
+    def remove(self, ids: Iterable[int]) -> None:
+        ids = list(ids)
+        if ids:
+            self.load().remove(ids)
+            self.dirty = True
+
+    def save_if_needed(self) -> None:
+        stale = self.catalog.get_meta("faiss_generation") != str(self.catalog.generation)
+        if self.dirty or stale:
+            save_vectors(self.catalog, self.load(), self.loc.dir)
+
+
+def _apply_links(plan: _Plan, known: dict[str, FileRow], catalog: Catalog, vectors: _Vectors,
+                 summary: IndexSummary) -> None:
+    """Everything that needs no model, in one transaction."""
+    if not (plan.links or plan.gone or plan.failed):
+        return
+    vectors.load()  # before the transaction: FAISS must not already hold what it commits
+    renamed_hashes = {h for _, h, _, kind in plan.links if kind == "renamed"}
+    with catalog.write():
+        orphans = [row.vector_id for row in plan.gone if row.vector_id is not None]
+        for rec, digest, vid, kind in plan.links:
+            row = known.get(rec.path)
+            if row is not None and row.vector_id is not None and row.vector_id != vid:
+                orphans.append(row.vector_id)
+            catalog.upsert_file(rec.path, rec.size, rec.mtime_ns, digest, vid)
+            setattr(summary, kind, getattr(summary, kind) + 1)
+        for rec, failure in plan.failed:
+            row = known.get(rec.path)
+            if row is not None and row.vector_id is not None:
+                orphans.append(row.vector_id)
+            catalog.upsert_file(rec.path, rec.size, rec.mtime_ns, None, None, "failed",
+                                failure.reason, failure.message)
+            summary.failures.append(failure)
+        catalog.delete_files(row.path for row in plan.gone)
+        summary.removed += sum(1 for row in plan.gone
+                               if row.status == "failed" or row.hash not in renamed_hashes)
+        dropped = catalog.drop_orphans(orphans)
+    vectors.remove(dropped)
+
+
+def _embed_new(req: IndexRequest, manifest: Manifest, catalog: Catalog, vectors: _Vectors,
+               plan: _Plan, known: dict[str, FileRow], rep: Reporter,
+               summary: IndexSummary) -> None:
+    spec = models.get_spec(manifest.model)
+    weights = models.weights_for_index(manifest.model, manifest.weights, manifest.weights_path,
+                                       req.weights)
+    device = pick_device(req.embed.device)
+    summary.device = str(device)
+    rep.info(f"model {spec.name} ({weights.origin}) on {device}: embedding {len(plan.embed)} "
+             "new or changed images")
+    model = models.load_model(spec, weights, device)
+    hashes = list(plan.embed)
+    firsts = [plan.embed[h][0].path for h in hashes]
+    pending: list[tuple[str, np.ndarray | None, Failure | None]] = []
+    with rep.progress(len(hashes), "embedding") as advance:
+        for batch in embed_paths(model, firsts, device, req.embed):
+            pending.extend((hashes[i], v, None) for i, v in zip(batch.items, batch.vectors))
+            pending.extend((hashes[i], None, f) for i, f in batch.failures)
+            advance(len(batch.items) + len(batch.failures))
+            if len(pending) >= req.commit_every:
+                _commit(pending, plan, known, catalog, vectors, summary)
+                pending = []
+        _commit(pending, plan, known, catalog, vectors, summary)
+
+
+def _commit(pending: list[tuple[str, np.ndarray | None, Failure | None]], plan: _Plan,
+            known: dict[str, FileRow], catalog: Catalog, vectors: _Vectors,
+            summary: IndexSummary) -> None:
+    """One chunk of embeddings (and decode failures) in one transaction."""
+    if not pending:
+        return
+    new_ids: list[int] = []
+    new_vecs: list[np.ndarray] = []
+    orphans: list[int] = []
+    vectors.load()  # before the transaction: FAISS must not already hold what it commits
+    with catalog.write():
+        for digest, vec, failure in pending:
+            vid = None
+            if vec is not None:
+                vid = catalog.add_vector(digest, vec)
+                new_ids.append(vid)
+                new_vecs.append(vec)
+                summary.embedded += 1
+            for rec in plan.embed[digest]:
+                _record(catalog, rec, digest, vid, failure, known.get(rec.path), orphans, summary)
+        dropped = catalog.drop_orphans(orphans)
+    vectors.remove(dropped)
+    if new_vecs:
+        vectors.add(new_ids, np.stack(new_vecs))
+
+
+def _record(catalog: Catalog, rec: FileRecord, digest: str, vid: int | None,
+            failure: Failure | None, row: FileRow | None, orphans: list[int],
+            summary: IndexSummary) -> None:
+    if failure is not None and failure.reason == "vanished":
+        summary.failures.append(Failure(rec.path, failure.reason, failure.message))
+        return  # nothing to record: the next run sees it gone (or back)
+    if row is not None and row.vector_id is not None:
+        orphans.append(row.vector_id)
+    if failure is not None:
+        catalog.upsert_file(rec.path, rec.size, rec.mtime_ns, digest, None, "failed",
+                            failure.reason, failure.message)
+        summary.failures.append(Failure(rec.path, failure.reason, failure.message))
+        return
+    catalog.upsert_file(rec.path, rec.size, rec.mtime_ns, digest, vid)
+    if row is None:
+        summary.added += 1
+    else:
+        summary.updated += 1

@@ -1,0 +1,126 @@
+"""Everything the user sees. Results go to stdout; progress and diagnostics go to stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Table
+
+from deepvision.discover import Failure
+
+if TYPE_CHECKING:
+    from deepvision.indexer import IndexSummary
+    from deepvision.search import SearchResult
+
+
+class Reporter:
+    """Diagnostics on stderr. quiet: errors only (for cron)."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(escape(message))
+
+    def error(self, message: str) -> None:
+        self.err.print(f"[bold red]error:[/] {escape(message)}")
+
+    @contextmanager
+    def progress(self, total: int, label: str) -> Iterator[Callable[[int], None]]:
+        """A progress bar with counts and rate; a no-op when quiet or with nothing to do."""
+        if self.quiet or total == 0:
+            yield lambda n: None
+            return
+        columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]} img/s"), TimeElapsedColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=self.err, transient=False) as bar:
+            task = bar.add_task(label, total=total, rate="-")
+
+            def advance(n: int) -> None:
+                bar.advance(task, n)
+                speed = bar.tasks[0].speed
+                bar.update(task, rate=f"{speed:.1f}" if speed else "-")
+
+            yield advance
+
+
+def display_path(path: str) -> str:
+    """Relative to the current folder when below it: easier to read in a terminal."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+def failures_by_reason(failures: Sequence[Failure]) -> dict[str, list[Failure]]:
+    groups: dict[str, list[Failure]] = defaultdict(list)
+    for f in failures:
+        groups[f.reason].append(f)
+    return dict(sorted(groups.items()))
+
+
+def print_failures(rep: Reporter, failures: Sequence[Failure], what: str = "skipped") -> None:
+    """Grouped by reason, each file by name: printed even with --quiet (they need action)."""
+    for reason, group in failures_by_reason(failures).items():
+        rep.err.print(f"[yellow]{what} ({reason}): {len(group)}[/]")
+        for f in group:
+            rep.err.print(f"  {escape(display_path(f.path))}: {escape(f.message)}")
+
+
+def index_summary_text(s: IndexSummary) -> str:
+    parts = [f"added {s.added}", f"updated {s.updated}", f"renamed {s.renamed}",
+             f"removed {s.removed}", f"unchanged {s.unchanged}", f"failed {len(s.failures)}"]
+    tail = f" ({s.still_failing} failing from earlier runs)" if s.still_failing else ""
+    return (f"{', '.join(parts)}{tail}; embedded {s.embedded} in {s.seconds:.1f} s "
+            f"({s.images_per_second:.1f} img/s); index holds {s.total_files} files")
+
+
+def index_summary_json(s: IndexSummary) -> str:
+    data = asdict(s)
+    data["failures"] = [asdict(f) for f in s.failures]
+    data["failed"] = len(s.failures)
+    data["failed_by_reason"] = {r: len(g) for r, g in failures_by_reason(s.failures).items()}
+    return json.dumps(data, indent=2)
+
+
+def search_json(result: SearchResult) -> str:
+    return json.dumps({
+        "index": result.index,
+        "model": result.model,
+        "queries": [
+            {"query": q.query, "error": q.error,
+             "matches": [{"rank": m.rank, "path": m.path, "score": round(m.score, 6)}
+                         for m in q.matches]}
+            for q in result.queries
+        ],
+    }, indent=2, ensure_ascii=False)
+
+
+def print_search_table(result: SearchResult) -> None:
+    out = Console(highlight=False, soft_wrap=False)
+    for q in result.queries:
+        title = escape(display_path(q.query))
+        if q.error:
+            out.print(f"[bold]{title}[/]: [red]{escape(q.error)}[/]")
+            continue
+        table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+        table.add_column("rank", justify="right")
+        table.add_column("score", justify="right")
+        table.add_column("path", overflow="fold")
+        for m in q.matches:
+            table.add_row(str(m.rank), f"{m.score:.4f}", escape(display_path(m.path)))
+        if not q.matches:
+            table.add_row("-", "-", "no match above --min-score")
+        out.print(table)
+        out.print()
