@@ -58,7 +58,7 @@ def _fail(rep: Reporter, exc: DeepVisionError) -> typer.Exit:
     return typer.Exit(int(exc.exit_code))
 
 
-def _embed_options(device: str, batch_size: int, workers: int, max_mp: float):  # noqa: ANN202
+def _embed_options(device: str, batch_size: int, workers: int, max_mp: float):
     from deepvision.embed import EmbedOptions
 
     return EmbedOptions(device=device, batch_size=batch_size, workers=workers,

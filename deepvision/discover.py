@@ -82,7 +82,8 @@ def discover(roots: Iterable[Path], filters: Filters = Filters()) -> Discovery:
     return result
 
 
-def _walk(top: str, folder: str, filters: Filters, seen: set[tuple[int, int]], out: Discovery) -> None:
+def _walk(top: str, folder: str, filters: Filters, seen: set[tuple[int, int]],
+          out: Discovery) -> None:
     try:
         st = os.stat(folder)
     except OSError as exc:

@@ -24,9 +24,17 @@ from deepvision.embed import EmbedOptions, embed_paths, pick_device
 from deepvision.errors import IncompatibleIndexError, NoImagesError
 from deepvision.index import VectorIndex
 from deepvision.render import Reporter
-from deepvision.storage import (Location, Manifest, load_vectors, new_catalog_name,
-                                read_manifest, remove_stale_files, save_vectors, write_manifest,
-                                writer_lock)
+from deepvision.storage import (
+    Location,
+    Manifest,
+    load_vectors,
+    new_catalog_name,
+    read_manifest,
+    remove_stale_files,
+    save_vectors,
+    write_manifest,
+    writer_lock,
+)
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,8 @@ class IndexSummary:
 
 @dataclass
 class _Plan:
-    links: list[tuple[FileRecord, str, int, str]] = field(default_factory=list)  # rec, hash, vid, kind
+    # (file, content hash, vector id, kind of change)
+    links: list[tuple[FileRecord, str, int, str]] = field(default_factory=list)
     embed: dict[str, list[FileRecord]] = field(default_factory=dict)  # hash -> files with it
     gone: list[FileRow] = field(default_factory=list)
     failed: list[tuple[FileRecord, Failure]] = field(default_factory=list)  # hashing failures
@@ -141,8 +150,8 @@ def _check_compatible(req: IndexRequest, manifest: Manifest, loc: Location) -> N
 
 def _update(req: IndexRequest, manifest: Manifest, catalog: Catalog, roots: Sequence[Path],
             found: Discovery, rep: Reporter) -> IndexSummary:
-    summary = IndexSummary(index=os.path.abspath(req.location.dir), model=manifest.model, device=None,
-                           ignored=found.ignored)
+    summary = IndexSummary(index=os.path.abspath(req.location.dir), model=manifest.model,
+                           device=None, ignored=found.ignored)
     known: dict[str, FileRow] = {}
     for root in roots:
         known.update(catalog.files_under(str(root)))
@@ -323,7 +332,8 @@ def _embed_new(req: IndexRequest, manifest: Manifest, catalog: Catalog, vectors:
     pending: list[tuple[str, np.ndarray | None, Failure | None]] = []
     with rep.progress(len(hashes), "embedding") as advance:
         for batch in embed_paths(model, firsts, device, req.embed):
-            pending.extend((hashes[i], v, None) for i, v in zip(batch.items, batch.vectors))
+            pairs = zip(batch.items, batch.vectors, strict=True)
+            pending.extend((hashes[i], v, None) for i, v in pairs)
             pending.extend((hashes[i], None, f) for i, f in batch.failures)
             advance(len(batch.items) + len(batch.failures))
             if len(pending) >= req.commit_every:

@@ -204,7 +204,8 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise UsageError(f"unknown model {name!r}; choose one of {', '.join(MODEL_CHOICES)}") from None
+        choices = ", ".join(MODEL_CHOICES)
+        raise UsageError(f"unknown model {name!r}; choose one of {choices}") from None
 
 
 def resolve(name: str, weights_file: Path | None) -> tuple[ModelSpec, Weights, str | None]:

@@ -73,10 +73,10 @@ def run_search(req: SearchRequest, rep: Reporter) -> SearchResult:
         errors.update((paths[i], f) for i, f in batch.failures)
 
     results = {p: QueryResult(p, f"{f.reason}: {f.message}") for p, f in errors.items()}
-    good = [p for p, hit in zip(paths, ok) if hit]
+    good = [p for p, hit in zip(paths, ok, strict=True) if hit]
     results.update(_rank(req, manifest.dim, vectors[ok], good))
     ordered = [results[p] for p in sorted(results)]
-    return SearchResult(index=os.path.abspath(req.location.dir), model=manifest.model, queries=ordered)
+    return SearchResult(os.path.abspath(req.location.dir), manifest.model, ordered)
 
 
 def _rank(req: SearchRequest, dim: int, vectors: np.ndarray,
@@ -93,14 +93,14 @@ def _rank(req: SearchRequest, dim: int, vectors: np.ndarray,
     finally:
         catalog.close()
     return {path: QueryResult(path, None, _matches(s, i, names, req))
-            for path, s, i in zip(paths, scores, ids)}
+            for path, s, i in zip(paths, scores, ids, strict=True)}
 
 
 def _matches(scores: np.ndarray, ids: np.ndarray, names: dict[int, list[str]],
              req: SearchRequest) -> list[Match]:
     """Expand vector hits to file paths (byte-identical files share a vector), rank, cut."""
     out: list[Match] = []
-    for score, vid in zip(scores, ids):
+    for score, vid in zip(scores, ids, strict=True):
         if vid < 0 or (req.min_score is not None and score < req.min_score):
             continue
         for path in names.get(int(vid), []):
