@@ -16,7 +16,7 @@ import typer
 from deepvision import __version__
 from deepvision.decode import DEFAULT_MAX_MEGAPIXELS
 from deepvision.errors import DeepVisionError, ExitCode, UsageError
-from deepvision.models import MODEL_CHOICES
+from deepvision.models import AUTO, MODEL_CHOICES, get_spec
 from deepvision.render import Reporter
 
 app = typer.Typer(
@@ -33,7 +33,7 @@ class Format(str, Enum):
     json = "json"
 
 
-ModelName = Enum("ModelName", {m: m for m in MODEL_CHOICES}, type=str)  # type: ignore[misc]
+MODEL_HELP = f"Backbone: {', '.join(MODEL_CHOICES)}."
 
 # ---- shared options --------------------------------------------------------------------------
 
@@ -95,6 +95,8 @@ def _index_command(rebuild: bool, dirs: list[Path], index_dir: Path, name: str, 
     try:
         _check_folders(dirs)
         _check_weights(weights)
+        if model != AUTO:
+            get_spec(model)  # unknown names fail here, before any heavy work
         loc = Location(index_dir, name)
         rep.info(f"{'rebuild' if rebuild else 'index'} {loc.dir}: "
                  f"{', '.join(map(str, dirs)) or 'recorded folders'}")
@@ -120,8 +122,8 @@ def index(
         help="Folders to index (recursively).", show_default=False)],
     index_dir: IndexDir = Path("indexes"),
     name: Name = "default",
-    model: Annotated[ModelName, typer.Option(  # type: ignore[valid-type]
-        help="Backbone for a new index; an existing index keeps its own.")] = "auto",
+    model: Annotated[str, typer.Option(
+        help=MODEL_HELP + " An existing index keeps its own.")] = "auto",
     weights: Weights = None,
     device: Device = "auto",
     batch_size: BatchSize = 0,
@@ -141,7 +143,7 @@ def index(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Add new and changed images under DIR to the index; drop deleted ones."""
-    _index_command(False, dirs, index_dir, name, _value(model), weights, device, batch_size,
+    _index_command(False, dirs, index_dir, name, model, weights, device, batch_size,
                    workers, max_megapixels, include, exclude, hidden, retry_failed,
                    commit_every, wait, quiet, as_json)
 
@@ -153,8 +155,7 @@ def rebuild(
         show_default=False)] = None,
     index_dir: IndexDir = Path("indexes"),
     name: Name = "default",
-    model: Annotated[ModelName, typer.Option(  # type: ignore[valid-type]
-        help="Backbone for the new index.")] = "auto",
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "auto",
     weights: Weights = None,
     device: Device = "auto",
     batch_size: BatchSize = 0,
@@ -169,7 +170,7 @@ def rebuild(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Re-extract everything into a fresh index, then swap it in atomically."""
-    _index_command(True, dirs or [], index_dir, name, _value(model), weights, device, batch_size,
+    _index_command(True, dirs or [], index_dir, name, model, weights, device, batch_size,
                    workers, max_megapixels, include, exclude, hidden, True, commit_every, wait,
                    quiet, as_json)
 
@@ -240,10 +241,6 @@ def info(
             typer.echo(f"{key:>16}: {value}")
     for f in data.get("failures", []):
         typer.echo(f"  {f['path']}: {f['reason']}: {f['message']}")
-
-
-def _value(choice: object) -> str:
-    return str(getattr(choice, "value", choice))
 
 
 def _version(show: bool) -> None:

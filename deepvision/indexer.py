@@ -82,9 +82,10 @@ def run_index(req: IndexRequest, rep: Reporter, rebuild: bool = False) -> IndexS
     start = time.perf_counter()
     loc = req.location
     with writer_lock(loc, req.wait):
-        fresh = rebuild or not loc.exists()
-        manifest = None if fresh else read_manifest(loc)
-        roots = _roots(req, manifest, loc)
+        existing = read_manifest(loc) if loc.exists() else None
+        fresh = rebuild or existing is None
+        roots = _roots(req, existing, loc)
+        manifest = None if fresh else existing
         found = discover(roots, req.filters)
         if fresh and not found.files and not found.failures:
             raise NoImagesError(f"no image files found in {', '.join(map(str, roots))} "

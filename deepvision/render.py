@@ -114,7 +114,9 @@ def search_json(result: SearchResult) -> str:
 
 
 def print_search_table(result: SearchResult) -> None:
-    out = Console(highlight=False, soft_wrap=False)
+    out = Console(highlight=False)
+    if not out.is_terminal:  # piped or captured: never fold a path across lines
+        out = Console(highlight=False, width=100_000)
     for q in result.queries:
         title = escape(display_path(q.query))
         if q.error:

@@ -1,0 +1,122 @@
+"""Shared fixtures: offline mode, a tiny stub backbone, and ways to run the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+# Tests never download anything: `auto` must pick the bundled model without trying the network.
+os.environ["DEEPVISION_OFFLINE"] = "1"
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Run:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> dict:
+        return json.loads(self.stdout)
+
+
+def run_cli(*args: object, timeout: float = 600) -> Run:
+    """The real `python -m deepvision` in a subprocess (used where the process matters)."""
+    proc = subprocess.run([sys.executable, "-m", "deepvision", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def cli() -> Iterator:
+    """The real Typer app in-process (fast: torch is imported once per test session)."""
+    from typer.testing import CliRunner
+
+    from deepvision.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: object) -> Run:
+        res = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+        return Run(res.exit_code, res.stdout, res.stderr)
+
+    yield invoke
+
+
+TINY_DIM = 48
+
+
+def _tiny_preprocess():
+    from deepvision.models import Preprocess
+
+    return Preprocess(40, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "bilinear")
+
+
+def _tiny_weights_factory(path: Path, seed: int):
+    def find(weights_file: Path | None, allow_download: bool):
+        import torch
+
+        from deepvision.models import Weights, file_identity
+
+        target = weights_file or path
+        if not target.exists():
+            torch.manual_seed(seed)
+            torch.save({"proj.weight": torch.randn(TINY_DIM, TINY_DIM)}, target)
+        return Weights(target, file_identity(target), "tiny test weights")
+
+    return find
+
+
+def _tiny_build(weights):
+    import torch
+
+    from deepvision.models import _load_state
+
+    class Tiny(torch.nn.Module):
+        """A 4x4 colour layout, mixed by a fixed random matrix: cheap and deterministic."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.pool = torch.nn.AdaptiveAvgPool2d(4)
+            self.proj = torch.nn.Linear(TINY_DIM, TINY_DIM, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.proj(self.pool(x).flatten(1))
+
+    net = Tiny()
+    _load_state(net, weights)
+    return net
+
+
+@pytest.fixture
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Registers stub backbones 'tiny' and 'tiny-b' (same shape, other weights): the tests that
+    use them check the pipeline, not the network, so they need no real weights."""
+    from deepvision import models
+
+    folder = tmp_path_factory.mktemp("tiny")
+    for name, seed in (("tiny", 1), ("tiny-b", 2)):
+        spec = models.ModelSpec(name, TINY_DIM, "test stub", _tiny_preprocess,
+                                _tiny_weights_factory(folder / f"{name}.pt", seed), _tiny_build)
+        monkeypatch.setitem(models.REGISTRY, name, spec)
+    return "tiny"
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    """A folder of 12 distinct small generated images in assorted formats."""
+    from imagefactory import make_photo_like
+
+    folder = tmp_path / "photos"
+    exts = ["jpg", "png", "webp", "bmp", "gif", "tiff"]
+    for i in range(12):
+        make_photo_like(folder / f"img_{i:02d}.{exts[i % len(exts)]}", seed=i)
+    return folder
