@@ -127,4 +127,4 @@ def _high_depth_to_rgb(im: Image.Image) -> Image.Image:
         arr8 = np.clip(arr.astype(np.float64) / 257.0, 0, 255)
     else:
         arr8 = np.clip(arr, 0, 255)
-    return Image.fromarray(arr8.round().astype(np.uint8), "L").convert("RGB")
+    return Image.fromarray(arr8.round().astype(np.uint8)).convert("RGB")

@@ -1,0 +1,53 @@
+"""Broken files indexed alongside good ones: the run completes, keeps every good image, and
+names every bad one with its reason."""
+
+from __future__ import annotations
+
+import os
+
+from imagefactory import make_bad_files, make_good_set, non_image_files
+
+from deepvision.errors import ExitCode
+
+
+def test_bad_files_are_skipped_with_reasons_and_good_ones_all_indexed(cli, tiny_model, tmp_path):
+    folder = tmp_path / "mixed"
+    good = make_good_set(folder, 20)  # 20 plain + every tricky-but-valid kind
+    bad = make_bad_files(folder / "bad")
+    non_image_files(folder)
+    idx = tmp_path / "idx"
+
+    run = cli("index", folder, "--index-dir", idx, "--model", "tiny", "--workers", "2",
+              "--batch-size", "4", "--json")
+    assert run.exit_code == ExitCode.PARTIAL, run.stderr
+    summary = run.json()
+    assert summary["added"] == len(good) and summary["total_files"] == len(good)
+    reported = {os.path.relpath(f["path"], folder / "bad"): f["reason"]
+                for f in summary["failures"]}
+    assert reported == bad
+    assert summary["failed_by_reason"] == {r: list(bad.values()).count(r) for r in set(bad.values())}
+    assert summary["ignored"] == 2  # README.txt and data.csv: not images, not failures
+
+    # Every good image answers as its own best match.
+    for path in good:
+        res = cli("search", path, "--index-dir", idx, "--format", "json", "-k", "1",
+                  "--workers", "0")
+        assert res.exit_code == 0, res.stderr
+        assert res.json()["queries"][0]["matches"][0]["path"] == str(path)
+
+
+def test_human_summary_groups_by_reason_and_names_files(cli, tiny_model, tmp_path):
+    folder = tmp_path / "mixed"
+    make_good_set(folder, 3)
+    bad = make_bad_files(folder)
+    run = cli("index", folder, "--index-dir", tmp_path / "idx", "--model", "tiny",
+              "--workers", "0")
+    assert run.exit_code == ExitCode.PARTIAL
+    for name, reason in bad.items():
+        assert f"skipped ({reason})" in run.stderr
+        assert name in run.stderr
+    # Quiet still reports the bad files (they need action) but nothing else.
+    (folder / "another_empty.jpg").write_bytes(b"")
+    quiet = cli("index", folder, "--index-dir", tmp_path / "idx", "--quiet")
+    assert quiet.exit_code == ExitCode.PARTIAL
+    assert "another_empty.jpg" in quiet.stderr and "added" not in quiet.stderr
