@@ -25,7 +25,8 @@ def test_bad_files_are_skipped_with_reasons_and_good_ones_all_indexed(cli, tiny_
     reported = {os.path.relpath(f["path"], folder / "bad"): f["reason"]
                 for f in summary["failures"]}
     assert reported == bad
-    assert summary["failed_by_reason"] == {r: list(bad.values()).count(r) for r in set(bad.values())}
+    reasons = list(bad.values())
+    assert summary["failed_by_reason"] == {r: reasons.count(r) for r in set(reasons)}
     assert summary["ignored"] == 2  # README.txt and data.csv: not images, not failures
 
     # Every good image answers as its own best match.
