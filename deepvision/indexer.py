@@ -187,7 +187,7 @@ def _plan(req: IndexRequest, catalog: Catalog, known: dict[str, FileRow], found:
         else:
             plan.failed.append((rec, failure))
     plan.gone = [row for path, row in known.items() if path not in seen]
-    hashed = _hash_files(changed)
+    hashed = hash_files(changed)
     by_hash = catalog.vector_ids_for(h for _, h, _ in hashed if h)
     gone_hashes = {row.hash for row in plan.gone if row.status == "ok"}
     for rec, digest, failure in hashed:
@@ -231,15 +231,15 @@ def _link_kind(row: FileRow | None, digest: str, gone_hashes: set[str]) -> str:
     return "renamed" if digest in gone_hashes else "added"
 
 
-def _hash_files(files: list[FileRecord]) -> list[tuple[FileRecord, str, Failure | None]]:
+def hash_files(files: list[FileRecord]) -> list[tuple[FileRecord, str, Failure | None]]:
     """Content hashes (xxh3-128) in a thread pool: file reads and xxhash release the GIL."""
     if not files:
         return []
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        return list(pool.map(_hash_one, files))
+        return list(pool.map(hash_one, files))
 
 
-def _hash_one(rec: FileRecord) -> tuple[FileRecord, str, Failure | None]:
+def hash_one(rec: FileRecord) -> tuple[FileRecord, str, Failure | None]:
     import xxhash
 
     h = xxhash.xxh3_128()

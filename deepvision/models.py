@@ -263,9 +263,8 @@ def load_model(spec: ModelSpec, weights: Weights, device: torch.device) -> Loade
 
     pre = spec.preprocess()
     net = spec.build(weights)
-    wrapped = _Normalised(net, pre).eval().to(device)
-    if device.type in ("cuda", "cpu"):
-        wrapped = wrapped.to(memory_format=torch.channels_last)
+    # channels_last: faster convolutions with cuDNN (bf16) and with oneDNN on the CPU alike.
+    wrapped = _Normalised(net, pre).eval().to(device, memory_format=torch.channels_last)
     return LoadedModel(spec, weights, pre, wrapped)
 
 

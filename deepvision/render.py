@@ -57,8 +57,10 @@ class Reporter:
 
             def advance(n: int) -> None:
                 bar.advance(task, n)
-                speed = bar.tasks[0].speed
-                bar.update(task, rate=f"{speed:.1f}" if speed else "-")
+                # Overall rate: rich's own speed estimate needs several updates to show anything.
+                elapsed = bar.tasks[0].elapsed or 0.0
+                done = bar.tasks[0].completed
+                bar.update(task, rate=f"{done / elapsed:.1f}" if elapsed > 0 else "-")
 
             yield advance
 
