@@ -15,6 +15,7 @@ import typer
 
 from deepvision import __version__
 from deepvision.decode import DEFAULT_MAX_MEGAPIXELS
+from deepvision.dupes import DEFAULT_THRESHOLD as DEFAULT_DUPE_THRESHOLD
 from deepvision.errors import DeepVisionError, ExitCode, UsageError
 from deepvision.models import AUTO, MODEL_CHOICES, get_spec
 from deepvision.render import Reporter
@@ -31,6 +32,12 @@ app = typer.Typer(
 class Format(str, Enum):
     table = "table"
     json = "json"
+    csv = "csv"
+
+
+OutputFormat = Annotated[Format, typer.Option("--format", help="table, json or csv.")]
+HtmlFile = Annotated[Optional[Path], typer.Option(
+    "--html", help="Also write an HTML gallery here (thumbnails go to <name>_files/ beside it).")]
 
 
 MODEL_HELP = f"Backbone: {', '.join(MODEL_CHOICES)}."
@@ -184,7 +191,8 @@ def search(
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Matches per query.")] = 10,
     min_score: Annotated[Optional[float], typer.Option(
         min=-1.0, max=1.0, help="Only matches with cosine similarity >= this.")] = None,
-    output: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
+    output: OutputFormat = Format.table,
+    html: HtmlFile = None,
     weights: Weights = None,
     device: Device = "auto",
     batch_size: BatchSize = 0,
@@ -193,7 +201,7 @@ def search(
     quiet: Quiet = False,
 ) -> None:
     """Print the most similar indexed images for every query image."""
-    from deepvision.render import print_search_table, search_json
+    from deepvision.render import print_search_table, search_csv, search_html, search_json
     from deepvision.search import SearchRequest, run_search
     from deepvision.storage import Location
 
@@ -210,12 +218,49 @@ def search(
         raise _fail(rep, exc) from None
     if output is Format.json:
         typer.echo(search_json(result))
+    elif output is Format.csv:
+        typer.echo(search_csv(result), nl=False)
     else:
         print_search_table(result)
+    if html is not None:
+        search_html(result, html)
+        rep.info(f"HTML report: {html}")
     if result.failed:
         if len(result.queries) == 1:
             rep.error(f"cannot read query {result.queries[0].query}: {result.queries[0].error}")
         raise typer.Exit(int(ExitCode.PARTIAL))
+
+
+@app.command()
+def dupes(
+    index_dir: IndexDir = Path("indexes"),
+    name: Name = "default",
+    threshold: Annotated[float, typer.Option(
+        min=-1.0, max=1.0, help="Cosine similarity above which two images are near-duplicates "
+        "(default measured for efficientnet-lite0; see README).")] = DEFAULT_DUPE_THRESHOLD,
+    output: OutputFormat = Format.table,
+    html: HtmlFile = None,
+    quiet: Quiet = False,
+) -> None:
+    """Groups of near-duplicate images inside an index, largest first."""
+    from deepvision.dupes import find_dupes
+    from deepvision.render import dupes_csv, dupes_html, dupes_json, print_dupes_table
+    from deepvision.storage import Location
+
+    rep = Reporter(quiet=quiet)
+    try:
+        result = find_dupes(Location(index_dir, name), threshold)
+    except DeepVisionError as exc:
+        raise _fail(rep, exc) from None
+    if output is Format.json:
+        typer.echo(dupes_json(result))
+    elif output is Format.csv:
+        typer.echo(dupes_csv(result), nl=False)
+    else:
+        print_dupes_table(result)
+    if html is not None:
+        dupes_html(result, html)
+        rep.info(f"HTML report: {html}")
 
 
 @app.command()
@@ -241,6 +286,55 @@ def info(
             typer.echo(f"{key:>16}: {value}")
     for f in data.get("failures", []):
         typer.echo(f"  {f['path']}: {f['reason']}: {f['message']}")
+
+
+class EvalFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@app.command("eval")
+def eval_(
+    source: Annotated[Path, typer.Argument(
+        help="Folder with one sub-folder per group (images directly inside it or in "
+        "distractors/ belong to no group), or a CSV file with the columns path,group.",
+        show_default=False)],
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "auto",
+    weights: Weights = None,
+    device: Device = "auto",
+    batch_size: BatchSize = 0,
+    workers: Workers = -1,
+    max_megapixels: MaxMP = DEFAULT_MAX_MEGAPIXELS,
+    output: Annotated[EvalFormat, typer.Option("--format", help="table or json.")] = (
+        EvalFormat.table),
+    ks: Annotated[str, typer.Option(
+        "--ks", help="Cut-offs k for recall@k and precision@k, comma-separated.")] = "1,5,10",
+    quiet: Quiet = False,
+) -> None:
+    """Retrieval quality on a labelled set: mAP, recall@k, precision@k. Writes no index."""
+    from deepvision.evaluate import EvalRequest, eval_json, parse_ks, print_eval_table, run_eval
+    from deepvision.render import print_failures
+
+    rep = Reporter(quiet=quiet)
+    try:
+        if not source.exists():
+            raise UsageError(f"{source} does not exist (check the path)")
+        _check_weights(weights)
+        if model != AUTO:
+            get_spec(model)  # unknown names fail here, before any heavy work
+        req = EvalRequest(source, model, weights,
+                          _embed_options(device, batch_size, workers, max_megapixels),
+                          parse_ks(ks))
+        result = run_eval(req, rep)
+    except DeepVisionError as exc:
+        raise _fail(rep, exc) from None
+    print_failures(rep, result.failures)
+    if output is EvalFormat.json:
+        typer.echo(eval_json(result))
+    else:
+        print_eval_table(result)
+    if result.failures:
+        raise typer.Exit(int(ExitCode.PARTIAL))
 
 
 def _version(show: bool) -> None:

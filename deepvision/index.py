@@ -59,6 +59,11 @@ class VectorIndex:
         scores, ids = self._index.search(np.ascontiguousarray(queries, np.float32), k)
         return scores, ids
 
+    def range_search(self, queries: np.ndarray,
+                     threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All entries with score > threshold: (lims, scores, ids), row i in lims[i]:lims[i+1]."""
+        return self._index.range_search(np.ascontiguousarray(queries, np.float32), threshold)
+
     def save(self, path: Path) -> None:
         """Atomic: a temp file in the same folder, fsync, then os.replace."""
         import faiss

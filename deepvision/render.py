@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -25,6 +28,7 @@ from rich.table import Table
 from deepvision.discover import Failure
 
 if TYPE_CHECKING:
+    from deepvision.dupes import DupesResult
     from deepvision.indexer import IndexSummary
     from deepvision.search import SearchResult
 
@@ -116,9 +120,7 @@ def search_json(result: SearchResult) -> str:
 
 
 def print_search_table(result: SearchResult) -> None:
-    out = Console(highlight=False)
-    if not out.is_terminal:  # piped or captured: never fold a path across lines
-        out = Console(highlight=False, width=100_000)
+    out = _stdout_console()
     for q in result.queries:
         title = escape(display_path(q.query))
         if q.error:
@@ -134,3 +136,81 @@ def print_search_table(result: SearchResult) -> None:
             table.add_row("-", "-", "no match above --min-score")
         out.print(table)
         out.print()
+
+
+def search_csv(result: SearchResult) -> str:
+    """One row per match: query, rank, path, score, error (a failed query gets one row)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["query", "rank", "path", "score", "error"])
+    for q in result.queries:
+        if q.error:
+            w.writerow([q.query, "", "", "", q.error])
+        for m in q.matches:
+            w.writerow([q.query, m.rank, m.path, f"{m.score:.6f}", ""])
+    return buf.getvalue()
+
+
+def search_html(result: SearchResult, out: Path) -> None:
+    from deepvision.html import Gallery, Section, Tile
+
+    sections = [
+        Section(q.query, [Tile(q.query, "query", query=True),
+                          *(Tile(m.path, f"#{m.rank}  {m.score:.4f}") for m in q.matches)],
+                note=q.error or "")
+        for q in result.queries
+    ]
+    Gallery(out, f"deepvision search: {len(result.queries)} queries, model {result.model}",
+            sections).write()
+
+
+def dupes_json(result: DupesResult) -> str:
+    return json.dumps({
+        "index": result.index, "model": result.model, "threshold": result.threshold,
+        "groups": [{"group": i, "size": g.size,
+                    "files": [{"path": m.path, "score": round(m.score, 6)} for m in g.members]}
+                   for i, g in enumerate(result.groups, 1)],
+    }, indent=2, ensure_ascii=False)
+
+
+def dupes_csv(result: DupesResult) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["group", "size", "path", "score"])
+    for i, g in enumerate(result.groups, 1):
+        for m in g.members:
+            w.writerow([i, g.size, m.path, f"{m.score:.6f}"])
+    return buf.getvalue()
+
+
+def print_dupes_table(result: DupesResult) -> None:
+    out = _stdout_console()
+    if not result.groups:
+        out.print(f"no near-duplicates above {result.threshold:g}")
+    for i, g in enumerate(result.groups, 1):
+        table = Table(title=f"group {i}: {g.size} files", title_justify="left",
+                      show_edge=False, pad_edge=False)
+        table.add_column("score", justify="right")
+        table.add_column("path", overflow="fold")
+        for m in g.members:
+            table.add_row(f"{m.score:.4f}", escape(display_path(m.path)))
+        out.print(table)
+        out.print()
+
+
+def dupes_html(result: DupesResult, out: Path) -> None:
+    from deepvision.html import Gallery, Section, Tile
+
+    sections = [Section(f"group {i}: {g.size} files",
+                        [Tile(m.path, f"{m.score:.4f}", query=(j == 0))
+                         for j, m in enumerate(g.members)])
+                for i, g in enumerate(result.groups, 1)]
+    Gallery(out, f"deepvision dupes: {len(result.groups)} groups above {result.threshold:g}",
+            sections).write()
+
+
+def _stdout_console() -> Console:
+    out = Console(highlight=False)
+    if not out.is_terminal:  # piped or captured: never fold a path across lines
+        out = Console(highlight=False, width=100_000)
+    return out

@@ -180,7 +180,7 @@ def describe(loc: Location, with_failures: bool = False) -> dict[str, object]:
         catalog.close()
     size = sum(p.stat().st_size for p in loc.dir.iterdir() if p.is_file())
     data: dict[str, object] = {
-        "index": str(loc.dir),
+        "index": os.path.abspath(loc.dir),
         "files": counts["files"],
         "vectors": counts["vectors"],
         "failed": counts["failed"],

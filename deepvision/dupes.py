@@ -1,0 +1,109 @@
+"""Near-duplicate groups inside an index: connected components of pairs above a threshold.
+
+Pairs come from FAISS range search, a block of vectors at a time, so memory grows with the
+number of close pairs, never with N x N.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from deepvision.catalog import Catalog
+from deepvision.index import VectorIndex
+from deepvision.storage import Location, load_vectors, read_manifest
+
+# Cosine similarity above which two images count as near-duplicates. Measured with
+# EfficientNet-Lite0 (bench/dupes_threshold.py, figures in bench/RESULTS.md): half-size and
+# quality-40 copies of the shipped photos score >= 0.78 with their original, the closest two
+# distinct photos 0.64. Other models have other score ranges: tune --threshold for them.
+DEFAULT_THRESHOLD = 0.72
+BLOCK = 2048  # queries per range search: bounds the temporary result arrays
+
+
+@dataclass(frozen=True)
+class Member:
+    path: str
+    score: float  # cosine similarity to the group's first member
+
+
+@dataclass(frozen=True)
+class Group:
+    members: list[Member]
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+
+@dataclass
+class DupesResult:
+    index: str
+    model: str
+    threshold: float
+    groups: list[Group]
+
+
+def find_dupes(loc: Location, threshold: float = DEFAULT_THRESHOLD) -> DupesResult:
+    manifest = read_manifest(loc)
+    catalog = Catalog(loc.dir / manifest.catalog, readonly=True)
+    try:
+        with catalog.snapshot():
+            ids, vectors = _all_vectors(catalog, manifest.dim)
+            index = load_vectors(catalog, manifest.dim, loc.dir)
+            labels = _components(index, ids, vectors, threshold)
+            names = catalog.paths_for(ids.tolist())
+    finally:
+        catalog.close()
+    groups = _groups(ids, vectors, labels, names)
+    return DupesResult(os.path.abspath(loc.dir), manifest.model, threshold, groups)
+
+
+def _all_vectors(catalog: Catalog, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    blocks = list(catalog.iter_vectors(dim))
+    if not blocks:
+        return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
+    return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
+
+
+def _components(index: VectorIndex, ids: np.ndarray, vectors: np.ndarray,
+                threshold: float) -> np.ndarray:
+    """Component label per row of `ids` (scipy's connected components on the sparse pair graph)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(ids)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    row_of = {int(v): i for i, v in enumerate(ids)}
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    for start in range(0, n, BLOCK):
+        # FAISS keeps inner-product results strictly above the radius.
+        lims, _, hits = index.range_search(vectors[start:start + BLOCK], threshold)
+        counts = np.diff(lims).astype(np.int64)  # FAISS returns size_t offsets
+        rows.append(np.repeat(np.arange(start, start + len(counts)), counts))
+        cols.append(np.fromiter((row_of[int(h)] for h in hits), np.int64, len(hits)))
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return labels
+
+
+def _groups(ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray,
+            names: dict[int, list[str]]) -> list[Group]:
+    rows_by_label: dict[int, list[int]] = {}
+    for row, label in enumerate(labels):
+        rows_by_label.setdefault(int(label), []).append(row)
+    groups = []
+    for rows in rows_by_label.values():
+        # Byte-identical files share one vector, so a single row can already be a group.
+        files = sorted((p, row) for row in rows for p in names.get(int(ids[row]), []))
+        if len(files) < 2:
+            continue
+        first = vectors[files[0][1]]
+        groups.append(Group([Member(p, float(np.dot(first, vectors[row]))) for p, row in files]))
+    groups.sort(key=lambda g: (-g.size, g.members[0].path))
+    return groups

@@ -1,0 +1,467 @@
+"""The eval stage: how well does a model find the other copies of a picture among distractors?
+
+An evaluation set is groups of images that show the same picture (an original and its edited
+copies, say) plus distractors that belong to no group. Every image is embedded once; each grouped
+image then searches all the others, and its ranked list says how early its group-mates come.
+
+Metrics of one query (the query itself is never in its own ranked list; the "relevant" items are
+the other readable members of its group):
+
+- AP, average precision: the mean, over all relevant items, of the precision at the rank where
+  each one is found. mAP is its mean over queries.
+- recall@k: 1 if at least one relevant item is in the top k, else 0. This is the Recall@K of
+  instance retrieval and deep metric learning benchmarks (Stanford Online Products, In-Shop,
+  CUB-200), also called hit rate or top-k accuracy; recall@1 equals precision@1.
+- precision@k: the number of relevant items in the top k, divided by k (so it cannot reach 1
+  when a query has fewer than k relevant items).
+
+Overall, per-group and per-edit figures are means over queries. A query without relevant items
+(a distractor, or the only readable image of its group) is not scored, but stays in the database
+that every other query searches. Nothing is written anywhere: the vectors live in memory only.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from deepvision.discover import Failure, discover, extension_kind
+from deepvision.embed import EmbedOptions, embed_paths, pick_device
+from deepvision.errors import NoImagesError, UsageError
+from deepvision.models import AUTO, LoadedModel, load_model, resolve
+from deepvision.render import Reporter, display_path
+
+if TYPE_CHECKING:
+    import torch
+
+DISTRACTOR_GROUP = "distractors"  # a sub-folder (or CSV group) of this name holds no group
+EDIT_SEPARATOR = "__"  # <anything>__<edit>.jpg: the edit name for the per-edit breakdown
+DEFAULT_KS = (1, 5, 10)
+# Queries per FAISS search call: a full ranking is N entries per query, so cap the block at
+# about 16 M (id, score) pairs (~200 MB) whatever the size of the set.
+_BLOCK_PAIRS = 1 << 24
+
+
+# ---- the set -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    path: str  # absolute, not symlink-resolved
+    group: str | None  # None: a distractor, relevant to nothing
+
+    @property
+    def edit(self) -> str | None:
+        return edit_name(self.path)
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    items: tuple[EvalItem, ...]
+    failures: tuple[Failure, ...]  # listed or found, but not usable (missing, unsupported)
+
+
+def edit_name(path: str) -> str | None:
+    """'.../cat__crop70.jpg' -> 'crop70'; None when the file name carries no edit."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    head, sep, tail = stem.rpartition(EDIT_SEPARATOR)
+    return tail if sep and head and tail else None
+
+
+def load_evalset(source: Path) -> EvalSet:
+    """A folder with one sub-folder per group, or a CSV file with the columns path,group.
+
+    Folder: every image below DIR/<name>/ (at any depth) belongs to group <name>; images directly
+    inside DIR and below DIR/distractors/ are distractors. CSV: paths are relative to the CSV's
+    folder (or absolute); an empty group or "distractors" makes a distractor.
+    """
+    if not source.exists():
+        raise UsageError(f"{source} does not exist (check the path)")
+    if source.is_dir():
+        return _from_folder(source)
+    if source.suffix.lower() == ".csv":
+        return _from_csv(source)
+    raise UsageError(f"{source}: pass a folder with one sub-folder per group, "
+                     "or a .csv file with the columns path,group")
+
+
+def _from_folder(root: Path) -> EvalSet:
+    top = os.path.abspath(root)
+    found = discover([Path(top)])
+    items = []
+    for rec in found.files:
+        parts = Path(os.path.relpath(rec.path, top)).parts
+        group = parts[0] if len(parts) > 1 and parts[0] != DISTRACTOR_GROUP else None
+        items.append(EvalItem(rec.path, group))
+    return EvalSet(tuple(items), tuple(found.failures))
+
+
+def _from_csv(path: Path) -> EvalSet:
+    base = os.path.dirname(os.path.abspath(path))
+    items: list[EvalItem] = []
+    failures: list[Failure] = []
+    seen: set[str] = set()
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel writes a BOM
+            reader = csv.DictReader(f)
+            if not {"path", "group"} <= set(reader.fieldnames or ()):
+                raise UsageError(f"{path}: the first row must name the columns path,group")
+            for row in reader:
+                line = reader.line_num
+                name = (row.get("path") or "").strip()
+                if not name:
+                    raise UsageError(f"{path}, line {line}: empty path")
+                full = os.path.abspath(os.path.join(base, os.path.expanduser(name)))
+                if full in seen:  # one file in two groups would be its own relevant item
+                    raise UsageError(f"{path}, line {line}: {name} is listed twice")
+                seen.add(full)
+                group = (row.get("group") or "").strip()
+                failure = _unusable(full)
+                if failure is not None:
+                    failures.append(failure)
+                    continue
+                items.append(EvalItem(full, group if group and group != DISTRACTOR_GROUP
+                                      else None))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+    return EvalSet(tuple(items), tuple(failures))
+
+
+def _unusable(path: str) -> Failure | None:
+    if not os.path.isfile(path):
+        return Failure(path, "missing",
+                       "listed in the CSV but not found (relative paths start at the CSV's folder)")
+    if extension_kind(path) == "unsupported":
+        ext = os.path.splitext(path)[1].lower()
+        return Failure(path, "unsupported-format",
+                       f"{ext} files are not supported; convert to JPEG/PNG/WebP")
+    return None  # a wrong extension on a good image is the decoder's call, not ours
+
+
+# ---- metrics (pure numpy) ----------------------------------------------------------------------
+
+
+def average_precision(hits: Sequence[bool] | np.ndarray, n_relevant: int) -> float:
+    """Average precision of one ranked list.
+
+    hits[r] is true when the item at rank r + 1 is relevant. n_relevant counts all relevant items,
+    including any the list does not reach (each of those adds a precision of 0). Example:
+    relevant at ranks 1 and 3 of 4, n_relevant 2 -> (1/1 + 2/3) / 2 = 0.8333.
+    """
+    h = np.asarray(hits, dtype=bool)
+    found = int(h.sum())
+    if n_relevant < max(found, 1):
+        raise ValueError(f"n_relevant={n_relevant}, but the list holds {found} relevant items")
+    ranks = np.flatnonzero(h) + 1  # 1-based ranks of the relevant items
+    return float((np.arange(1, found + 1) / ranks).sum() / n_relevant)
+
+
+def recall_at_k(hits: Sequence[bool] | np.ndarray, k: int) -> float:
+    """1.0 if any relevant item is among the first k, else 0.0 (instance-retrieval Recall@K)."""
+    return float(np.asarray(hits, dtype=bool)[:k].any())
+
+
+def precision_at_k(hits: Sequence[bool] | np.ndarray, k: int) -> float:
+    """Relevant items among the first k, divided by k (a list shorter than k counts as misses)."""
+    return float(np.asarray(hits, dtype=bool)[:k].sum() / k)
+
+
+def parse_ks(text: str) -> tuple[int, ...]:
+    """'1,5,10' -> (1, 5, 10): sorted, unique, each >= 1."""
+    try:
+        ks = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        ks = []
+    if not ks or ks[0] < 1:
+        raise UsageError(f"--ks {text!r}: give cut-offs >= 1 separated by commas, e.g. 1,5,10")
+    return tuple(ks)
+
+
+# ---- results -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueryScore:
+    path: str
+    group: str
+    edit: str | None
+    relevant: int  # other readable members of the group
+    ap: float
+    recall: dict[int, float]  # k -> recall@k (0 or 1)
+    precision: dict[int, float]  # k -> precision@k
+    first_hit: int | None  # rank of the first relevant item (1: found at once; None: never)
+    top_path: str  # what came first instead, when first_hit > 1
+    top_score: float
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Means over `queries` queries: one line of the report."""
+
+    name: str
+    queries: int
+    mean_ap: float
+    recall: dict[int, float]
+    precision: dict[int, float]
+
+
+@dataclass
+class EvalResult:
+    source: str
+    model: str
+    weights: str  # where the weights came from
+    weights_identity: str
+    device: str
+    ks: tuple[int, ...]
+    images: int  # embedded
+    groups: int
+    distractors: int  # embedded images without a group (lone group members are not counted)
+    overall: Scores
+    by_group: list[Scores]
+    by_edit: list[Scores]  # empty when no file name carries an edit
+    queries: list[QueryScore]
+    failures: list[Failure] = field(default_factory=list)
+    embed_seconds: float = 0.0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    source: Path
+    model: str = AUTO
+    weights: Path | None = None
+    embed: EmbedOptions = EmbedOptions()
+    ks: tuple[int, ...] = DEFAULT_KS
+
+
+# ---- running -----------------------------------------------------------------------------------
+
+
+def run_eval(req: EvalRequest, rep: Reporter) -> EvalResult:
+    """Embed every image of the set once, rank all of them for every query, score the rankings."""
+    start = time.perf_counter()
+    evalset = load_evalset(req.source)  # before any heavy work: a bad set fails in a blink
+    if not evalset.items and not evalset.failures:
+        raise NoImagesError(f"no images found in {req.source}")
+    _check_scorable([item.group for item in evalset.items], req.source)
+
+    spec, weights, notice = resolve(req.model, req.weights)
+    if notice:
+        rep.info(notice)
+    device = pick_device(req.embed.device)
+    n_groups = len({i.group for i in evalset.items if i.group is not None})
+    rep.info(f"eval {req.source}: {len(evalset.items)} images in {n_groups} groups; "
+             f"model {spec.name} ({weights.origin}) on {device}")
+    model = load_model(spec, weights, device)
+
+    embed_start = time.perf_counter()
+    vectors, ok, failures = _embed_all(model, evalset.items, device, req.embed, rep)
+    embed_seconds = time.perf_counter() - embed_start
+    rep.info(f"embedded {int(ok.sum())} images in {embed_seconds:.1f} s "
+             f"({ok.sum() / embed_seconds if embed_seconds else 0:.1f} img/s)")
+    items = [item for item, good in zip(evalset.items, ok, strict=True) if good]
+    queries = score_rankings(vectors[ok], [i.group for i in items], [i.path for i in items],
+                             req.ks)
+    return EvalResult(
+        source=os.path.abspath(req.source), model=spec.name, weights=weights.origin,
+        weights_identity=weights.identity, device=str(device), ks=req.ks, images=len(items),
+        groups=len({q.group for q in queries}), distractors=sum(i.group is None for i in items),
+        overall=summarise("overall", queries, req.ks),
+        by_group=[summarise(g, qs, req.ks) for g, qs in _grouped(queries, lambda q: q.group)],
+        by_edit=[summarise(e, qs, req.ks) for e, qs in _grouped(queries, lambda q: q.edit)
+                 if e is not None],
+        queries=queries, failures=[*evalset.failures, *failures],
+        embed_seconds=embed_seconds, seconds=time.perf_counter() - start)
+
+
+def _check_scorable(groups: Iterable[str | None], source: Path) -> None:
+    counts: dict[str, int] = defaultdict(int)
+    for g in groups:
+        if g is not None:
+            counts[g] += 1
+    if not any(n >= 2 for n in counts.values()):
+        raise UsageError(
+            f"{source}: nothing to score, no group holds two images. Put each picture and its "
+            "copies in a sub-folder of their own (or give them one group in the CSV)")
+
+
+def _embed_all(model: LoadedModel, items: Sequence[EvalItem], device: torch.device,
+               opts: EmbedOptions,
+               rep: Reporter) -> tuple[np.ndarray, np.ndarray, list[Failure]]:
+    paths = [item.path for item in items]
+    vectors = np.zeros((len(paths), model.spec.dim), np.float32)
+    ok = np.zeros(len(paths), bool)
+    failures: list[Failure] = []
+    with rep.progress(len(paths), "embedding") as advance:
+        for batch in embed_paths(model, paths, device, opts):
+            vectors[batch.items] = batch.vectors
+            ok[batch.items] = True
+            failures.extend(f for _, f in batch.failures)
+            advance(len(batch.items) + len(batch.failures))
+    return vectors, ok, failures
+
+
+def score_rankings(vectors: np.ndarray, groups: Sequence[str | None], paths: Sequence[str],
+                   ks: Sequence[int]) -> list[QueryScore]:
+    """Rank all vectors for each one that has group-mates (cosine, exact) and score the lists.
+
+    vectors are L2-normalised; groups[i] is None for a distractor. The query's own entry is
+    removed by id, not by position: an exact duplicate may tie with it for rank 1.
+    """
+    from deepvision.index import VectorIndex
+
+    labels = _labels(groups)
+    grouped = labels >= 0
+    relevant = np.zeros(len(labels), np.int64)
+    relevant[grouped] = np.bincount(labels[grouped])[labels[grouped]] - 1
+    query_ids = np.flatnonzero(relevant > 0)
+    if not len(query_ids):
+        return []
+    n = len(vectors)
+    index = VectorIndex.new(vectors.shape[1])
+    index.add(np.arange(n, dtype=np.int64), vectors)
+    out: list[QueryScore] = []
+    for block in _blocks(query_ids, max(1, _BLOCK_PAIRS // n)):
+        scores, ids = index.search(vectors[block], n)
+        for qi, row_scores, row_ids in zip(block, scores, ids, strict=True):
+            # FAISS pads with -1 what it could not rank (NaN scores): never index labels[-1].
+            keep = (row_ids != qi) & (row_ids >= 0)
+            ranked, ranked_scores = row_ids[keep], row_scores[keep]
+            hits = labels[ranked] == labels[qi]
+            out.append(QueryScore(
+                path=paths[qi], group=str(groups[qi]), edit=edit_name(paths[qi]),
+                relevant=int(relevant[qi]), ap=average_precision(hits, int(relevant[qi])),
+                recall={k: recall_at_k(hits, k) for k in ks},
+                precision={k: precision_at_k(hits, k) for k in ks},
+                first_hit=int(np.argmax(hits)) + 1 if hits.any() else None,
+                top_path=paths[int(ranked[0])] if len(ranked) else "",
+                top_score=float(ranked_scores[0]) if len(ranked) else float("nan")))
+    return out
+
+
+def _labels(groups: Sequence[str | None]) -> np.ndarray:
+    """Group names -> small ints; -1 for distractors."""
+    codes: dict[str, int] = {}
+    return np.array([-1 if g is None else codes.setdefault(g, len(codes)) for g in groups],
+                    dtype=np.int64)
+
+
+def _blocks(ids: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for i in range(0, len(ids), size):
+        yield ids[i:i + size]
+
+
+def summarise(name: str, queries: Sequence[QueryScore], ks: Sequence[int]) -> Scores:
+    """Means over the queries; zeros for none (a set with nothing scorable)."""
+    def mean(values: Iterable[float]) -> float:
+        arr = np.fromiter(values, np.float64)
+        return float(arr.mean()) if len(arr) else 0.0
+
+    return Scores(name, len(queries), mean(q.ap for q in queries),
+                  {k: mean(q.recall[k] for q in queries) for k in ks},
+                  {k: mean(q.precision[k] for q in queries) for k in ks})
+
+
+def _grouped(queries: Sequence[QueryScore],
+             key: Callable[[QueryScore], str | None]) -> list[tuple[str | None, list[QueryScore]]]:
+    buckets: dict[str | None, list[QueryScore]] = defaultdict(list)
+    for q in queries:
+        buckets[key(q)].append(q)
+    return sorted(buckets.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))
+
+
+# ---- output ------------------------------------------------------------------------------------
+
+
+def _scores_json(s: Scores) -> dict:
+    return {"queries": s.queries, "mAP": round(s.mean_ap, 6),
+            **{f"recall@{k}": round(v, 6) for k, v in s.recall.items()},
+            **{f"precision@{k}": round(v, 6) for k, v in s.precision.items()}}
+
+
+def eval_json(result: EvalResult) -> str:
+    """One JSON document: the summary lines, every query, every failure."""
+    return json.dumps({
+        "source": result.source,
+        "model": result.model,
+        "weights": result.weights,
+        "weights_identity": result.weights_identity,
+        "device": result.device,
+        "ks": list(result.ks),
+        "images": result.images,
+        "groups": result.groups,
+        "distractors": result.distractors,
+        "overall": _scores_json(result.overall),
+        "by_edit": {s.name: _scores_json(s) for s in result.by_edit},
+        "by_group": {s.name: _scores_json(s) for s in result.by_group},
+        "queries": [
+            {"path": q.path, "group": q.group, "edit": q.edit, "relevant": q.relevant,
+             "ap": round(q.ap, 6), **{f"recall@{k}": v for k, v in q.recall.items()},
+             **{f"precision@{k}": round(v, 6) for k, v in q.precision.items()},
+             "first_hit": q.first_hit, "top": q.top_path, "top_score": round(q.top_score, 6)}
+            for q in result.queries],
+        "failures": [{"path": f.path, "reason": f.reason, "message": f.message}
+                     for f in result.failures],
+        "failed": len(result.failures),
+        "embed_seconds": round(result.embed_seconds, 3),
+        "seconds": round(result.seconds, 3),
+        "images_per_second": round(result.images / result.embed_seconds, 2)
+        if result.embed_seconds else None,
+    }, indent=2, ensure_ascii=False)
+
+
+def print_eval_table(result: EvalResult, max_misses: int = 30) -> None:
+    """Overall, per-edit and per-group tables, then the queries that missed at rank 1."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = Console(highlight=False)
+    if not out.is_terminal:  # piped or captured: never fold a line
+        out = Console(highlight=False, width=100_000)
+
+    def scores_table(title: str, rows: Sequence[Scores], first: str) -> Table:
+        table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+        table.add_column(first)
+        for col in ("queries", "mAP", *(f"R@{k}" for k in result.ks),
+                    *(f"P@{k}" for k in result.ks)):
+            table.add_column(col, justify="right")
+        for s in rows:
+            table.add_row(escape(s.name), str(s.queries), f"{s.mean_ap:.4f}",
+                          *(f"{s.recall[k]:.4f}" for k in result.ks),
+                          *(f"{s.precision[k]:.4f}" for k in result.ks))
+        return table
+
+    out.print(f"{escape(display_path(result.source))}: {result.images} images, {result.groups} "
+              f"groups, {result.distractors} not scored (distractors); model {result.model} "
+              f"({escape(result.weights)}) on {result.device}")
+    out.print("R@k: a relevant image in the top k (hit rate); P@k: relevant share of the top k")
+    out.print(scores_table("overall", [result.overall], ""))
+    if result.by_edit:
+        out.print()
+        out.print(scores_table("by edit", result.by_edit, "edit"))
+    out.print()
+    out.print(scores_table("by group", result.by_group, "group"))
+    misses = sorted((q for q in result.queries if q.first_hit != 1),
+                    key=lambda q: (-(q.first_hit or result.images), q.path))
+    if misses:
+        out.print()
+        table = Table(title=f"missed at rank 1: {len(misses)}", title_justify="left",
+                      show_edge=False, pad_edge=False)
+        for col in ("query", "first hit", "rank 1 instead", "score"):
+            table.add_column(col, justify="right" if col in ("first hit", "score") else "left")
+        for q in misses[:max_misses]:
+            table.add_row(escape(display_path(q.path)), str(q.first_hit or "-"),
+                          escape(display_path(q.top_path)), f"{q.top_score:.4f}")
+        out.print(table)
+        if len(misses) > max_misses:
+            out.print(f"... and {len(misses) - max_misses} more (--format json lists them all)")

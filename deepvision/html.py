@@ -1,0 +1,116 @@
+"""Self-contained HTML reports: thumbnails written beside the page, every name escaped.
+
+No JavaScript at all (and a CSP that forbids it): nothing a file name contains can run.
+Thumbnails are named by a hash of (path, size, mtime), so re-rendering reuses them and file
+names never reach an attribute unescaped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from urllib.parse import quote
+
+from deepvision.decode import DecodeError, load_rgb
+from deepvision.storage import atomic_write_text
+
+THUMB = 192  # px, long side
+
+CSS = """
+:root { color-scheme: light dark; font-family: system-ui, sans-serif; }
+body { margin: 0 auto; max-width: 1400px; padding: 12px; }
+h1 { font-size: 1.3rem; }
+section { border-top: 1px solid #8884; padding: 8px 0; content-visibility: auto;
+          contain-intrinsic-size: auto 260px; }
+h2 { font-size: 1rem; word-break: break-all; margin: 4px 0; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(140px, 1fr)); gap: 8px; }
+figure { margin: 0; padding: 4px; border: 1px solid #8884; border-radius: 6px; }
+figure.query { border: 2px solid #3a7bd5; }
+figure img { width: 100%; height: 140px; object-fit: contain; background: #8882; }
+figcaption { font-size: .75rem; word-break: break-all; }
+.missing { height: 140px; display: flex; align-items: center; justify-content: center;
+           background: #d443; font-size: .8rem; }
+.error { color: #c33; }
+"""
+
+
+@dataclass(frozen=True)
+class Tile:
+    path: str
+    caption: str  # plain text, escaped on output
+    query: bool = False
+
+
+@dataclass
+class Section:
+    heading: str
+    tiles: list[Tile]
+    note: str = ""
+
+
+@dataclass
+class Gallery:
+    out: Path
+    title: str
+    sections: list[Section] = field(default_factory=list)
+
+    @property
+    def thumbs_dir(self) -> Path:
+        return self.out.with_name(self.out.stem + "_files")
+
+    def write(self) -> None:
+        """Thumbnails first (in parallel), then the page, atomically."""
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.thumbs_dir.mkdir(exist_ok=True)
+        paths = sorted({t.path for s in self.sections for t in s.tiles})
+        with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+            thumbs = dict(zip(paths, pool.map(self._thumbnail, paths), strict=True))
+        body = "".join(self._section(s, thumbs) for s in self.sections)
+        page = ('<!doctype html><html lang="en"><head><meta charset="utf-8">'
+                '<meta name="viewport" content="width=device-width, initial-scale=1">'
+                "<meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'none'\">"
+                f"<title>{escape(self.title)}</title><style>{CSS}</style></head><body>"
+                f"<h1>{escape(self.title)}</h1>{body}</body></html>\n")
+        atomic_write_text(self.out, page)
+
+    def _section(self, s: Section, thumbs: dict[str, str | None]) -> str:
+        note = f'<p class="error">{escape(s.note)}</p>' if s.note else ""
+        tiles = "".join(self._tile(t, thumbs[t.path]) for t in s.tiles)
+        heading = f"<h2>{escape(s.heading)}</h2>"
+        return f'<section>{heading}{note}<div class="grid">{tiles}</div></section>'
+
+    def _tile(self, t: Tile, thumb: str | None) -> str:
+        if thumb is None:
+            picture = '<div class="missing">missing or unreadable</div>'
+        else:
+            href = quote(os.path.relpath(t.path, self.out.parent))
+            src = quote(f"{self.thumbs_dir.name}/{thumb}")
+            picture = f'<a href="{href}"><img loading="lazy" src="{src}" alt=""></a>'
+        css = ' class="query"' if t.query else ""
+        return (f'<figure{css} title="{escape(t.path)}">{picture}<figcaption>'
+                f"{escape(t.caption)}<br>{escape(os.path.basename(t.path))}</figcaption></figure>")
+
+    def _thumbnail(self, path: str) -> str | None:
+        """Thumbnail file name for `path`, or None if it is missing or cannot be decoded."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        key = f"{path}\0{st.st_size}\0{st.st_mtime_ns}".encode()
+        name = hashlib.blake2b(key, digest_size=10).hexdigest() + ".jpg"
+        target = self.thumbs_dir / name
+        if target.exists():
+            return name
+        try:
+            image = load_rgb(path, draft_size=THUMB)
+        except DecodeError:
+            return None
+        image.thumbnail((THUMB, THUMB))
+        tmp = target.with_name(f".{name}.tmp")
+        image.save(tmp, "JPEG", quality=80)
+        os.replace(tmp, target)
+        return name
