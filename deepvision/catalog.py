@@ -2,7 +2,9 @@
 
 Every change is a transaction, so a run killed at any moment leaves the last committed state.
 Vectors are keyed by content hash: byte-identical files (duplicates, renames) share one vector.
-The FAISS file is a cache of the `vectors` table, valid when its generation matches.
+They are stored as float16 (half the space; cosine scores move by ~1e-3): this table is what
+any FAISS structure is (re)built from, without the model. The FAISS file is a cache of it,
+valid when its generation matches.
 """
 
 from __future__ import annotations
@@ -171,7 +173,7 @@ class Catalog:
 
     def add_vector(self, hash_: str, vector: np.ndarray) -> int:
         cur = self._db.execute("INSERT INTO vectors (hash, vec) VALUES (?, ?)",
-                               (hash_, np.asarray(vector, np.float32).tobytes()))
+                               (hash_, np.asarray(vector, np.float16).tobytes()))
         self._vectors_changed = True
         return int(cur.lastrowid or 0)
 
@@ -190,9 +192,27 @@ class Catalog:
     def iter_vectors(self, dim: int, block: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         cur = self._db.execute("SELECT id, vec FROM vectors ORDER BY id")
         while rows := cur.fetchmany(block):
-            ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-            vecs = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(-1, dim)
-            yield ids, vecs
+            yield self._decode(rows, dim)
+
+    @staticmethod
+    def _decode(rows: list[tuple[int, bytes]], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        vecs = np.frombuffer(b"".join(r[1] for r in rows), np.float16).reshape(-1, dim)
+        return ids, as_stored(vecs)
+
+    def sample_vectors(self, dim: int, n: int, seed: int = 0) -> np.ndarray:
+        """A uniform random sample of n stored vectors (all of them if there are fewer)."""
+        ids = np.fromiter((r[0] for r in self._db.execute("SELECT id FROM vectors")), np.int64)
+        if len(ids) > n:
+            ids = np.sort(np.random.default_rng(seed).choice(ids, n, replace=False))
+        out = []
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500].tolist()
+            marks = ",".join("?" * len(part))
+            rows = self._db.execute(f"SELECT id, vec FROM vectors WHERE id IN ({marks})",
+                                    part).fetchall()
+            out.append(self._decode(rows, dim)[1])
+        return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
 
     def counts(self) -> dict[str, int]:
         files_ok, failed = self._db.execute(
@@ -200,3 +220,12 @@ class Catalog:
             "FROM files").fetchone()
         (vectors,) = self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()
         return {"files": int(files_ok), "failed": int(failed), "vectors": int(vectors)}
+
+
+def as_stored(vectors: np.ndarray) -> np.ndarray:
+    """Vectors as the catalog keeps them (float16), back in float32 and re-normalised (rounding
+    moves the norm by ~1e-4, and scores must stay cosines within [-1, 1]). What goes into FAISS
+    during a run is then identical to what a rebuild from the catalog produces."""
+    v = np.asarray(vectors, np.float16).astype(np.float32)
+    norms = np.linalg.norm(v, axis=-1, keepdims=True)
+    return v / np.where(norms > 0, norms, 1)

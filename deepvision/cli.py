@@ -17,6 +17,7 @@ from deepvision import __version__
 from deepvision.decode import DEFAULT_MAX_MEGAPIXELS
 from deepvision.dupes import DEFAULT_THRESHOLD as DEFAULT_DUPE_THRESHOLD
 from deepvision.errors import DeepVisionError, ExitCode, UsageError
+from deepvision.index import parse_size, plan_index
 from deepvision.models import AUTO, MODEL_CHOICES, get_spec
 from deepvision.render import Reporter
 
@@ -58,6 +59,12 @@ Workers = Annotated[int, typer.Option(
 MaxMP = Annotated[float, typer.Option(
     "--max-megapixels", min=0.01, help="Skip images larger than this (decompression bombs).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (cron).")]
+IndexType = Annotated[Optional[str], typer.Option(
+    "--index-type", help="FAISS structure: auto, flat, ivf, ivfpq or hnsw (default: the index's "
+    "own; auto for a new one).", show_default=False)]
+MaxMemory = Annotated[Optional[str], typer.Option(
+    "--max-memory", help="Memory budget for the FAISS structure, e.g. 8G (default: half the "
+    "RAM); `auto` switches to compressed types to stay within it.", show_default=False)]
 
 
 def _fail(rep: Reporter, exc: DeepVisionError) -> typer.Exit:
@@ -92,7 +99,8 @@ def _index_command(rebuild: bool, dirs: list[Path], index_dir: Path, name: str, 
                    weights: Path | None, device: str, batch_size: int, workers: int,
                    max_megapixels: float, include: list[str], exclude: list[str], hidden: bool,
                    retry_failed: bool, commit_every: int, wait: bool, quiet: bool,
-                   as_json: bool) -> None:
+                   as_json: bool, index_type: str | None = None,
+                   max_memory: str | None = None) -> None:
     from deepvision.discover import Filters
     from deepvision.indexer import IndexRequest, run_index
     from deepvision.render import index_summary_json, index_summary_text, print_failures
@@ -104,6 +112,9 @@ def _index_command(rebuild: bool, dirs: list[Path], index_dir: Path, name: str, 
         _check_weights(weights)
         if model != AUTO:
             get_spec(model)  # unknown names fail here, before any heavy work
+        if index_type is not None:
+            plan_index(index_type, 0, 1)
+        budget = parse_size(max_memory) if max_memory else None
         loc = Location(index_dir, name)
         rep.info(f"{'rebuild' if rebuild else 'index'} {loc.dir}: "
                  f"{', '.join(map(str, dirs)) or 'recorded folders'}")
@@ -111,7 +122,8 @@ def _index_command(rebuild: bool, dirs: list[Path], index_dir: Path, name: str, 
             roots=tuple(dirs), location=loc, model=model, weights=weights,
             embed=_embed_options(device, batch_size, workers, max_megapixels),
             filters=Filters(tuple(include), tuple(exclude), hidden),
-            retry_failed=retry_failed, commit_every=commit_every, wait=wait)
+            retry_failed=retry_failed, commit_every=commit_every, wait=wait,
+            index_type=index_type, max_memory=budget)
         summary = run_index(req, rep, rebuild=rebuild)
     except DeepVisionError as exc:
         raise _fail(rep, exc) from None
@@ -146,13 +158,15 @@ def index(
     commit_every: Annotated[int, typer.Option(
         min=1, help="Commit to disk every N embedded images (crash safety).")] = 1000,
     wait: Annotated[bool, typer.Option(help="Wait for another run on this index.")] = False,
+    index_type: IndexType = None,
+    max_memory: MaxMemory = None,
     quiet: Quiet = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Add new and changed images under DIR to the index; drop deleted ones."""
     _index_command(False, dirs, index_dir, name, model, weights, device, batch_size,
                    workers, max_megapixels, include, exclude, hidden, retry_failed,
-                   commit_every, wait, quiet, as_json)
+                   commit_every, wait, quiet, as_json, index_type, max_memory)
 
 
 @app.command()
@@ -173,13 +187,42 @@ def rebuild(
     hidden: Annotated[bool, typer.Option(help="Also index dot-files and dot-folders.")] = False,
     commit_every: Annotated[int, typer.Option(min=1, help="Commit every N images.")] = 1000,
     wait: Annotated[bool, typer.Option(help="Wait for another run on this index.")] = False,
+    index_type: IndexType = None,
+    max_memory: MaxMemory = None,
+    from_vectors: Annotated[bool, typer.Option(
+        "--from-vectors", help="Rebuild only the FAISS structure from the stored vectors (no "
+        "model, no decoding), e.g. with another --index-type.")] = False,
     quiet: Quiet = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Re-extract everything into a fresh index, then swap it in atomically."""
+    if from_vectors:
+        _restructure(index_dir, name, index_type, max_memory, wait, quiet, as_json)
+        return
     _index_command(True, dirs or [], index_dir, name, model, weights, device, batch_size,
                    workers, max_megapixels, include, exclude, hidden, True, commit_every, wait,
-                   quiet, as_json)
+                   quiet, as_json, index_type, max_memory)
+
+
+def _restructure(index_dir: Path, name: str, index_type: str | None, max_memory: str | None,
+                 wait: bool, quiet: bool, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    from deepvision.indexer import restructure
+    from deepvision.storage import Location
+
+    rep = Reporter(quiet=quiet or as_json)
+    try:
+        if index_type is not None:
+            plan_index(index_type, 0, 1)
+        budget = parse_size(max_memory) if max_memory else None
+        done = restructure(Location(index_dir, name), index_type, budget, wait)
+    except DeepVisionError as exc:
+        raise _fail(rep, exc) from None
+    rep.info(f"rebuilt {done.index_type} structure ({done.index_factory}) over {done.vectors} "
+             f"stored vectors in {done.seconds:.1f} s, without the model")
+    if as_json:
+        typer.echo(json.dumps(asdict(done), indent=2))
 
 
 @app.command()
@@ -198,6 +241,11 @@ def search(
     batch_size: BatchSize = 0,
     workers: Workers = -1,
     max_megapixels: MaxMP = DEFAULT_MAX_MEGAPIXELS,
+    nprobe: Annotated[Optional[int], typer.Option(
+        min=1, help="IVF lists to scan (more: better recall, slower); default set with the "
+        "index.", show_default=False)] = None,
+    ef_search: Annotated[Optional[int], typer.Option(
+        min=1, help="HNSW search breadth (default 128).", show_default=False)] = None,
     quiet: Quiet = False,
 ) -> None:
     """Print the most similar indexed images for every query image."""
@@ -212,7 +260,8 @@ def search(
                 raise UsageError(f"{p} does not exist (check the path)")
         _check_weights(weights)
         req = SearchRequest(tuple(paths), Location(index_dir, name), top_k, min_score, weights,
-                            _embed_options(device, batch_size, workers, max_megapixels))
+                            _embed_options(device, batch_size, workers, max_megapixels),
+                            nprobe, ef_search)
         result = run_search(req, rep)
     except DeepVisionError as exc:
         raise _fail(rep, exc) from None

@@ -52,7 +52,8 @@ def find_dupes(loc: Location, threshold: float = DEFAULT_THRESHOLD) -> DupesResu
     try:
         with catalog.snapshot():
             ids, vectors = _all_vectors(catalog, manifest.dim)
-            index = load_vectors(catalog, manifest.dim, loc.dir)
+            index = load_vectors(catalog, manifest, loc.dir)
+            index.configure()
             labels = _components(index, ids, vectors, threshold)
             names = catalog.paths_for(ids.tolist())
     finally:

@@ -1,34 +1,145 @@
-"""FAISS structure: add / remove / search / save / load by integer id. Knows ids, never paths."""
+"""FAISS structures: choose, build, add / remove / search, save / load. Knows ids, never paths.
+
+Scores are inner products of L2-normalised vectors, i.e. cosine similarities, for every type.
+The catalog keeps the vectors themselves, so any structure can be rebuilt without the model.
+"""
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-FACTORY = "IDMap2,Flat"  # exact inner product; ids are the catalog's vector ids
+from deepvision.errors import UsageError
+
+FACTORY = "IDMap2,Flat"  # exact search; ids are the catalog's vector ids
+INDEX_TYPES = ("auto", "flat", "ivf", "ivfpq", "hnsw")
+FLAT_MAX = 50_000  # exact search stays in single-digit milliseconds up to about here
+MIN_POINTS_PER_CENTROID = 39  # FAISS warns below this; k-means needs it to be meaningful
+TRAIN_POINTS_PER_CENTROID = 64  # sample size for training (k-means on a sample)
+RETRAIN_GROWTH = 4.0  # retrain an IVF index once the collection is 4x its training size
+DEFAULT_EF_SEARCH = 128
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    """A FAISS structure and its parameters; recorded in the manifest, shown by `info`."""
+
+    kind: str  # flat | ivf | ivfpq | hnsw
+    factory: str
+    nlist: int = 0
+    pq_m: int = 0
+    hnsw_m: int = 0
+    trained_on: int = 0  # collection size when the structure was last trained
+    nprobe: int = 0  # search-time default chosen with the structure
+
+    @property
+    def needs_training(self) -> bool:
+        return self.kind in ("ivf", "ivfpq")
+
+    @property
+    def removes_in_place(self) -> bool:
+        return self.kind != "hnsw"  # FAISS HNSW cannot delete: rebuilt from stored vectors
+
+    def bytes_per_vector(self, dim: int) -> int:
+        code = {"flat": 4 * dim, "ivf": 2 * dim, "ivfpq": self.pq_m,
+                "hnsw": 4 * dim + 8 * self.hnsw_m}[self.kind]
+        return code + 8  # the 64-bit id
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+FLAT_PLAN = IndexPlan("flat", FACTORY)
+
+
+def default_max_memory() -> int:
+    """Half the machine's RAM: the index shares it with decoding and the model."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError):
+        return 8 << 30
+
+
+def parse_size(text: str) -> int:
+    """'16G', '512M', '1.5GB', '1000000' -> bytes (binary units)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(?:I?B)?\s*", text.upper())
+    if not m:
+        raise UsageError(f"--max-memory {text!r}: use a size such as 8G or 512M")
+    return int(float(m[1]) * 1024 ** "_KMGT".index(m[2] or "_"))
+
+
+def plan_index(kind: str, n: int, dim: int, max_memory: int | None = None) -> IndexPlan:
+    """The structure for n vectors: `auto` picks exact flat while it is small and fits, then
+    IVF (fp16 codes, lossless for our fp16-stored vectors), then OPQ+IVF-PQ when memory needs."""
+    budget = max_memory or default_max_memory()
+    if kind == "auto":
+        if n <= FLAT_MAX and n * (4 * dim + 8) <= budget:
+            kind = "flat"
+        elif n * (2 * dim + 8) <= budget:
+            kind = "ivf"
+        else:
+            kind = "ivfpq"
+    if kind == "flat":
+        return FLAT_PLAN
+    if kind == "hnsw":
+        return IndexPlan("hnsw", "IDMap2,HNSW32,Flat", hnsw_m=32)
+    if kind not in ("ivf", "ivfpq"):
+        raise UsageError(f"unknown index type {kind!r}; choose one of {', '.join(INDEX_TYPES)}")
+    nlist = _nlist(n)
+    nprobe = min(nlist, max(8, nlist // 16))
+    if kind == "ivf":
+        return IndexPlan("ivf", f"IVF{nlist},SQfp16", nlist=nlist, trained_on=n, nprobe=nprobe)
+    m = _pq_m(dim, budget // max(n, 1) - 8)
+    return IndexPlan("ivfpq", f"OPQ{m},IVF{nlist},PQ{m}", nlist=nlist, pq_m=m, trained_on=n,
+                     nprobe=nprobe)
+
+
+def _nlist(n: int) -> int:
+    """About 4 sqrt(n) lists (a power of two), with enough points per list to train k-means."""
+    target = 2 ** round(math.log2(max(1.0, 4 * math.sqrt(n))))
+    while target > 1 and n < MIN_POINTS_PER_CENTROID * target:
+        target //= 2
+    return max(1, target)
+
+
+def _pq_m(dim: int, byte_budget: int) -> int:
+    """Sub-quantizers (one byte each): as many as memory allows, at most 1 KB and dim/4, and a
+    divisor of dim so every sub-vector has the same width."""
+    cap = max(4, min(1024, dim // 4, byte_budget))
+    return max(m for m in range(1, cap + 1) if dim % m == 0)
 
 
 class VectorIndex:
-    """Inner-product index over L2-normalised vectors, so scores are cosine similarities."""
+    """One FAISS structure over L2-normalised vectors with the catalog's int64 ids."""
 
-    def __init__(self, index: Any) -> None:
+    def __init__(self, index: Any, plan: IndexPlan = FLAT_PLAN) -> None:
         self._index = index
+        self.plan = plan
 
     @classmethod
-    def new(cls, dim: int) -> VectorIndex:
+    def new(cls, dim: int, plan: IndexPlan = FLAT_PLAN) -> VectorIndex:
         import faiss
 
-        return cls(faiss.index_factory(dim, FACTORY, faiss.METRIC_INNER_PRODUCT))
+        return cls(faiss.index_factory(dim, plan.factory, faiss.METRIC_INNER_PRODUCT), plan)
 
     @classmethod
-    def from_blocks(cls, dim: int, blocks: Iterable[tuple[np.ndarray, np.ndarray]]) -> VectorIndex:
-        """Build from (ids, vectors) blocks, e.g. streamed out of the catalog."""
-        index = cls.new(dim)
+    def from_blocks(cls, dim: int, blocks: Iterable[tuple[np.ndarray, np.ndarray]],
+                    plan: IndexPlan = FLAT_PLAN, sample: np.ndarray | None = None) -> VectorIndex:
+        """Build from (ids, vectors) blocks, e.g. streamed out of the catalog; trained types
+        need `sample`, a training sample of the vectors."""
+        index = cls.new(dim, plan)
+        if plan.needs_training:
+            if sample is None or len(sample) == 0:
+                raise ValueError("a trained index type needs a training sample")
+            index.train(sample)
         for ids, vectors in blocks:
             index.add(ids, vectors)
         return index
@@ -37,8 +148,21 @@ class VectorIndex:
     def dim(self) -> int:
         return int(self._index.d)
 
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._index.is_trained)
+
     def __len__(self) -> int:
         return int(self._index.ntotal)
+
+    def train(self, sample: np.ndarray) -> None:
+        import faiss
+
+        ivf = faiss.try_extract_index_ivf(self._index) if self.plan.needs_training else None
+        if ivf is not None and faiss.get_num_gpus() > 0:
+            # k-means on the GPU; the index itself stays a CPU index (that is what is saved).
+            ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(ivf.d))
+        self._index.train(np.ascontiguousarray(sample, np.float32))
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
@@ -46,23 +170,46 @@ class VectorIndex:
                                      np.ascontiguousarray(ids, np.int64))
 
     def remove(self, ids: Iterable[int]) -> None:
+        """Remove ids in place; HNSW cannot (see IndexPlan.removes_in_place)."""
         arr = np.fromiter(ids, np.int64)
         if len(arr):
+            if not self.plan.removes_in_place:
+                raise NotImplementedError("HNSW cannot remove vectors; rebuild it")
             self._index.remove_ids(arr)
 
+    def configure(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Search-time knobs, reached through the OPQ / IDMap wrappers."""
+        import faiss
+
+        if self.plan.kind in ("ivf", "ivfpq"):
+            ivf = faiss.try_extract_index_ivf(self._index)
+            if ivf is not None:
+                ivf.nprobe = min(ivf.nlist, nprobe or self.plan.nprobe or 16)
+        elif self.plan.kind == "hnsw":
+            faiss.ParameterSpace().set_index_parameter(self._index, "efSearch",
+                                                       ef_search or DEFAULT_EF_SEARCH)
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, ids) per query; k is capped at the index size, so no -1 padding."""
+        """Top-k (scores, ids) per query; k is capped at the index size. Approximate types may
+        still return fewer than k hits (id -1): callers drop those."""
         k = min(k, len(self))
         if k <= 0:
             n = len(queries)
             return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
-        scores, ids = self._index.search(np.ascontiguousarray(queries, np.float32), k)
-        return scores, ids
+        return self._index.search(np.ascontiguousarray(queries, np.float32), k)
 
     def range_search(self, queries: np.ndarray,
                      threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All entries with score > threshold: (lims, scores, ids), row i in lims[i]:lims[i+1]."""
         return self._index.range_search(np.ascontiguousarray(queries, np.float32), threshold)
+
+    def on_gpu(self) -> VectorIndex:
+        """A GPU copy for searching when the installed faiss has GPUs (never saved)."""
+        import faiss
+
+        if faiss.get_num_gpus() == 0 or self.plan.kind not in ("flat", "ivf"):
+            return self
+        return VectorIndex(faiss.index_cpu_to_all_gpus(self._index), self.plan)
 
     def save(self, path: Path) -> None:
         """Atomic: a temp file in the same folder, fsync, then os.replace."""
@@ -80,7 +227,20 @@ class VectorIndex:
                 os.unlink(tmp)
 
     @classmethod
-    def load(cls, path: Path) -> VectorIndex:
+    def load(cls, path: Path, plan: IndexPlan = FLAT_PLAN, mmap: bool = False) -> VectorIndex:
+        """mmap: memory-map the file read-only (IVF types), so `search` starts without reading
+        the whole index; pages are read as lists are probed."""
         import faiss
 
-        return cls(faiss.read_index(str(path)))
+        if mmap and plan.needs_training:
+            flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
+            return cls(faiss.read_index(str(path), flags), plan)
+        return cls(faiss.read_index(str(path)), plan)
+
+
+def faiss_build() -> str:
+    """Which FAISS is installed: 'cpu' or 'gpu (N GPUs)'."""
+    import faiss
+
+    n = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    return f"gpu ({n} GPUs)" if n else "cpu"

@@ -18,15 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from deepvision import models
-from deepvision.catalog import Catalog, FileRow
+from deepvision.catalog import Catalog, FileRow, as_stored
 from deepvision.discover import Discovery, Failure, FileRecord, Filters, discover
 from deepvision.embed import EmbedOptions, embed_paths, pick_device
 from deepvision.errors import IncompatibleIndexError, NoImagesError
-from deepvision.index import VectorIndex
+from deepvision.index import RETRAIN_GROWTH, IndexPlan, VectorIndex, plan_index
 from deepvision.render import Reporter
 from deepvision.storage import (
     Location,
     Manifest,
+    build_from_catalog,
     load_vectors,
     new_catalog_name,
     read_manifest,
@@ -48,6 +49,8 @@ class IndexRequest:
     retry_failed: bool = False
     commit_every: int = 1000
     wait: bool = False
+    index_type: str | None = None  # None: keep the index's own (a new index: auto)
+    max_memory: int | None = None  # bytes for the FAISS structure; None: keep / half the RAM
 
 
 @dataclass
@@ -94,6 +97,11 @@ def run_index(req: IndexRequest, rep: Reporter, rebuild: bool = False) -> IndexS
             manifest = _new_manifest(req, loc, rep)
         else:
             _check_compatible(req, manifest, loc)
+        if req.index_type is not None:
+            plan_index(req.index_type, 0, manifest.dim)  # an unknown type fails before any work
+            manifest.index_type = req.index_type
+        if req.max_memory is not None:
+            manifest.max_memory = req.max_memory
         catalog = Catalog(loc.dir / manifest.catalog)
         try:
             if fresh and not rebuild:
@@ -163,7 +171,7 @@ def _update(req: IndexRequest, manifest: Manifest, catalog: Catalog, roots: Sequ
         _embed_new(req, manifest, catalog, vectors, plan, known, rep, summary)
     else:
         rep.info(f"model {manifest.model}: no new or changed images, model not loaded")
-    vectors.save_if_needed()
+    vectors.finish()
     return summary
 
 
@@ -258,34 +266,69 @@ def hash_one(rec: FileRecord) -> tuple[FileRecord, str, Failure | None]:
 
 
 class _Vectors:
-    """The in-memory FAISS state, loaded only when something actually changes."""
+    """The in-memory FAISS state, loaded only when something actually changes.
+
+    Changes a structure cannot take in place (removal from HNSW) and a structure that no longer
+    fits the collection (auto: flat -> IVF; IVF grown 4x since training) are handled at the end
+    of the run by rebuilding from the stored vectors, without the model."""
 
     def __init__(self, catalog: Catalog, manifest: Manifest, loc: Location) -> None:
         self.catalog, self.manifest, self.loc = catalog, manifest, loc
         self._index: VectorIndex | None = None
         self.dirty = False
+        self.rebuild = False
 
-    def load(self) -> VectorIndex:
-        if self._index is None:
+    def load(self) -> VectorIndex | None:
+        if self._index is None and not self.rebuild:
             with self.catalog.snapshot():
-                self._index = load_vectors(self.catalog, self.manifest.dim, self.loc.dir)
-        return self._index
+                self._index = load_vectors(self.catalog, self.manifest, self.loc.dir)
+        return None if self.rebuild else self._index
 
     def add(self, ids: list[int], vecs: np.ndarray) -> None:
-        if ids:
-            self.load().add(np.asarray(ids, np.int64), vecs)
+        index = self.load()
+        if ids and index is not None:
+            index.add(np.asarray(ids, np.int64), vecs)
             self.dirty = True
 
     def remove(self, ids: Iterable[int]) -> None:
         ids = list(ids)
-        if ids:
-            self.load().remove(ids)
+        index = self.load()
+        if not ids or index is None:
+            return
+        if index.plan.removes_in_place:
+            index.remove(ids)
             self.dirty = True
+        else:
+            self.rebuild = True
 
-    def save_if_needed(self) -> None:
+    def finish(self) -> None:
+        """Save the FAISS file if anything changed, restructuring first if the plan says so."""
+        n = self.catalog.counts()["vectors"]
+        current = self._index.plan if self._index is not None else self.manifest.plan
+        wanted = desired_plan(self.manifest, current, n)
         stale = self.catalog.get_meta("faiss_generation") != str(self.catalog.generation)
-        if self.dirty or stale:
-            save_vectors(self.catalog, self.load(), self.loc.dir)
+        if self.rebuild or wanted != current:
+            with self.catalog.snapshot():
+                self._index = build_from_catalog(self.catalog, self.manifest.dim, wanted)
+            self.rebuild = False
+        elif not (self.dirty or stale):
+            return
+        index = self.load()
+        assert index is not None
+        save_vectors(self.catalog, index, self.loc.dir)
+        self.manifest.index_plan = index.plan.to_dict()
+
+
+def desired_plan(manifest: Manifest, current: IndexPlan, n: int) -> IndexPlan:
+    """Keep the current structure unless the requested type now calls for another one, or an
+    IVF index has grown or shrunk 4x since it was trained (its lists no longer fit)."""
+    wanted = plan_index(manifest.index_type, n, manifest.dim, manifest.max_memory or None)
+    if wanted.kind != current.kind:
+        return wanted
+    if current.needs_training:
+        low, high = current.trained_on / RETRAIN_GROWTH, current.trained_on * RETRAIN_GROWTH
+        return current if low <= n <= high else wanted
+    return current
 
 
 def _apply_links(plan: _Plan, known: dict[str, FileRow], catalog: Catalog, vectors: _Vectors,
@@ -366,7 +409,7 @@ def _commit(pending: list[tuple[str, np.ndarray | None, Failure | None]], plan: 
         dropped = catalog.drop_orphans(orphans)
     vectors.remove(dropped)
     if new_vecs:
-        vectors.add(new_ids, np.stack(new_vecs))
+        vectors.add(new_ids, as_stored(np.stack(new_vecs)))
 
 
 def _record(catalog: Catalog, rec: FileRecord, digest: str, vid: int | None,
@@ -387,3 +430,38 @@ def _record(catalog: Catalog, rec: FileRecord, digest: str, vid: int | None,
         summary.added += 1
     else:
         summary.updated += 1
+
+
+@dataclass
+class RestructureSummary:
+    index: str
+    index_type: str
+    index_factory: str
+    vectors: int
+    seconds: float
+
+
+def restructure(loc: Location, index_type: str | None, max_memory: int | None,
+                wait: bool = False) -> RestructureSummary:
+    """Rebuild only the FAISS structure from the stored vectors: no decoding, no model."""
+    start = time.perf_counter()
+    with writer_lock(loc, wait):
+        manifest = read_manifest(loc)
+        if index_type is not None:
+            manifest.index_type = index_type
+        if max_memory is not None:
+            manifest.max_memory = max_memory
+        catalog = Catalog(loc.dir / manifest.catalog)
+        try:
+            n = catalog.counts()["vectors"]
+            plan = plan_index(manifest.index_type, n, manifest.dim, manifest.max_memory or None)
+            with catalog.snapshot():
+                index = build_from_catalog(catalog, manifest.dim, plan)
+            save_vectors(catalog, index, loc.dir)
+            manifest.index_plan = index.plan.to_dict()
+            write_manifest(loc, manifest)
+            remove_stale_files(loc, manifest, catalog)
+        finally:
+            catalog.close()
+    return RestructureSummary(os.path.abspath(loc.dir), index.plan.kind, index.plan.factory, n,
+                              time.perf_counter() - start)

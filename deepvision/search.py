@@ -50,6 +50,8 @@ class SearchRequest:
     min_score: float | None = None
     weights: Path | None = None
     embed: EmbedOptions = EmbedOptions()
+    nprobe: int | None = None  # IVF lists to scan; default chosen with the index
+    ef_search: int | None = None  # HNSW search breadth
 
 
 def run_search(req: SearchRequest, rep: Reporter) -> SearchResult:
@@ -74,20 +76,20 @@ def run_search(req: SearchRequest, rep: Reporter) -> SearchResult:
 
     results = {p: QueryResult(p, f"{f.reason}: {f.message}") for p, f in errors.items()}
     good = [p for p, hit in zip(paths, ok, strict=True) if hit]
-    results.update(_rank(req, manifest.dim, vectors[ok], good))
+    results.update(_rank(req, vectors[ok], good))
     ordered = [results[p] for p in sorted(results)]
     return SearchResult(os.path.abspath(req.location.dir), manifest.model, ordered)
 
 
-def _rank(req: SearchRequest, dim: int, vectors: np.ndarray,
-          paths: list[str]) -> dict[str, QueryResult]:
+def _rank(req: SearchRequest, vectors: np.ndarray, paths: list[str]) -> dict[str, QueryResult]:
     if not paths:
         return {}
     manifest = read_manifest(req.location)  # re-read: a rebuild may have switched catalogs
     catalog = Catalog(req.location.dir / manifest.catalog, readonly=True)
     try:
         with catalog.snapshot():  # the FAISS state and the id -> path map of one commit
-            index = load_vectors(catalog, dim, req.location.dir)
+            index = load_vectors(catalog, manifest, req.location.dir, mmap=True).on_gpu()
+            index.configure(req.nprobe, req.ef_search)
             scores, ids = index.search(vectors, req.top_k)
             names = catalog.paths_for(ids[ids >= 0].ravel())
     finally:

@@ -24,7 +24,13 @@ from pathlib import Path
 
 from deepvision.catalog import Catalog
 from deepvision.errors import IncompatibleIndexError, IndexLockedError, IndexNotFoundError
-from deepvision.index import FACTORY, VectorIndex
+from deepvision.index import (
+    FLAT_PLAN,
+    TRAIN_POINTS_PER_CENTROID,
+    IndexPlan,
+    VectorIndex,
+    faiss_build,
+)
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -45,9 +51,15 @@ class Manifest:
     catalog: str
     schema_version: int = SCHEMA_VERSION
     metric: str = "inner_product"
-    index_factory: str = FACTORY
+    index_type: str = "auto"  # what the user asked for; `auto` re-plans as the collection grows
+    index_plan: dict = field(default_factory=FLAT_PLAN.to_dict)  # the structure in use
+    max_memory: int = 0  # bytes for the index; 0: half the machine's RAM
     created: str = field(default_factory=now_iso)
     updated: str = field(default_factory=now_iso)
+
+    @property
+    def plan(self) -> IndexPlan:
+        return IndexPlan(**self.index_plan)
 
 
 @dataclass(frozen=True)
@@ -133,16 +145,29 @@ def writer_lock(loc: Location, wait: bool) -> Iterator[None]:
         lock.release()
 
 
-def load_vectors(catalog: Catalog, dim: int, index_dir: Path) -> VectorIndex:
+def load_vectors(catalog: Catalog, manifest: Manifest, index_dir: Path,
+                 mmap: bool = False) -> VectorIndex:
     """The FAISS state for the catalog's current generation: its saved file if that is current,
     otherwise rebuilt from the stored vectors (after a killed run). Call inside a snapshot."""
     name = catalog.get_meta("faiss_file")
+    saved_plan = catalog.get_meta("faiss_plan")
+    plan = IndexPlan(**json.loads(saved_plan)) if saved_plan else manifest.plan
     if name and catalog.get_meta("faiss_generation") == str(catalog.generation):
         try:
-            return VectorIndex.load(index_dir / name)
+            return VectorIndex.load(index_dir / name, plan, mmap)
         except RuntimeError:
             pass  # missing or damaged: the vectors table is the source of truth
-    return VectorIndex.from_blocks(dim, catalog.iter_vectors(dim))
+    return build_from_catalog(catalog, manifest.dim, plan)
+
+
+def build_from_catalog(catalog: Catalog, dim: int, plan: IndexPlan) -> VectorIndex:
+    """Any structure from the stored vectors, without the model (k-means on a sample)."""
+    sample = None
+    if plan.needs_training:
+        sample = catalog.sample_vectors(dim, TRAIN_POINTS_PER_CENTROID * plan.nlist)
+        if len(sample) < plan.nlist:  # the collection shrank below the plan: exact search
+            plan = FLAT_PLAN
+    return VectorIndex.from_blocks(dim, catalog.iter_vectors(dim), plan, sample)
 
 
 def save_vectors(catalog: Catalog, index: VectorIndex, index_dir: Path) -> None:
@@ -153,6 +178,7 @@ def save_vectors(catalog: Catalog, index: VectorIndex, index_dir: Path) -> None:
     with catalog.write():  # touches no vectors, so the generation stays put
         catalog.set_meta("faiss_file", name)
         catalog.set_meta("faiss_generation", str(generation))
+        catalog.set_meta("faiss_plan", json.dumps(index.plan.to_dict()))
 
 
 def remove_stale_files(loc: Location, manifest: Manifest, catalog: Catalog) -> None:
@@ -187,7 +213,12 @@ def describe(loc: Location, with_failures: bool = False) -> dict[str, object]:
         "model": manifest.model,
         "weights": f"{manifest.weights} ({manifest.weights_origin})",
         "dim": manifest.dim,
-        "index_type": manifest.index_factory,
+        "index_type": manifest.plan.kind,
+        "index_requested": manifest.index_type,
+        "index_factory": manifest.plan.factory,
+        "index_params": {k: v for k, v in manifest.index_plan.items()
+                         if k not in ("kind", "factory") and v},
+        "faiss": faiss_build(),
         "metric": manifest.metric,
         "size_bytes": size,
         "folders": roots,
