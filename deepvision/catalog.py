@@ -9,6 +9,7 @@ valid when its generation matches.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -152,12 +153,12 @@ class Catalog:
 
     def roots(self) -> list[str]:
         value = self.get_meta("roots")
-        return value.split("\n") if value else []
+        return json.loads(value) if value else []
 
     def add_root(self, root: str) -> None:
         roots = self.roots()
-        if root not in roots:
-            self.set_meta("roots", "\n".join([*roots, root]))
+        if root not in roots:  # JSON: folder names may contain newlines
+            self.set_meta("roots", json.dumps([*roots, root]))
 
     # ---- vectors --------------------------------------------------------------------------
 
@@ -199,6 +200,18 @@ class Catalog:
         ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
         vecs = np.frombuffer(b"".join(r[1] for r in rows), np.float16).reshape(-1, dim)
         return ids, as_stored(vecs)
+
+    def vectors_for(self, ids: np.ndarray, dim: int) -> np.ndarray:
+        """Stored vectors for `ids` (sorted, unique), in that order."""
+        found: dict[int, np.ndarray] = {}
+        for start in range(0, len(ids), 500):
+            part = [int(i) for i in ids[start:start + 500]]
+            marks = ",".join("?" * len(part))
+            rows = self._db.execute(f"SELECT id, vec FROM vectors WHERE id IN ({marks})",
+                                    part).fetchall()
+            got_ids, vecs = self._decode(rows, dim)
+            found.update(zip(got_ids.tolist(), vecs, strict=True))
+        return np.stack([found[int(i)] for i in ids])
 
     def sample_vectors(self, dim: int, n: int, seed: int = 0) -> np.ndarray:
         """A uniform random sample of n stored vectors (all of them if there are fewer)."""

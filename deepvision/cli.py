@@ -328,7 +328,7 @@ def info(
     except DeepVisionError as exc:
         raise _fail(rep, exc) from None
     if as_json:
-        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        typer.echo(json.dumps(data, indent=2))
         return
     for key, value in data.items():
         if key != "failures":

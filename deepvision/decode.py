@@ -24,6 +24,7 @@ REASONS: dict[str, str] = {
     "broken-symlink": "broken symlink",
     "vanished": "file disappeared before it was read",
     "io-error": "read error",
+    "bad-filename": "file name is not valid UTF-8",
 }
 
 DEFAULT_MAX_MEGAPIXELS = 120.0  # above Pillow's 89 MP default so 100 MP camera files still pass

@@ -133,6 +133,12 @@ def _consider_file(path: str, rel: str, filters: Filters, out: Discovery, direct
     if not direct and not filters.wants(rel):
         return
     try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8: cannot be stored or printed as text
+        out.failures.append(Failure(path, "bad-filename",
+                                    "file name is not valid UTF-8; rename the file"))
+        return
+    try:
         st = os.stat(path)  # follows symlinks: a link to a photo is indexed under the link's name
     except FileNotFoundError:
         reason, msg = ("broken-symlink", "symlink points to a missing file") if os.path.islink(

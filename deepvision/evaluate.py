@@ -442,8 +442,8 @@ def print_eval_table(result: EvalResult, max_misses: int = 30) -> None:
         return table
 
     out.print(f"{escape(display_path(result.source))}: {result.images} images, {result.groups} "
-              f"groups, {result.distractors} not scored (distractors); model {result.model} "
-              f"({escape(result.weights)}) on {result.device}")
+              f"groups, {result.distractors} distractors, {len(result.queries)} queries; "
+              f"model {result.model} ({escape(result.weights)}) on {result.device}")
     out.print("R@k: a relevant image in the top k (hit rate); P@k: relevant share of the top k")
     out.print(scores_table("overall", [result.overall], ""))
     if result.by_edit:

@@ -10,7 +10,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ MIN_POINTS_PER_CENTROID = 39  # FAISS warns below this; k-means needs it to be m
 TRAIN_POINTS_PER_CENTROID = 64  # sample size for training (k-means on a sample)
 RETRAIN_GROWTH = 4.0  # retrain an IVF index once the collection is 4x its training size
 DEFAULT_EF_SEARCH = 128
+HNSW_EF_CONSTRUCTION = 200
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class IndexPlan:
     factory: str
     nlist: int = 0
     pq_m: int = 0
+    pq_nbits: int = 0
     hnsw_m: int = 0
     trained_on: int = 0  # collection size when the structure was last trained
     nprobe: int = 0  # search-time default chosen with the structure
@@ -49,7 +51,7 @@ class IndexPlan:
         return self.kind != "hnsw"  # FAISS HNSW cannot delete: rebuilt from stored vectors
 
     def bytes_per_vector(self, dim: int) -> int:
-        code = {"flat": 4 * dim, "ivf": 2 * dim, "ivfpq": self.pq_m,
+        code = {"flat": 4 * dim, "ivf": 2 * dim, "ivfpq": (self.pq_m * self.pq_nbits + 7) // 8,
                 "hnsw": 4 * dim + 8 * self.hnsw_m}[self.kind]
         return code + 8  # the 64-bit id
 
@@ -94,12 +96,14 @@ def plan_index(kind: str, n: int, dim: int, max_memory: int | None = None) -> In
     if kind not in ("ivf", "ivfpq"):
         raise UsageError(f"unknown index type {kind!r}; choose one of {', '.join(INDEX_TYPES)}")
     nlist = _nlist(n)
-    nprobe = min(nlist, max(8, nlist // 16))
+    nprobe = min(nlist, max(16, nlist // 64))  # tuned in bench/index_scale.py
     if kind == "ivf":
         return IndexPlan("ivf", f"IVF{nlist},SQfp16", nlist=nlist, trained_on=n, nprobe=nprobe)
-    m = _pq_m(dim, budget // max(n, 1) - 8)
-    return IndexPlan("ivfpq", f"OPQ{m},IVF{nlist},PQ{m}", nlist=nlist, pq_m=m, trained_on=n,
-                     nprobe=nprobe)
+    # 8-bit codebooks need 256 x 39 training points; small collections get 4-bit ones.
+    nbits = 8 if n >= MIN_POINTS_PER_CENTROID * 256 else 4
+    m = _pq_m(dim, (budget // max(n, 1) - 8) * 8 // nbits)
+    return IndexPlan("ivfpq", f"OPQ{m},IVF{nlist},PQ{m}x{nbits}", nlist=nlist, pq_m=m,
+                     pq_nbits=nbits, trained_on=n, nprobe=nprobe)
 
 
 def _nlist(n: int) -> int:
@@ -110,10 +114,10 @@ def _nlist(n: int) -> int:
     return max(1, target)
 
 
-def _pq_m(dim: int, byte_budget: int) -> int:
-    """Sub-quantizers (one byte each): as many as memory allows, at most 1 KB and dim/4, and a
-    divisor of dim so every sub-vector has the same width."""
-    cap = max(4, min(1024, dim // 4, byte_budget))
+def _pq_m(dim: int, budget: int) -> int:
+    """Sub-quantizers: as many as memory allows (budget: how many fit), at most dim/4 and 1,024
+    (1 KB codes at 8 bits), and a divisor of dim so every sub-vector has the same width."""
+    cap = max(4, min(1024, dim // 4, budget))
     return max(m for m in range(1, cap + 1) if dim % m == 0)
 
 
@@ -128,7 +132,10 @@ class VectorIndex:
     def new(cls, dim: int, plan: IndexPlan = FLAT_PLAN) -> VectorIndex:
         import faiss
 
-        return cls(faiss.index_factory(dim, plan.factory, faiss.METRIC_INNER_PRODUCT), plan)
+        index = faiss.index_factory(dim, plan.factory, faiss.METRIC_INNER_PRODUCT)
+        if plan.kind == "hnsw":  # a better graph for a slower build (FAISS default: 40)
+            faiss.downcast_index(index.index).hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        return cls(index, plan)
 
     @classmethod
     def from_blocks(cls, dim: int, blocks: Iterable[tuple[np.ndarray, np.ndarray]],
@@ -236,6 +243,28 @@ class VectorIndex:
             flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
             return cls(faiss.read_index(str(path), flags), plan)
         return cls(faiss.read_index(str(path)), plan)
+
+
+RERANK_FACTOR = 10  # compressed (PQ) types fetch 10x the candidates, then rescore exactly
+
+
+def rerank(queries: np.ndarray, ids: np.ndarray,
+           stored: Callable[[np.ndarray], np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact cosine scores for candidate ids (from `stored`, e.g. the catalog's vectors), best
+    k per query. PQ codes only find the candidates; the ranking and scores users see are exact."""
+    valid = ids >= 0
+    uniq = np.unique(ids[valid])
+    if len(uniq) == 0:
+        return np.zeros((len(ids), 0), np.float32), np.zeros((len(ids), 0), np.int64)
+    vecs = stored(uniq)
+    pos = np.searchsorted(uniq, np.where(valid, ids, uniq[0]))
+    exact = np.einsum("qd,qkd->qk", queries, vecs[pos]).astype(np.float32)
+    exact[~valid] = -np.inf
+    order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+    scores = np.take_along_axis(exact, order, axis=1)
+    out_ids = np.take_along_axis(np.where(valid, ids, -1), order, axis=1)
+    out_ids[~np.isfinite(scores)] = -1
+    return scores, out_ids
 
 
 def faiss_build() -> str:

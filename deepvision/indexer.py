@@ -21,7 +21,7 @@ from deepvision import models
 from deepvision.catalog import Catalog, FileRow, as_stored
 from deepvision.discover import Discovery, Failure, FileRecord, Filters, discover
 from deepvision.embed import EmbedOptions, embed_paths, pick_device
-from deepvision.errors import IncompatibleIndexError, NoImagesError
+from deepvision.errors import IncompatibleIndexError, NoImagesError, UsageError
 from deepvision.index import RETRAIN_GROWTH, IndexPlan, VectorIndex, plan_index
 from deepvision.render import Reporter
 from deepvision.storage import (
@@ -129,6 +129,10 @@ def _roots(req: IndexRequest, manifest: Manifest | None, loc: Location) -> list[
             recorded = [Path(r) for r in catalog.roots()]
         finally:
             catalog.close()
+        missing = [str(r) for r in recorded if not r.is_dir()]
+        if missing:  # an unmounted disk must not turn into an empty index
+            raise UsageError(f"recorded folder {missing[0]} is missing (unmounted or moved?); "
+                             "pass the folders to index explicitly: deepvision rebuild DIR")
         if recorded:
             return recorded
     raise NoImagesError("no folder given and the index records none; pass DIR")
@@ -234,8 +238,9 @@ def _recordable(failures: list[Failure],
 
 
 def _link_kind(row: FileRow | None, digest: str, gone_hashes: set[str]) -> str:
-    if row is not None:
-        return "unchanged" if row.hash == digest and row.status == "ok" else "updated"
+    if row is not None and row.status == "ok":
+        return "unchanged" if row.hash == digest else "updated"
+    # New here (or only ever failed here): a rename if a file with this content just went.
     return "renamed" if digest in gone_hashes else "added"
 
 
@@ -426,7 +431,7 @@ def _record(catalog: Catalog, rec: FileRecord, digest: str, vid: int | None,
         summary.failures.append(Failure(rec.path, failure.reason, failure.message))
         return
     catalog.upsert_file(rec.path, rec.size, rec.mtime_ns, digest, vid)
-    if row is None:
+    if row is None or row.status != "ok":  # a file that only ever failed is new to the index
         summary.added += 1
     else:
         summary.updated += 1

@@ -116,7 +116,7 @@ def search_json(result: SearchResult) -> str:
                          for m in q.matches]}
             for q in result.queries
         ],
-    }, indent=2, ensure_ascii=False)
+    }, indent=2)
 
 
 def print_search_table(result: SearchResult) -> None:
@@ -170,7 +170,7 @@ def dupes_json(result: DupesResult) -> str:
         "groups": [{"group": i, "size": g.size,
                     "files": [{"path": m.path, "score": round(m.score, 6)} for m in g.members]}
                    for i, g in enumerate(result.groups, 1)],
-    }, indent=2, ensure_ascii=False)
+    }, indent=2)
 
 
 def dupes_csv(result: DupesResult) -> str:

@@ -12,6 +12,7 @@ from deepvision.catalog import Catalog
 from deepvision.discover import Failure, discover
 from deepvision.embed import EmbedOptions, embed_paths, pick_device
 from deepvision.errors import NoImagesError
+from deepvision.index import RERANK_FACTOR, rerank
 from deepvision.models import get_spec, load_model, weights_for_index
 from deepvision.render import Reporter
 from deepvision.storage import Location, load_vectors, read_manifest
@@ -85,12 +86,18 @@ def _rank(req: SearchRequest, vectors: np.ndarray, paths: list[str]) -> dict[str
     if not paths:
         return {}
     manifest = read_manifest(req.location)  # re-read: a rebuild may have switched catalogs
+    dim = manifest.dim
     catalog = Catalog(req.location.dir / manifest.catalog, readonly=True)
     try:
         with catalog.snapshot():  # the FAISS state and the id -> path map of one commit
             index = load_vectors(catalog, manifest, req.location.dir, mmap=True).on_gpu()
             index.configure(req.nprobe, req.ef_search)
-            scores, ids = index.search(vectors, req.top_k)
+            if index.plan.kind == "ivfpq":  # candidates from codes, ranking from stored vectors
+                _, cand = index.search(vectors, req.top_k * RERANK_FACTOR)
+                scores, ids = rerank(vectors, cand, lambda u: catalog.vectors_for(u, dim),
+                                     req.top_k)
+            else:
+                scores, ids = index.search(vectors, req.top_k)
             names = catalog.paths_for(ids[ids >= 0].ravel())
     finally:
         catalog.close()
