@@ -250,8 +250,10 @@ def run_eval(req: EvalRequest, rep: Reporter) -> EvalResult:
     """Embed every image of the set once, rank all of them for every query, score the rankings."""
     start = time.perf_counter()
     evalset = load_evalset(req.source)  # before any heavy work: a bad set fails in a blink
-    if not evalset.items and not evalset.failures:
-        raise NoImagesError(f"no images found in {req.source}")
+    if not evalset.items:
+        first = (f"; {len(evalset.failures)} unusable, e.g. {evalset.failures[0].path}: "
+                 f"{evalset.failures[0].message}") if evalset.failures else ""
+        raise NoImagesError(f"no images found in {req.source}{first}")
     _check_scorable([item.group for item in evalset.items], req.source)
 
     spec, weights, notice = resolve(req.model, req.weights)
@@ -416,7 +418,7 @@ def eval_json(result: EvalResult) -> str:
         "seconds": round(result.seconds, 3),
         "images_per_second": round(result.images / result.embed_seconds, 2)
         if result.embed_seconds else None,
-    }, indent=2, ensure_ascii=False)
+    }, indent=2)
 
 
 def print_eval_table(result: EvalResult, max_misses: int = 30) -> None:

@@ -1,0 +1,333 @@
+"""Build the offline evaluation set for `deepvision eval`: real photos, edited copies, distractors.
+
+    python scripts/make_evalset.py --dest /tmp/evalset [--distractors 50] [--groups N]
+                                   [--max-side 512] [--force]
+
+Layout (what `deepvision eval DIR` reads):
+
+    DEST/<photo>/<photo>__original.jpg      one group per photo of bulk_images/: the photo
+    DEST/<photo>/<photo>__<edit>.jpg        ... and one edited copy per entry of EDITS
+    DEST/distractors/distractor_NNN.jpg     synthetic images that belong to no group
+    DEST/evalset.json                       how the set was built (also marks DEST as ours)
+
+`distractors` is a reserved folder name for `deepvision eval`: its images have no relevant items,
+so they are never scored as queries, but every query has to rank its group-mates above them.
+The edit name after the last `__` of a file name gives the per-edit breakdown of the eval.
+
+Everything is deterministic: the edits have fixed parameters and the distractors come from fixed
+seeds, so two runs write the same pixels (JPEG encoding included, with the same Pillow).
+Every image is at most --max-side px on its long side: the 21 photos times 16 versions plus 50
+distractors embed in well under a minute on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import json
+import shutil
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps, features
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SOURCE_DIR = REPO_ROOT / "bulk_images"
+MARKER = "evalset.json"
+DISTRACTOR_DIR = "distractors"  # the name deepvision.evaluate treats as "no relevant items"
+ORIGINAL = "original"
+DEFAULT_MAX_SIDE = 512
+DEFAULT_DISTRACTORS = 50
+DISTRACTOR_SEED = 20_240_707  # far from the small seeds tests use for their own synthetic images
+
+
+def _load_make_samples() -> ModuleType:
+    # scripts/ is not a package: load the sibling file by path (as tests/test_real_weights.py
+    # does). dataclasses looks the module up in sys.modules while it runs, so register it first.
+    if "make_samples" in sys.modules:
+        return sys.modules["make_samples"]
+    spec = importlib.util.spec_from_file_location("make_samples",
+                                                  Path(__file__).with_name("make_samples.py"))
+    if spec is None or spec.loader is None:
+        raise ImportError("cannot load scripts/make_samples.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_samples = _load_make_samples()
+
+
+# ---- edits: each a typical way a copy drifts from its original -------------------------------
+# Fixed parameters (no randomness), so an edit means the same thing for every photo and in every
+# run; the per-edit figures of the eval then compare like with like.
+
+
+def crop_off_centre_50(img: Image.Image) -> Image.Image:
+    """Half the width and half the height, from the upper right: a quarter of the picture."""
+    w, h = img.size
+    return img.crop((round(w * 0.45), round(h * 0.1), round(w * 0.95), round(h * 0.6)))
+
+
+def rotate_12_expand(img: Image.Image) -> Image.Image:
+    """12° counter-clockwise, canvas grown to keep every pixel; the corners are black."""
+    return img.rotate(12, Image.Resampling.BICUBIC, expand=True, fillcolor=(0, 0, 0))
+
+
+def rotate_15_cut(img: Image.Image) -> Image.Image:
+    """15° clockwise in the same frame: the corners of the photo are cut off, filled black."""
+    return img.rotate(-15, Image.Resampling.BICUBIC, expand=False, fillcolor=(0, 0, 0))
+
+
+def hue_saturation(img: Image.Image) -> Image.Image:
+    """Hue turned by 30° and saturation × 1.6 (an Instagram-style filter)."""
+    hsv = np.asarray(img.convert("HSV")).copy()
+    # Pillow's HSV stores hue as 0..255 for 0..360°; uint8 arithmetic wraps around like hue does.
+    hsv[..., 0] = (hsv[..., 0].astype(np.int16) + round(30 / 360 * 256)).astype(np.uint8)
+    hsv[..., 1] = np.clip(hsv[..., 1] * 1.6, 0, 255).astype(np.uint8)
+    return Image.fromarray(hsv, "HSV").convert("RGB")
+
+
+def contrast_50(img: Image.Image) -> Image.Image:
+    """Half the contrast: a washed-out, faded copy."""
+    return ImageEnhance.Contrast(img).enhance(0.5)
+
+
+def jpeg_q20(img: Image.Image) -> Image.Image:
+    """Full size, JPEG round trip at quality 20: blocky, banded, colour-bleeding."""
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=20)
+    buf.seek(0)
+    out = Image.open(buf)
+    out.load()  # format stays "JPEG", so save_jpeg keeps the quality-20 tables on disk
+    return out
+
+
+def third_size(img: Image.Image) -> Image.Image:
+    """One third of the width and height (a thumbnail), otherwise untouched."""
+    return img.resize((max(1, round(img.width / 3)), max(1, round(img.height / 3))),
+                      Image.Resampling.LANCZOS)
+
+
+def greyscale(img: Image.Image) -> Image.Image:
+    """Colour dropped (luma only)."""
+    return ImageOps.grayscale(img).convert("RGB")
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    # Pillow's own default font, scalable when Pillow has FreeType (it does in the wheels); the
+    # bitmap fallback is tiny, but the set still builds.
+    if features.check("freetype2"):
+        return ImageFont.load_default(size=size)
+    return ImageFont.load_default()
+
+
+def overlay_text(img: Image.Image) -> Image.Image:
+    """A meme-style caption at the top and a watermark at the bottom: white, black outline."""
+    out = img.convert("RGB")
+    draw = ImageDraw.Draw(out)
+    w, h = out.size
+    size = max(8, round(h / 8))
+    stroke = max(1, size // 12)
+    draw.text((w / 2, h * 0.04), "WHEN IT'S FRIDAY", font=_font(size), fill="white",
+              anchor="mt", stroke_width=stroke, stroke_fill="black")
+    draw.text((w * 0.97, h * 0.96), "© deepvision", font=_font(max(8, size // 2)),
+              fill="white", anchor="rb", stroke_width=max(1, stroke // 2), stroke_fill="black")
+    return out
+
+
+def border_10(img: Image.Image) -> Image.Image:
+    """A solid dark-red frame 10 % of the width (left, right) and height (top, bottom) wide."""
+    w, h = img.size
+    pad = (round(w * 0.1), round(h * 0.1), round(w * 0.1), round(h * 0.1))
+    return ImageOps.expand(img.convert("RGB"), pad, fill=(120, 20, 30))
+
+
+def screenshot(img: Image.Image) -> Image.Image:
+    """The photo shrunk onto a browser-window screenshot: title bar, address bar, side panel and
+    grey text lines around it. The photo covers about 30 % of the screenshot's area."""
+    w, h = img.size
+    cw, ch = round(w * 1.6), round(h * 1.6)
+    canvas = Image.new("RGB", (cw, ch), (246, 246, 246))
+    draw = ImageDraw.Draw(canvas)
+    bar = max(12, round(ch * 0.08))
+    draw.rectangle((0, 0, cw, bar), fill=(43, 43, 48))
+    for i, colour in enumerate(((237, 95, 87), (245, 190, 79), (98, 197, 85))):
+        r = bar // 4
+        x = bar // 2 + i * 3 * r
+        draw.ellipse((x - r, bar // 2 - r, x + r, bar // 2 + r), fill=colour)
+    draw.rounded_rectangle((round(cw * 0.2), bar // 5, round(cw * 0.8), bar - bar // 5),
+                           radius=bar // 5, fill=(70, 70, 76))
+    draw.text((round(cw * 0.22), bar // 2), "https://example.com/gallery/photo",
+              font=_font(max(8, bar // 3)), fill=(210, 210, 210), anchor="lm")
+    side = round(cw * 0.18)
+    draw.rectangle((0, bar, side, ch), fill=(228, 228, 232))
+    for y in range(bar + bar // 2, ch - bar // 2, max(8, bar // 2)):  # a fake menu
+        draw.rectangle((side // 6, y, side - side // 4, y + max(2, bar // 8)), fill=(170, 170, 178))
+    photo = img.convert("RGB").resize((round(w * 0.85), round(h * 0.85)), Image.Resampling.LANCZOS)
+    left, top = side + round(cw * 0.04), bar + round(ch * 0.04)
+    canvas.paste(photo, (left, top))
+    for i, y in enumerate(range(top + photo.height + bar // 3, ch - bar // 3, max(6, bar // 3))):
+        length = (0.9, 0.75, 0.85, 0.6)[i % 4]  # caption lines below the photo
+        draw.rectangle((left, y, left + round((cw - left - cw * 0.04) * length),
+                        y + max(2, bar // 10)), fill=(150, 150, 150))
+    return canvas
+
+
+EDITS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "crop70": _samples.crop_centre_70,
+    "crop50_offcentre": crop_off_centre_50,
+    "rotate12_expand": rotate_12_expand,
+    "rotate15_cut": rotate_15_cut,
+    "hflip": _samples.flip_horizontal,
+    "hue_saturation": hue_saturation,
+    "bright140": _samples.brighten_40,
+    "contrast50": contrast_50,
+    "jpeg_q20": jpeg_q20,
+    "third": third_size,
+    "third_q30": _samples.third_size_q30,
+    "greyscale": greyscale,
+    "text": overlay_text,
+    "border10": border_10,
+    "screenshot": screenshot,
+}
+
+
+# ---- distractors -------------------------------------------------------------------------------
+
+
+def distractor(seed: int, max_side: int = DEFAULT_MAX_SIDE) -> Image.Image:
+    """A synthetic picture (gradient, shapes, lines, blur, noise) fully driven by `seed`.
+
+    Nothing like a photograph of the set, so it is never a legitimate match; it only competes
+    for the ranks between a query and its group-mates.
+    """
+    rng = np.random.default_rng(seed)
+    long_side = int(rng.integers(max_side * 5 // 8, max_side + 1))
+    aspect = float(rng.choice([0.75, 1.0, 4 / 3, 1.5, 2 / 3]))
+    w, h = (long_side, round(long_side / aspect)) if aspect >= 1 else (
+        round(long_side * aspect), long_side)
+    c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    theta = rng.uniform(0, 2 * np.pi)
+    ys, xs = np.mgrid[0:h, 0:w]
+    t = xs / max(w - 1, 1) * np.cos(theta) + ys / max(h - 1, 1) * np.sin(theta)
+    t = (t - t.min()) / max(float(np.ptp(t)), 1e-9)
+    img = Image.fromarray((c0 * (1 - t[..., None]) + c1 * t[..., None]).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(4, 14))):
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        x0, x1 = sorted(int(v) for v in rng.integers(0, w, 2))
+        y0, y1 = sorted(int(v) for v in rng.integers(0, h, 2))
+        box = (x0, y0, max(x1, x0 + w // 10), max(y1, y0 + h // 10))
+        kind = int(rng.integers(0, 4))
+        if kind == 0:
+            draw.ellipse(box, fill=colour)
+        elif kind == 1:
+            draw.rectangle(box, fill=colour)
+        elif kind == 2:
+            pts = [(int(rng.integers(0, w)), int(rng.integers(0, h))) for _ in range(3)]
+            draw.polygon(pts, fill=colour)
+        else:
+            draw.line(box, fill=colour, width=int(rng.integers(2, max(3, w // 30))))
+    if rng.random() < 0.5:  # some soft, some hard-edged: both kinds of texture statistics
+        img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(1.0, 4.0))))
+    arr = np.asarray(img, np.float32) + rng.normal(0, rng.uniform(3, 15), (h, w, 3))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+# ---- building ----------------------------------------------------------------------------------
+
+
+def fit(img: Image.Image, max_side: int) -> Image.Image:
+    """Shrink so the long side is at most max_side; an image that fits is returned unchanged
+    (so a JPEG round-trip result keeps its format and save_jpeg keeps its quality)."""
+    if max(img.size) <= max_side:
+        return img
+    scale = max_side / max(img.size)
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    return img.resize(size, Image.Resampling.LANCZOS)
+
+
+def load_source(path: Path, max_side: int) -> Image.Image:
+    # RGB throughout: the colour edits need three channels, and a grey photo stays grey anyway.
+    with Image.open(path) as im:
+        return fit(im.convert("RGB"), max_side)
+
+
+def build(dest: Path, distractors: int = DEFAULT_DISTRACTORS, *, groups: int | None = None,
+          max_side: int = DEFAULT_MAX_SIDE,
+          edits: Mapping[str, Callable[[Image.Image], Image.Image]] = EDITS,
+          sources: Path = SOURCE_DIR) -> dict[str, list[Path]]:
+    """Write the evaluation set into dest (which must not exist yet, or be empty).
+
+    groups: use only the first N photos of `sources` (sorted by name); None: all of them.
+    Returns group name -> written files; the distractors are under "distractors".
+    """
+    if dest.exists() and any(dest.iterdir()):
+        raise FileExistsError(f"{dest} is not empty; pick another --dest, or --force to replace it")
+    photos = sorted(sources.glob("*.jpg"))[:groups]
+    if not photos:
+        raise FileNotFoundError(f"no *.jpg photos in {sources}")
+    if ORIGINAL in edits or DISTRACTOR_DIR in {p.stem for p in photos}:
+        raise ValueError("'original' is not an edit and 'distractors' is not a photo name")
+    written: dict[str, list[Path]] = {}
+    for photo in photos:
+        folder = dest / photo.stem
+        folder.mkdir(parents=True)
+        img = load_source(photo, max_side)
+        versions = {ORIGINAL: img} | {name: fn(img) for name, fn in edits.items()}
+        written[photo.stem] = [
+            _samples.save_jpeg(fit(out, max_side), folder / f"{photo.stem}__{name}.jpg")
+            for name, out in versions.items()]
+    folder = dest / DISTRACTOR_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    written[DISTRACTOR_DIR] = [
+        _samples.save_jpeg(distractor(DISTRACTOR_SEED + i, max_side),
+                           folder / f"distractor_{i:03d}.jpg")
+        for i in range(distractors)]
+    info = {"built_by": "scripts/make_evalset.py", "max_side": max_side,
+            "groups": [p.stem for p in photos], "edits": [ORIGINAL, *edits],
+            "distractors": distractors, "distractor_seed": DISTRACTOR_SEED}
+    (dest / MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--dest", type=Path, required=True, help="folder to create")
+    ap.add_argument("--distractors", type=int, default=DEFAULT_DISTRACTORS,
+                    help="synthetic images that belong to no group (default %(default)s)")
+    ap.add_argument("--groups", type=int, default=None,
+                    help="use only the first N photos of bulk_images/ (default: all)")
+    ap.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,
+                    help="long side of every image, in px (default %(default)s)")
+    ap.add_argument("--force", action="store_true",
+                    help="replace --dest if it holds an evaluation set written by this script")
+    args = ap.parse_args(argv)
+    if args.distractors < 0 or (args.groups is not None and args.groups < 1) or args.max_side < 32:
+        ap.error("--distractors must be >= 0, --groups >= 1, --max-side >= 32")
+    if args.force and args.dest.exists():
+        if not (args.dest / MARKER).is_file():  # never delete a folder this script did not write
+            print(f"error: {args.dest} has no {MARKER}: not an evaluation set written by this "
+                  "script, so --force will not delete it", file=sys.stderr)
+            return 2
+        shutil.rmtree(args.dest)
+    try:
+        written = build(args.dest, args.distractors, groups=args.groups, max_side=args.max_side)
+    except (FileExistsError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    n_groups = len(written) - 1
+    total = sum(len(paths) for paths in written.values())
+    print(f"wrote {total} images to {args.dest}: {n_groups} groups of {len(EDITS) + 1} "
+          f"(original + {len(EDITS)} edits) and {args.distractors} distractors")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
