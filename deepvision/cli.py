@@ -18,7 +18,7 @@ from deepvision.decode import DEFAULT_MAX_MEGAPIXELS
 from deepvision.dupes import DEFAULT_THRESHOLD as DEFAULT_DUPE_THRESHOLD
 from deepvision.errors import DeepVisionError, ExitCode, UsageError
 from deepvision.index import parse_size, plan_index
-from deepvision.models import AUTO, MODEL_CHOICES, get_spec
+from deepvision.models import AUTO, MODEL_CHOICES, get_spec, parse_descriptor
 from deepvision.render import Reporter
 
 app = typer.Typer(
@@ -62,6 +62,15 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but er
 IndexType = Annotated[Optional[str], typer.Option(
     "--index-type", help="FAISS structure: auto, flat, ivf, ivfpq or hnsw (default: the index's "
     "own; auto for a new one).", show_default=False)]
+Pooling = Annotated[Optional[str], typer.Option(
+    "--pooling", help="Feature pooling: avg or gem (default avg; an existing index keeps its "
+    "own).", show_default=False)]
+Flip = Annotated[Optional[bool], typer.Option(
+    "--flip/--no-flip", help="Also embed the mirror image (flip-invariant descriptor).",
+    show_default=False)]
+Scales = Annotated[Optional[str], typer.Option(
+    "--scales", help="Image scales whose descriptors are summed, e.g. 1,0.707 (default 1).",
+    show_default=False)]
 MaxMemory = Annotated[Optional[str], typer.Option(
     "--max-memory", help="Memory budget for the FAISS structure, e.g. 8G (default: half the "
     "RAM); `auto` switches to compressed types to stay within it.", show_default=False)]
@@ -100,7 +109,8 @@ def _index_command(rebuild: bool, dirs: list[Path], index_dir: Path, name: str, 
                    max_megapixels: float, include: list[str], exclude: list[str], hidden: bool,
                    retry_failed: bool, commit_every: int, wait: bool, quiet: bool,
                    as_json: bool, index_type: str | None = None,
-                   max_memory: str | None = None) -> None:
+                   max_memory: str | None = None, pooling: str | None = None,
+                   flip: bool | None = None, scales: str | None = None) -> None:
     from deepvision.discover import Filters
     from deepvision.indexer import IndexRequest, run_index
     from deepvision.render import index_summary_json, index_summary_text, print_failures
@@ -115,6 +125,8 @@ def _index_command(rebuild: bool, dirs: list[Path], index_dir: Path, name: str, 
         if index_type is not None:
             plan_index(index_type, 0, 1)
         budget = parse_size(max_memory) if max_memory else None
+        asked = pooling is not None or flip is not None or scales is not None
+        descriptor = parse_descriptor(pooling or "avg", bool(flip), scales) if asked else None
         loc = Location(index_dir, name)
         rep.info(f"{'rebuild' if rebuild else 'index'} {loc.dir}: "
                  f"{', '.join(map(str, dirs)) or 'recorded folders'}")
@@ -123,7 +135,7 @@ def _index_command(rebuild: bool, dirs: list[Path], index_dir: Path, name: str, 
             embed=_embed_options(device, batch_size, workers, max_megapixels),
             filters=Filters(tuple(include), tuple(exclude), hidden),
             retry_failed=retry_failed, commit_every=commit_every, wait=wait,
-            index_type=index_type, max_memory=budget)
+            index_type=index_type, max_memory=budget, descriptor=descriptor)
         summary = run_index(req, rep, rebuild=rebuild)
     except DeepVisionError as exc:
         raise _fail(rep, exc) from None
@@ -160,13 +172,17 @@ def index(
     wait: Annotated[bool, typer.Option(help="Wait for another run on this index.")] = False,
     index_type: IndexType = None,
     max_memory: MaxMemory = None,
+    pooling: Pooling = None,
+    flip: Flip = None,
+    scales: Scales = None,
     quiet: Quiet = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Add new and changed images under DIR to the index; drop deleted ones."""
     _index_command(False, dirs, index_dir, name, model, weights, device, batch_size,
                    workers, max_megapixels, include, exclude, hidden, retry_failed,
-                   commit_every, wait, quiet, as_json, index_type, max_memory)
+                   commit_every, wait, quiet, as_json, index_type, max_memory, pooling, flip,
+                   scales)
 
 
 @app.command()
@@ -192,6 +208,9 @@ def rebuild(
     from_vectors: Annotated[bool, typer.Option(
         "--from-vectors", help="Rebuild only the FAISS structure from the stored vectors (no "
         "model, no decoding), e.g. with another --index-type.")] = False,
+    pooling: Pooling = None,
+    flip: Flip = None,
+    scales: Scales = None,
     quiet: Quiet = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -201,7 +220,7 @@ def rebuild(
         return
     _index_command(True, dirs or [], index_dir, name, model, weights, device, batch_size,
                    workers, max_megapixels, include, exclude, hidden, True, commit_every, wait,
-                   quiet, as_json, index_type, max_memory)
+                   quiet, as_json, index_type, max_memory, pooling, flip, scales)
 
 
 def _restructure(index_dir: Path, name: str, index_type: str | None, max_memory: str | None,
@@ -358,6 +377,9 @@ def eval_(
         EvalFormat.table),
     ks: Annotated[str, typer.Option(
         "--ks", help="Cut-offs k for recall@k and precision@k, comma-separated.")] = "1,5,10",
+    pooling: Pooling = None,
+    flip: Flip = None,
+    scales: Scales = None,
     quiet: Quiet = False,
 ) -> None:
     """Retrieval quality on a labelled set: mAP, recall@k, precision@k. Writes no index."""
@@ -373,7 +395,7 @@ def eval_(
             get_spec(model)  # unknown names fail here, before any heavy work
         req = EvalRequest(source, model, weights,
                           _embed_options(device, batch_size, workers, max_megapixels),
-                          parse_ks(ks))
+                          parse_ks(ks), parse_descriptor(pooling or "avg", bool(flip), scales))
         result = run_eval(req, rep)
     except DeepVisionError as exc:
         raise _fail(rep, exc) from None

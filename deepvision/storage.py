@@ -54,6 +54,8 @@ class Manifest:
     index_type: str = "auto"  # what the user asked for; `auto` re-plans as the collection grows
     index_plan: dict = field(default_factory=FLAT_PLAN.to_dict)  # the structure in use
     max_memory: int = 0  # bytes for the index; 0: half the machine's RAM
+    descriptor: dict = field(default_factory=lambda: {"pooling": "avg", "flip": False,
+                                                      "scales": [1.0]})
     created: str = field(default_factory=now_iso)
     updated: str = field(default_factory=now_iso)
 
@@ -213,6 +215,7 @@ def describe(loc: Location, with_failures: bool = False) -> dict[str, object]:
         "model": manifest.model,
         "weights": f"{manifest.weights} ({manifest.weights_origin})",
         "dim": manifest.dim,
+        "descriptor": manifest.descriptor,
         "index_type": manifest.plan.kind,
         "index_requested": manifest.index_type,
         "index_factory": manifest.plan.factory,

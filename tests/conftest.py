@@ -89,7 +89,7 @@ def _tiny_build(weights):
             self.proj = torch.nn.Linear(TINY_DIM, TINY_DIM, bias=False)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.proj(self.pool(x).flatten(1))
+            return self.proj(self.pool(x).flatten(1))[:, :, None, None]  # a 1x1 "feature map"
 
     net = Tiny()
     _load_state(net, weights)

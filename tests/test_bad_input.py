@@ -52,3 +52,26 @@ def test_human_summary_groups_by_reason_and_names_files(cli, tiny_model, tmp_pat
     quiet = cli("index", folder, "--index-dir", tmp_path / "idx", "--quiet")
     assert quiet.exit_code == ExitCode.PARTIAL
     assert "another_empty.jpg" in quiet.stderr and "added" not in quiet.stderr
+
+
+def test_non_finite_features_are_reported_not_indexed(cli, tiny_model, photos, tmp_path,
+                                                      monkeypatch):
+    """A NaN embedding (fp16 overflow, broken weights) must not reach FAISS as a bogus row."""
+    import numpy as np
+
+    from deepvision import embed
+
+    real = embed.embed_pixels
+
+    def poisoned(model, pixels, device):
+        vectors = real(model, pixels, device)
+        vectors[0] = np.nan
+        return vectors
+
+    monkeypatch.setattr(embed, "embed_pixels", poisoned)
+    run = cli("index", photos, "--index-dir", tmp_path / "idx", "--model", "tiny",
+              "--workers", "0", "--batch-size", "64", "--json")
+    assert run.exit_code == ExitCode.PARTIAL, run.stderr
+    summary = run.json()
+    assert [f["reason"] for f in summary["failures"]] == ["corrupt"]
+    assert summary["total_files"] == 11 and summary["embedded"] == 11
