@@ -62,6 +62,9 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but er
 IndexType = Annotated[Optional[str], typer.Option(
     "--index-type", help="FAISS structure: auto, flat, ivf, ivfpq or hnsw (default: the index's "
     "own; auto for a new one).", show_default=False)]
+Compile = Annotated[bool, typer.Option(
+    "--compile", help="torch.compile the network: faster on big GPU runs, costs a one-off "
+    "compile (see bench/RESULTS.md).")]
 Pooling = Annotated[Optional[str], typer.Option(
     "--pooling", help="Feature pooling: avg or gem (default avg; an existing index keeps its "
     "own).", show_default=False)]
@@ -81,11 +84,12 @@ def _fail(rep: Reporter, exc: DeepVisionError) -> typer.Exit:
     return typer.Exit(int(exc.exit_code))
 
 
-def _embed_options(device: str, batch_size: int, workers: int, max_mp: float):
+def _embed_options(device: str, batch_size: int, workers: int, max_mp: float,
+                   compile: bool = False):
     from deepvision.embed import EmbedOptions
 
     return EmbedOptions(device=device, batch_size=batch_size, workers=workers,
-                        max_megapixels=max_mp)
+                        max_megapixels=max_mp, compile=compile)
 
 
 def _check_folders(paths: list[Path]) -> None:
@@ -110,7 +114,8 @@ def _index_command(rebuild: bool, dirs: list[Path], index_dir: Path, name: str, 
                    retry_failed: bool, commit_every: int, wait: bool, quiet: bool,
                    as_json: bool, index_type: str | None = None,
                    max_memory: str | None = None, pooling: str | None = None,
-                   flip: bool | None = None, scales: str | None = None) -> None:
+                   flip: bool | None = None, scales: str | None = None,
+                   compile: bool = False) -> None:
     from deepvision.discover import Filters
     from deepvision.indexer import IndexRequest, run_index
     from deepvision.render import index_summary_json, index_summary_text, print_failures
@@ -132,7 +137,7 @@ def _index_command(rebuild: bool, dirs: list[Path], index_dir: Path, name: str, 
                  f"{', '.join(map(str, dirs)) or 'recorded folders'}")
         req = IndexRequest(
             roots=tuple(dirs), location=loc, model=model, weights=weights,
-            embed=_embed_options(device, batch_size, workers, max_megapixels),
+            embed=_embed_options(device, batch_size, workers, max_megapixels, compile),
             filters=Filters(tuple(include), tuple(exclude), hidden),
             retry_failed=retry_failed, commit_every=commit_every, wait=wait,
             index_type=index_type, max_memory=budget, descriptor=descriptor)
@@ -175,6 +180,7 @@ def index(
     pooling: Pooling = None,
     flip: Flip = None,
     scales: Scales = None,
+    compile: Compile = False,
     quiet: Quiet = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -182,7 +188,7 @@ def index(
     _index_command(False, dirs, index_dir, name, model, weights, device, batch_size,
                    workers, max_megapixels, include, exclude, hidden, retry_failed,
                    commit_every, wait, quiet, as_json, index_type, max_memory, pooling, flip,
-                   scales)
+                   scales, compile)
 
 
 @app.command()
@@ -211,6 +217,7 @@ def rebuild(
     pooling: Pooling = None,
     flip: Flip = None,
     scales: Scales = None,
+    compile: Compile = False,
     quiet: Quiet = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -220,7 +227,7 @@ def rebuild(
         return
     _index_command(True, dirs or [], index_dir, name, model, weights, device, batch_size,
                    workers, max_megapixels, include, exclude, hidden, True, commit_every, wait,
-                   quiet, as_json, index_type, max_memory, pooling, flip, scales)
+                   quiet, as_json, index_type, max_memory, pooling, flip, scales, compile)
 
 
 def _restructure(index_dir: Path, name: str, index_type: str | None, max_memory: str | None,
@@ -265,6 +272,9 @@ def search(
         "index.", show_default=False)] = None,
     ef_search: Annotated[Optional[int], typer.Option(
         min=1, help="HNSW search breadth (default 128).", show_default=False)] = None,
+    qe: Annotated[int, typer.Option(
+        "--qe", min=0, help="Query expansion: add the N nearest indexed images to each query "
+        "before ranking (scores are then similarities to the expanded query; 0: off).")] = 0,
     quiet: Quiet = False,
 ) -> None:
     """Print the most similar indexed images for every query image."""
@@ -280,7 +290,7 @@ def search(
         _check_weights(weights)
         req = SearchRequest(tuple(paths), Location(index_dir, name), top_k, min_score, weights,
                             _embed_options(device, batch_size, workers, max_megapixels),
-                            nprobe, ef_search)
+                            nprobe, ef_search, qe)
         result = run_search(req, rep)
     except DeepVisionError as exc:
         raise _fail(rep, exc) from None
@@ -380,6 +390,10 @@ def eval_(
     pooling: Pooling = None,
     flip: Flip = None,
     scales: Scales = None,
+    whiten: Annotated[int, typer.Option(
+        min=0, help="Experiment: PCA-whiten to N dims learned from the set (0: off).")] = 0,
+    qe: Annotated[int, typer.Option(
+        min=0, help="Experiment: alpha query expansion with N neighbours (0: off).")] = 0,
     quiet: Quiet = False,
 ) -> None:
     """Retrieval quality on a labelled set: mAP, recall@k, precision@k. Writes no index."""
@@ -395,7 +409,8 @@ def eval_(
             get_spec(model)  # unknown names fail here, before any heavy work
         req = EvalRequest(source, model, weights,
                           _embed_options(device, batch_size, workers, max_megapixels),
-                          parse_ks(ks), parse_descriptor(pooling or "avg", bool(flip), scales))
+                          parse_ks(ks), parse_descriptor(pooling or "avg", bool(flip), scales),
+                          whiten, qe)
         result = run_eval(req, rep)
     except DeepVisionError as exc:
         raise _fail(rep, exc) from None

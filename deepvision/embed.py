@@ -26,6 +26,7 @@ class EmbedOptions:
     batch_size: int = 0  # 0: 256 on CUDA, 32 on CPU
     workers: int = -1  # -1: one per core, at most 8
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    compile: bool = False  # torch.compile the network (index/rebuild)
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def embed_paths(model: LoadedModel, paths: Sequence[str], device: torch.device,
 
     if not paths:
         return
-    batch = opts.batch_size or (256 if device.type == "cuda" else 32)
+    batch = opts.batch_size or default_batch_size(device)
     workers = default_workers() if opts.workers < 0 else opts.workers
     workers = min(workers, max(1, len(paths) // 4)) if workers else 0
     loader = DataLoader(
@@ -121,11 +122,12 @@ def embed_paths(model: LoadedModel, paths: Sequence[str], device: torch.device,
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if workers else None,  # bounded read-ahead
     )
+    cap = [batch]  # images per forward pass; halved by each out-of-memory error
     for items, pixels, bad in loader:
         if pixels is None:
             yield EmbeddedBatch([], np.zeros((0, model.spec.dim), np.float32), bad)
             continue
-        vectors = embed_pixels(model, pixels, device)
+        vectors = _embed_with_backoff(model, pixels, device, cap)
         # A NaN/inf feature (fp16 overflow, a broken weights file) would rank as FAISS id -1:
         # report the image instead of indexing garbage.
         finite = np.isfinite(vectors).all(axis=1)
@@ -134,6 +136,41 @@ def embed_paths(model: LoadedModel, paths: Sequence[str], device: torch.device,
                 for i in np.flatnonzero(~finite)]
         yield EmbeddedBatch([i for i, ok in zip(items, finite, strict=True) if ok],
                             vectors[finite], bad)
+
+
+def default_batch_size(device: torch.device) -> int:
+    """32 on the CPU; on CUDA from free memory (~24 MB per image in flight for a ResNet50-class
+    network at 224 px with autocast), a power of two between 16 and 512. The OOM back-off
+    below catches a wrong guess."""
+    import torch
+
+    if device.type != "cuda":
+        return 32
+    free, _ = torch.cuda.mem_get_info(device)
+    fit = max(16, min(512, int(free * 0.6) // (24 << 20)))
+    return 1 << (fit.bit_length() - 1)
+
+
+def _embed_with_backoff(model: LoadedModel, pixels: torch.Tensor, device: torch.device,
+                        cap: list[int]) -> np.ndarray:
+    """Embed in slices of at most cap[0] images; on CUDA out-of-memory, halve the cap and redo
+    that slice. Every image is embedded exactly once, in order."""
+    import torch
+
+    out, start = [], 0
+    while start < len(pixels):
+        n = min(cap[0], len(pixels) - start)
+        try:
+            out.append(embed_pixels(model, pixels[start:start + n], device))
+        except torch.cuda.OutOfMemoryError:
+            if n == 1:
+                raise
+            cap[0] = n // 2
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        start += n
+    return np.concatenate(out)
 
 
 def embed_pixels(model: LoadedModel, pixels: torch.Tensor, device: torch.device) -> np.ndarray:

@@ -243,6 +243,8 @@ class EvalRequest:
     embed: EmbedOptions = EmbedOptions()
     ks: tuple[int, ...] = DEFAULT_KS
     descriptor: Descriptor = Descriptor()
+    whiten: int = 0  # experiment: PCA-whitening to this many dims, learned from the set
+    qe: int = 0  # experiment: alpha query expansion with this many neighbours
 
 
 # ---- running -----------------------------------------------------------------------------------
@@ -274,11 +276,15 @@ def run_eval(req: EvalRequest, rep: Reporter) -> EvalResult:
     rep.info(f"embedded {int(ok.sum())} images in {embed_seconds:.1f} s "
              f"({ok.sum() / embed_seconds if embed_seconds else 0:.1f} img/s)")
     items = [item for item, good in zip(evalset.items, ok, strict=True) if good]
-    queries = score_rankings(vectors[ok], [i.group for i in items], [i.path for i in items],
-                             req.ks)
+    db = pca_whiten(vectors[ok], req.whiten) if req.whiten else vectors[ok]
+    expanded = alpha_query_expansion(db, req.qe) if req.qe else None
+    queries = score_rankings(db, [i.group for i in items], [i.path for i in items], req.ks,
+                             expanded)
     return EvalResult(
         source=os.path.abspath(req.source), model=spec.name, weights=weights.origin,
-        weights_identity=weights.identity, device=str(device), descriptor=req.descriptor.label,
+        weights_identity=weights.identity, device=str(device),
+        descriptor=req.descriptor.label + (f"+pcaw{req.whiten}" if req.whiten else "")
+        + (f"+qe{req.qe}" if req.qe else ""),
         ks=req.ks, images=len(items),
         groups=len({q.group for q in queries}), distractors=sum(i.group is None for i in items),
         overall=summarise("overall", queries, req.ks),
@@ -316,13 +322,36 @@ def _embed_all(model: LoadedModel, items: Sequence[EvalItem], device: torch.devi
     return vectors, ok, failures
 
 
+def pca_whiten(vectors: np.ndarray, dims: int) -> np.ndarray:
+    """PCA-whitening learned from the collection itself (no labels), then L2-normalised."""
+    import faiss
+
+    dims = min(dims, vectors.shape[1], len(vectors))
+    pca = faiss.PCAMatrix(vectors.shape[1], dims, -0.5)  # eigen_power -0.5: whitening
+    pca.train(np.ascontiguousarray(vectors, np.float32))
+    out = pca.apply(np.ascontiguousarray(vectors, np.float32))
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def alpha_query_expansion(vectors: np.ndarray, n: int, alpha: float = 3.0) -> np.ndarray:
+    """alpha-QE (Radenovic et al.): each query becomes the sum of itself and its top-n
+    neighbours weighted by similarity^alpha. Returns the expanded queries; the database stays."""
+    sims = vectors @ vectors.T
+    top = np.argsort(-sims, axis=1)[:, : n + 1]  # itself first (similarity 1)
+    weights = np.clip(np.take_along_axis(sims, top, 1), 0, None) ** alpha
+    out = np.einsum("qn,qnd->qd", weights, vectors[top])
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
 def score_rankings(vectors: np.ndarray, groups: Sequence[str | None], paths: Sequence[str],
-                   ks: Sequence[int]) -> list[QueryScore]:
+                   ks: Sequence[int], queries: np.ndarray | None = None) -> list[QueryScore]:
     """Rank all vectors for each one that has group-mates (cosine, exact) and score the lists.
 
     vectors are L2-normalised; groups[i] is None for a distractor. The query's own entry is
-    removed by id, not by position: an exact duplicate may tie with it for rank 1.
+    removed by id, not by position: an exact duplicate may tie with it for rank 1. `queries`
+    (row-aligned with vectors) replaces the query side, e.g. after query expansion.
     """
+    queries = vectors if queries is None else queries
     from deepvision.index import VectorIndex
 
     labels = _labels(groups)
@@ -337,7 +366,7 @@ def score_rankings(vectors: np.ndarray, groups: Sequence[str | None], paths: Seq
     index.add(np.arange(n, dtype=np.int64), vectors)
     out: list[QueryScore] = []
     for block in _blocks(query_ids, max(1, _BLOCK_PAIRS // n)):
-        scores, ids = index.search(vectors[block], n)
+        scores, ids = index.search(queries[block], n)
         for qi, row_scores, row_ids in zip(block, scores, ids, strict=True):
             # FAISS pads with -1 what it could not rank (NaN scores): never index labels[-1].
             keep = (row_ids != qi) & (row_ids >= 0)

@@ -383,7 +383,8 @@ def _embed_new(req: IndexRequest, manifest: Manifest, catalog: Catalog, vectors:
     rep.info(f"model {spec.name} ({weights.origin}) on {device}: embedding {len(plan.embed)} "
              "new or changed images")
     model = models.load_model(spec, weights, device,
-                              models.Descriptor.from_dict(manifest.descriptor))
+                              models.Descriptor.from_dict(manifest.descriptor),
+                              compile=req.embed.compile)
     hashes = list(plan.embed)
     firsts = [plan.embed[h][0].path for h in hashes]
     pending: list[tuple[str, np.ndarray | None, Failure | None]] = []

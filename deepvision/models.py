@@ -301,8 +301,9 @@ def weights_for_index(model: str, identity: str, recorded_path: str,
 
 
 def load_model(spec: ModelSpec, weights: Weights, device: torch.device,
-               descriptor: Descriptor = Descriptor()) -> LoadedModel:
-    """Build the network with its weights, wrapped to take uint8 pixels and return descriptors."""
+               descriptor: Descriptor = Descriptor(), compile: bool = False) -> LoadedModel:
+    """Build the network with its weights, wrapped to take uint8 pixels and return descriptors.
+    compile: torch.compile it (pays a one-off compile on the first batches; see bench/)."""
     import torch
 
     pre = spec.preprocess()
@@ -310,6 +311,8 @@ def load_model(spec: ModelSpec, weights: Weights, device: torch.device,
     # channels_last: faster convolutions with cuDNN (bf16) and with oneDNN on the CPU alike.
     wrapped = _extractor(trunk, pre, descriptor).eval().to(device,
                                                             memory_format=torch.channels_last)
+    if compile:
+        wrapped = torch.compile(wrapped, dynamic=False)  # one graph per batch shape
     return LoadedModel(spec, weights, pre, wrapped, descriptor)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,10 +13,12 @@ from deepvision.catalog import Catalog
 from deepvision.discover import Failure, discover
 from deepvision.embed import EmbedOptions, embed_paths, pick_device
 from deepvision.errors import NoImagesError
-from deepvision.index import RERANK_FACTOR, rerank
+from deepvision.index import RERANK_FACTOR, VectorIndex, rerank
 from deepvision.models import Descriptor, get_spec, load_model, weights_for_index
 from deepvision.render import Reporter
 from deepvision.storage import Location, load_vectors, read_manifest
+
+QE_ALPHA = 3.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class SearchRequest:
     embed: EmbedOptions = EmbedOptions()
     nprobe: int | None = None  # IVF lists to scan; default chosen with the index
     ef_search: int | None = None  # HNSW search breadth
+    qe: int = 0  # alpha query expansion with this many neighbours (0: off)
 
 
 def run_search(req: SearchRequest, rep: Reporter) -> SearchResult:
@@ -93,17 +97,42 @@ def _rank(req: SearchRequest, vectors: np.ndarray, paths: list[str]) -> dict[str
         with catalog.snapshot():  # the FAISS state and the id -> path map of one commit
             index = load_vectors(catalog, manifest, req.location.dir, mmap=True).on_gpu()
             index.configure(req.nprobe, req.ef_search)
-            if index.plan.kind == "ivfpq":  # candidates from codes, ranking from stored vectors
-                _, cand = index.search(vectors, req.top_k * RERANK_FACTOR)
-                scores, ids = rerank(vectors, cand, lambda u: catalog.vectors_for(u, dim),
-                                     req.top_k)
-            else:
-                scores, ids = index.search(vectors, req.top_k)
+            stored = lambda u: catalog.vectors_for(u, dim)  # noqa: E731
+            if req.qe:
+                vectors = _expand(index, vectors, req.qe, stored)
+            scores, ids = _top(index, vectors, req.top_k, stored)
             names = catalog.paths_for(ids[ids >= 0].ravel())
     finally:
         catalog.close()
     return {path: QueryResult(path, None, _matches(s, i, names, req))
             for path, s, i in zip(paths, scores, ids, strict=True)}
+
+
+def _top(index: VectorIndex, queries: np.ndarray, k: int,
+         stored: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    if index.plan.kind == "ivfpq":  # candidates from codes, ranking from stored vectors
+        _, cand = index.search(queries, k * RERANK_FACTOR)
+        return rerank(queries, cand, stored, k)
+    return index.search(queries, k)
+
+
+def _expand(index: VectorIndex, queries: np.ndarray, n: int,
+            stored: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """alpha query expansion (alpha = 3): each query plus its n nearest indexed vectors weighted
+    by similarity^3, re-normalised. A close copy pulls the query towards the indexed version;
+    an unrelated neighbour (similarity 0.3 -> weight 0.027) barely moves it."""
+    scores, ids = _top(index, queries, n, stored)
+    out = queries.copy()
+    for row, (s, i) in enumerate(zip(scores, ids, strict=True)):
+        keep = i >= 0
+        if not keep.any():
+            continue
+        ids_k = i[keep]
+        order = np.argsort(ids_k)  # the catalog reads sorted ids; put them back in rank order
+        neighbours = np.empty((len(ids_k), queries.shape[1]), np.float32)
+        neighbours[order] = stored(ids_k[order])
+        out[row] += (np.clip(s[keep], 0, None) ** QE_ALPHA) @ neighbours
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
 def _matches(scores: np.ndarray, ids: np.ndarray, names: dict[int, list[str]],

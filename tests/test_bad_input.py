@@ -75,3 +75,32 @@ def test_non_finite_features_are_reported_not_indexed(cli, tiny_model, photos, t
     summary = run.json()
     assert [f["reason"] for f in summary["failures"]] == ["corrupt"]
     assert summary["total_files"] == 11 and summary["embedded"] == 11
+
+
+def test_out_of_memory_halves_the_batch_without_losing_or_duplicating(cli, tiny_model, photos,
+                                                                      tmp_path, monkeypatch):
+    """A CUDA OOM (simulated: the CPU cannot run out the same way) on batches over 3 images."""
+    import torch
+
+    from deepvision import embed
+
+    real = embed.embed_pixels
+    seen: list[int] = []
+
+    def small_memory(model, pixels, device):
+        if len(pixels) > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        seen.append(len(pixels))
+        return real(model, pixels, device)
+
+    monkeypatch.setattr(embed, "embed_pixels", small_memory)
+    idx = tmp_path / "idx"
+    run = cli("index", photos, "--index-dir", idx, "--model", "tiny", "--workers", "0",
+              "--batch-size", "8", "--json")
+    assert run.exit_code == 0, run.stderr
+    assert run.json()["embedded"] == 12 and sum(seen) == 12 and max(seen) <= 3
+    monkeypatch.setattr(embed, "embed_pixels", real)
+    for p in sorted(photos.iterdir()):
+        hit = cli("search", p, "--index-dir", idx, "--format", "json", "-k", "1", "--workers",
+                  "0").json()["queries"][0]["matches"][0]
+        assert hit["path"] == str(p)  # vectors stayed aligned with their files

@@ -187,3 +187,13 @@ def test_python_dash_m_and_version(tmp_path):
 
     run = run_cli("--version")
     assert run.exit_code == 0 and run.stdout.startswith("deepvision ")
+
+
+def test_query_expansion_keeps_exact_matches_first(cli, tiny_model, photos, tmp_path):
+    idx = tmp_path / "idx"
+    assert _index(cli, photos, idx).exit_code == 0
+    doc = _search(cli, photos, idx, "--format", "json", "-k", "3", "--qe", "2").json()
+    for q in doc["queries"]:
+        assert q["matches"][0]["path"] == q["query"]
+        scores = [m["score"] for m in q["matches"]]
+        assert scores == sorted(scores, reverse=True)
