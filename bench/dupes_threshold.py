@@ -21,6 +21,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _common import publish  # noqa: E402
+
 from deepvision import models  # noqa: E402
 from deepvision.dupes import DEFAULT_THRESHOLD  # noqa: E402
 from deepvision.embed import EmbedOptions, embed_paths, pick_device  # noqa: E402
@@ -66,10 +68,7 @@ def main() -> None:
               "half-size and quality-40 copy; quarter-size thumbnails of small photos can fall "
               "below it (lower the threshold to group those).", ""]
     report = "\n".join(lines)
-    print(report)
-    if args.out:
-        with open(args.out, "a", encoding="utf-8") as f:
-            f.write(report + "\n")
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

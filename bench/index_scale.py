@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -23,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _common import cpu_name, publish
 
 from deepvision.index import (
     RERANK_FACTOR,
@@ -135,9 +136,7 @@ def main() -> None:
                 gc.collect()
             del db
             gc.collect()
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")),
-               platform.processor())
+    cpu = cpu_name()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     lines = [f"## Index structures (bench/index_scale.py) — {time.strftime('%Y-%m-%d')}", "",
              f"Machine: {cpu}, {os.cpu_count()} cores, no GPU; faiss-cpu. Clustered synthetic "
@@ -155,10 +154,7 @@ def main() -> None:
                      f"{r['disk_b']:.0f} | {r['ram_b']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
                      f"{r['qps']:.0f} | {r['recall']:.3f} |")
     report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        with open(args.out, "a", encoding="utf-8") as f:
-            f.write(report + "\n")
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

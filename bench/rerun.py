@@ -30,6 +30,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _common import cpu_name, publish
+
 from deepvision import models
 from deepvision.catalog import Catalog
 from deepvision.discover import discover
@@ -42,13 +44,6 @@ from deepvision.storage import (
     save_vectors,
     write_manifest,
 )
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def write_images(folder: Path, n: int, size: tuple[int, int] = (16, 12), seed: int = 0) -> None:
@@ -170,10 +165,7 @@ def main() -> None:
         f"{changed['rerun_s']:.1f} s ({changed['full_s'] / changed['rerun_s']:.1f}× faster).",
         "",
     ])
-    print(report)
-    if args.out:
-        with open(args.out, "a", encoding="utf-8") as f:
-            f.write(report + "\n")
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

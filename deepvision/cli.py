@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -90,6 +91,21 @@ def _embed_options(device: str, batch_size: int, workers: int, max_mp: float,
 
     return EmbedOptions(device=device, batch_size=batch_size, workers=workers,
                         max_megapixels=max_mp, compile=compile)
+
+
+def _emit(result: Any, output: Format, html: Path | None, rep: Reporter,
+          as_json: Callable[[Any], str], as_csv: Callable[[Any], str],
+          table: Callable[[Any], None], gallery: Callable[[Any, Path], None]) -> None:
+    """Results on stdout in the chosen format, plus the HTML gallery when asked for."""
+    if output is Format.json:
+        typer.echo(as_json(result))
+    elif output is Format.csv:
+        typer.echo(as_csv(result), nl=False)
+    else:
+        table(result)
+    if html is not None:
+        gallery(result, html)
+        rep.info(f"HTML report: {html}")
 
 
 def _check_folders(paths: list[Path]) -> None:
@@ -294,15 +310,7 @@ def search(
         result = run_search(req, rep)
     except DeepVisionError as exc:
         raise _fail(rep, exc) from None
-    if output is Format.json:
-        typer.echo(search_json(result))
-    elif output is Format.csv:
-        typer.echo(search_csv(result), nl=False)
-    else:
-        print_search_table(result)
-    if html is not None:
-        search_html(result, html)
-        rep.info(f"HTML report: {html}")
+    _emit(result, output, html, rep, search_json, search_csv, print_search_table, search_html)
     if result.failed:
         if len(result.queries) == 1:
             rep.error(f"cannot read query {result.queries[0].query}: {result.queries[0].error}")
@@ -330,15 +338,7 @@ def dupes(
         result = find_dupes(Location(index_dir, name), threshold)
     except DeepVisionError as exc:
         raise _fail(rep, exc) from None
-    if output is Format.json:
-        typer.echo(dupes_json(result))
-    elif output is Format.csv:
-        typer.echo(dupes_csv(result), nl=False)
-    else:
-        print_dupes_table(result)
-    if html is not None:
-        dupes_html(result, html)
-        rep.info(f"HTML report: {html}")
+    _emit(result, output, html, rep, dupes_json, dupes_csv, print_dupes_table, dupes_html)
 
 
 @app.command()
