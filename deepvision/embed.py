@@ -54,7 +54,7 @@ def pick_device(requested: str) -> torch.device:
     return device
 
 
-class _Images:
+class ImageFiles:
     """torch Dataset over file paths: item -> (position, uint8 CHW tensor | None, failure)."""
 
     def __init__(self, paths: Sequence[str], pre: Preprocess, max_megapixels: float) -> None:
@@ -115,7 +115,7 @@ def embed_paths(model: LoadedModel, paths: Sequence[str], device: torch.device,
     workers = default_workers() if opts.workers < 0 else opts.workers
     workers = min(workers, max(1, len(paths) // 4)) if workers else 0
     loader = DataLoader(
-        _Images(paths, model.preprocess, opts.max_megapixels),
+        ImageFiles(paths, model.preprocess, opts.max_megapixels),
         batch_size=batch,
         num_workers=workers,
         collate_fn=_collate,
