@@ -324,8 +324,9 @@ def _embed_all(model: LoadedModel, items: Sequence[EvalItem], device: torch.devi
 
 def pca_whiten(vectors: np.ndarray, dims: int) -> np.ndarray:
     """PCA-whitening learned from the collection itself (no labels), then L2-normalised."""
-    import faiss
+    from deepvision.index import load_faiss
 
+    faiss = load_faiss()
     dims = min(dims, vectors.shape[1], len(vectors))
     pca = faiss.PCAMatrix(vectors.shape[1], dims, -0.5)  # eigen_power -0.5: whitening
     pca.train(np.ascontiguousarray(vectors, np.float32))

@@ -122,6 +122,17 @@ def _pq_m(dim: int, budget: int) -> int:
     return max(m for m in range(1, cap + 1) if dim % m == 0)
 
 
+def load_faiss() -> Any:
+    """The installed FAISS, or a clear error: it comes from the `cpu` or `gpu` extra."""
+    try:
+        import faiss
+    except ImportError:
+        raise UsageError(
+            "FAISS is not installed: pip install 'deepvision[cpu]', or 'deepvision[gpu]' on a "
+            "CUDA machine (never both: with both installed FAISS sees no GPU)") from None
+    return faiss
+
+
 class VectorIndex:
     """One FAISS structure over L2-normalised vectors with the catalog's int64 ids."""
 
@@ -131,7 +142,7 @@ class VectorIndex:
 
     @classmethod
     def new(cls, dim: int, plan: IndexPlan = FLAT_PLAN) -> VectorIndex:
-        import faiss
+        faiss = load_faiss()
 
         index = faiss.index_factory(dim, plan.factory, faiss.METRIC_INNER_PRODUCT)
         if plan.kind == "hnsw":  # a better graph for a slower build (FAISS default: 40)
@@ -164,7 +175,7 @@ class VectorIndex:
         return int(self._index.ntotal)
 
     def train(self, sample: np.ndarray) -> None:
-        import faiss
+        faiss = load_faiss()
 
         ivf = faiss.try_extract_index_ivf(self._index) if self.plan.needs_training else None
         if ivf is not None and self.plan.kind == "ivfpq":
@@ -191,7 +202,7 @@ class VectorIndex:
 
     def configure(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
         """Search-time knobs, reached through the IDMap wrapper."""
-        import faiss
+        faiss = load_faiss()
 
         if self.plan.kind in ("ivf", "ivfpq"):
             ivf = faiss.try_extract_index_ivf(self._index)
@@ -217,7 +228,7 @@ class VectorIndex:
 
     def on_gpu(self) -> VectorIndex:
         """A GPU copy for searching when the installed faiss has GPUs (never saved)."""
-        import faiss
+        faiss = load_faiss()
 
         if faiss.get_num_gpus() == 0 or self.plan.kind not in ("flat", "ivf"):
             return self
@@ -225,7 +236,7 @@ class VectorIndex:
 
     def save(self, path: Path) -> None:
         """Atomic: a temp file in the same folder, fsync, then os.replace."""
-        import faiss
+        faiss = load_faiss()
 
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
@@ -242,7 +253,7 @@ class VectorIndex:
     def load(cls, path: Path, plan: IndexPlan = FLAT_PLAN, mmap: bool = False) -> VectorIndex:
         """mmap: memory-map the file read-only (IVF types), so `search` starts without reading
         the whole index; pages are read as lists are probed."""
-        import faiss
+        faiss = load_faiss()
 
         if mmap and plan.needs_training:
             flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
@@ -274,7 +285,7 @@ def rerank(queries: np.ndarray, ids: np.ndarray,
 
 def faiss_build() -> str:
     """Which FAISS is installed: 'cpu' or 'gpu (N GPUs)'."""
-    import faiss
+    faiss = load_faiss()
 
     n = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
     return f"gpu ({n} GPUs)" if n else "cpu"

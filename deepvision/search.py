@@ -97,7 +97,9 @@ def _rank(req: SearchRequest, vectors: np.ndarray, paths: list[str]) -> dict[str
         with catalog.snapshot():  # the FAISS state and the id -> path map of one commit
             index = load_vectors(catalog, manifest, req.location.dir, mmap=True).on_gpu()
             index.configure(req.nprobe, req.ef_search)
-            stored = lambda u: catalog.vectors_for(u, dim)  # noqa: E731
+            def stored(ids: np.ndarray) -> np.ndarray:
+                return catalog.vectors_for(ids, dim)
+
             if req.qe:
                 vectors = _expand(index, vectors, req.qe, stored)
             scores, ids = _top(index, vectors, req.top_k, stored)
