@@ -153,7 +153,12 @@ class Catalog:
 
     def roots(self) -> list[str]:
         value = self.get_meta("roots")
-        return json.loads(value) if value else []
+        if not value:
+            return []
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:  # written by early development builds: one per line
+            return value.split("\n")
 
     def add_root(self, root: str) -> None:
         roots = self.roots()

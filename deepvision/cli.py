@@ -360,6 +360,10 @@ def info(
         typer.echo(json.dumps(data, indent=2))
         return
     for key, value in data.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+        elif isinstance(value, list):
+            value = "\n".join([""] + [f"{'':>18}{v}" for v in value]) if value else "-"
         if key != "failures":
             typer.echo(f"{key:>16}: {value}")
     for f in data.get("failures", []):
