@@ -25,6 +25,7 @@ FLAT_MAX = 50_000  # exact search stays in single-digit milliseconds up to about
 MIN_POINTS_PER_CENTROID = 39  # FAISS warns below this; k-means needs it to be meaningful
 TRAIN_POINTS_PER_CENTROID = 64  # sample size for training (k-means on a sample)
 RETRAIN_GROWTH = 4.0  # retrain an IVF index once the collection is 4x its training size
+PQ_MIN_VECTORS = MIN_POINTS_PER_CENTROID * 16  # 4-bit codebooks: 16 centroids each
 DEFAULT_EF_SEARCH = 128
 HNSW_EF_CONSTRUCTION = 200
 
@@ -95,6 +96,8 @@ def plan_index(kind: str, n: int, dim: int, max_memory: int | None = None) -> In
         return IndexPlan("hnsw", "IDMap2,HNSW32,Flat", hnsw_m=32)
     if kind not in ("ivf", "ivfpq"):
         raise UsageError(f"unknown index type {kind!r}; choose one of {', '.join(INDEX_TYPES)}")
+    if kind == "ivfpq" and n < PQ_MIN_VECTORS:
+        return FLAT_PLAN  # too few vectors to train codebooks; re-planned as the index grows
     nlist = _nlist(n)
     nprobe = min(nlist, max(16, nlist // 64))  # tuned in bench/index_scale.py
     if kind == "ivf":

@@ -22,7 +22,13 @@ from deepvision.catalog import Catalog, FileRow, as_stored
 from deepvision.discover import Discovery, Failure, FileRecord, Filters, discover
 from deepvision.embed import EmbedOptions, embed_paths, pick_device
 from deepvision.errors import IncompatibleIndexError, NoImagesError, UsageError
-from deepvision.index import RETRAIN_GROWTH, IndexPlan, VectorIndex, plan_index
+from deepvision.index import (
+    PQ_MIN_VECTORS,
+    RETRAIN_GROWTH,
+    IndexPlan,
+    VectorIndex,
+    plan_index,
+)
 from deepvision.render import Reporter
 from deepvision.storage import (
     Location,
@@ -183,6 +189,10 @@ def _update(req: IndexRequest, manifest: Manifest, catalog: Catalog, roots: Sequ
     else:
         rep.info(f"model {manifest.model}: no new or changed images, model not loaded")
     vectors.finish()
+    kind = manifest.plan.kind
+    if manifest.index_type not in ("auto", kind):
+        rep.info(f"index type {manifest.index_type} needs more vectors to train (ivfpq: "
+                 f"{PQ_MIN_VECTORS}); using exact {kind} search until the index has them")
     return summary
 
 

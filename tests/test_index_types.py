@@ -175,3 +175,30 @@ def test_cli_index_type_switch_without_the_model(cli, tiny_model, photos, tmp_pa
 
     bad = cli("index", photos, "--index-dir", idx, "--index-type", "lsh")
     assert bad.exit_code == 2 and "index type" in bad.stderr
+
+
+def test_cli_ivfpq_grows_from_flat_and_reranks(cli, tiny_model, tmp_path):
+    """Too few vectors to train PQ: exact flat, said so; past the minimum: IVF-PQ, whose
+    candidates search re-ranks with the stored vectors (top hit is the exact duplicate)."""
+    from imagefactory import make_photo_like
+
+    from deepvision.index import PQ_MIN_VECTORS
+
+    folder, idx = tmp_path / "many", tmp_path / "idx"
+    for i in range(20):
+        make_photo_like(folder / f"a{i:04d}.png", seed=i, size=(32, 24))
+    run = cli("index", folder, "--index-dir", idx, "--model", "tiny", "--workers", "0",
+              "--index-type", "ivfpq")
+    assert run.exit_code == 0 and "needs more vectors" in run.stderr
+    info = cli("info", "--index-dir", idx, "--json").json()
+    assert info["index_type"] == "flat" and info["index_requested"] == "ivfpq"
+    for i in range(20, PQ_MIN_VECTORS + 20):
+        make_photo_like(folder / f"a{i:04d}.png", seed=i, size=(32, 24))
+    run = cli("index", folder, "--index-dir", idx, "--json", "--workers", "0")
+    assert run.exit_code == 0, run.stderr
+    assert cli("info", "--index-dir", idx, "--json").json()["index_type"] == "ivfpq"
+    probe = folder / "a0333.png"
+    doc = cli("search", probe, "--index-dir", idx, "--format", "json", "-k", "3",
+              "--workers", "0").json()
+    top = doc["queries"][0]["matches"][0]
+    assert top["path"] == str(probe) and top["score"] > 0.999  # exact score after re-ranking
