@@ -99,7 +99,7 @@ def plan_index(kind: str, n: int, dim: int, max_memory: int | None = None) -> In
     if kind == "ivfpq" and n < PQ_MIN_VECTORS:
         return FLAT_PLAN  # too few vectors to train codebooks; re-planned as the index grows
     nlist = _nlist(n)
-    nprobe = min(nlist, max(16, nlist // 64))  # tuned in bench/index_scale.py
+    nprobe = min(nlist, max(16, nlist // 128))  # from the nprobe sweep in bench/RESULTS.md
     if kind == "ivf":
         return IndexPlan("ivf", f"IVF{nlist},SQfp16", nlist=nlist, trained_on=n, nprobe=nprobe)
     # 8-bit codebooks need 256 x 39 training points; small collections get 4-bit ones.
