@@ -236,8 +236,12 @@ class Catalog:
         files_ok, failed = self._db.execute(
             "SELECT COALESCE(SUM(status = 'ok'), 0), COALESCE(SUM(status = 'failed'), 0) "
             "FROM files").fetchone()
-        (vectors,) = self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()
-        return {"files": int(files_ok), "failed": int(failed), "vectors": int(vectors)}
+        return {"files": int(files_ok), "failed": int(failed), "vectors": self.vector_count()}
+
+    def vector_count(self) -> int:
+        """Distinct contents (cheap: counts the hash index, no scan of the files table)."""
+        (n,) = self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()
+        return int(n)
 
 
 def as_stored(vectors: np.ndarray) -> np.ndarray:

@@ -108,6 +108,13 @@ def _emit(result: Any, output: Format, html: Path | None, rep: Reporter,
         rep.info(f"HTML report: {html}")
 
 
+def _structure_options(index_type: str | None, max_memory: str | None) -> int | None:
+    """Validate --index-type (before any heavy work) and turn --max-memory into bytes."""
+    if index_type is not None:
+        plan_index(index_type, 0, 1)
+    return parse_size(max_memory) if max_memory else None
+
+
 def _check_folders(paths: list[Path]) -> None:
     for p in paths:
         if not p.exists():
@@ -143,9 +150,7 @@ def _index_command(rebuild: bool, dirs: list[Path], index_dir: Path, name: str, 
         _check_weights(weights)
         if model != AUTO:
             get_spec(model)  # unknown names fail here, before any heavy work
-        if index_type is not None:
-            plan_index(index_type, 0, 1)
-        budget = parse_size(max_memory) if max_memory else None
+        budget = _structure_options(index_type, max_memory)
         asked = pooling is not None or flip is not None or scales is not None
         descriptor = parse_descriptor(pooling or "avg", bool(flip), scales) if asked else None
         loc = Location(index_dir, name)
@@ -255,9 +260,7 @@ def _restructure(index_dir: Path, name: str, index_type: str | None, max_memory:
 
     rep = Reporter(quiet=quiet or as_json)
     try:
-        if index_type is not None:
-            plan_index(index_type, 0, 1)
-        budget = parse_size(max_memory) if max_memory else None
+        budget = _structure_options(index_type, max_memory)
         done = restructure(Location(index_dir, name), index_type, budget, wait)
     except DeepVisionError as exc:
         raise _fail(rep, exc) from None

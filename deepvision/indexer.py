@@ -325,7 +325,7 @@ class _Vectors:
 
     def finish(self) -> None:
         """Save the FAISS file if anything changed, restructuring first if the plan says so."""
-        n = self.catalog.counts()["vectors"]
+        n = self.catalog.vector_count()
         current = self._index.plan if self._index is not None else self.manifest.plan
         wanted = desired_plan(self.manifest, current, n)
         stale = self.catalog.get_meta("faiss_generation") != str(self.catalog.generation)
@@ -477,7 +477,7 @@ def restructure(loc: Location, index_type: str | None, max_memory: int | None,
             manifest.max_memory = max_memory
         catalog = Catalog(loc.dir / manifest.catalog)
         try:
-            n = catalog.counts()["vectors"]
+            n = catalog.vector_count()
             plan = plan_index(manifest.index_type, n, manifest.dim, manifest.max_memory or None)
             with catalog.snapshot():
                 index = build_from_catalog(catalog, manifest.dim, plan)

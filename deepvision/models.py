@@ -261,14 +261,13 @@ def resolve(name: str, weights_file: Path | None) -> tuple[ModelSpec, Weights, s
     try:
         weights = resnet.find_weights(weights_file, allow)
         return resnet, weights, f"model auto: using resnet50 ({weights.origin})"
-    except WeightsUnavailableError as exc:
+    except WeightsUnavailableError:
         if weights_file is not None:
             raise  # the user named a file: never swap it for another model silently
         lite = REGISTRY["efficientnet-lite0"]
         why = "offline" if not allow else "weights not cached and not downloadable"
         notice = (f"model auto: using efficientnet-lite0, ResNet50 weights unavailable ({why}); "
                   "pass --weights FILE to use resnet50")
-        del exc
         return lite, lite.find_weights(None, allow), notice
 
 
