@@ -54,15 +54,30 @@ Weights = Annotated[Optional[Path], typer.Option(
     "--weights", help="Model weights file (a state dict), e.g. resnet50-11ad3fa6.pth.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 BatchSize = Annotated[int, typer.Option(
-    "--batch-size", min=0, help="Images per batch; 0 picks 256 on CUDA, 32 on CPU.")]
+    "--batch-size", min=0, help="Images per batch; 0: 32 on the CPU, on CUDA sized from free "
+    "GPU memory (16-512).")]
 Workers = Annotated[int, typer.Option(
-    "--workers", min=-1, help="Decode worker processes; -1: one per core (max 8), 0: none.")]
+    "--workers", min=-1, help="Decode worker processes; -1: one per core (at most 8 on the "
+    "CPU, 16 with CUDA, leaving one core to feed the GPU), 0: none.")]
 MaxMP = Annotated[float, typer.Option(
     "--max-megapixels", min=0.01, help="Skip images larger than this (decompression bombs).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (cron).")]
 IndexType = Annotated[Optional[str], typer.Option(
     "--index-type", help="FAISS structure: auto, flat, ivf, ivfpq or hnsw (default: the index's "
     "own; auto for a new one).", show_default=False)]
+
+
+class DecoderChoice(str, Enum):
+    auto = "auto"
+    pil = "pil"
+    torchvision = "torchvision"
+    nvimgcodec = "nvimgcodec"
+
+
+Decoder = Annotated[DecoderChoice, typer.Option(
+    "--decoder", help="JPEG decoding. auto: on CUDA nvimgcodec (NVIDIA nvImageCodec, if "
+    "installed) else torchvision (nvJPEG), on the CPU pil (Pillow in the --workers processes). "
+    "Other formats, and JPEGs a GPU decoder rejects, are always decoded by Pillow.")]
 Compile = Annotated[bool, typer.Option(
     "--compile", help="torch.compile the network: faster on big GPU runs, costs a one-off "
     "compile (see bench/RESULTS.md).")]
@@ -86,11 +101,17 @@ def _fail(rep: Reporter, exc: DeepVisionError) -> typer.Exit:
 
 
 def _embed_options(device: str, batch_size: int, workers: int, max_mp: float,
-                   compile: bool = False):
+                   decoder: DecoderChoice, compile: bool = False):
+    """EmbedOptions from the shared options; a decoder that cannot work here fails now,
+    before any folder is scanned or model loaded."""
+    from deepvision.devicedecode import decoder_available
     from deepvision.embed import EmbedOptions
 
+    problem = decoder_available(decoder.value)
+    if problem:
+        raise UsageError(problem)
     return EmbedOptions(device=device, batch_size=batch_size, workers=workers,
-                        max_megapixels=max_mp, compile=compile)
+                        max_megapixels=max_mp, compile=compile, decoder=decoder.value)
 
 
 def _emit(result: Any, output: Format, html: Path | None, rep: Reporter,
@@ -138,7 +159,7 @@ def _index_command(rebuild: bool, dirs: list[Path], index_dir: Path, name: str, 
                    as_json: bool, index_type: str | None = None,
                    max_memory: str | None = None, pooling: str | None = None,
                    flip: bool | None = None, scales: str | None = None,
-                   compile: bool = False) -> None:
+                   compile: bool = False, decoder: DecoderChoice = DecoderChoice.auto) -> None:
     from deepvision.discover import Filters
     from deepvision.indexer import IndexRequest, run_index
     from deepvision.render import index_summary_json, index_summary_text, print_failures
@@ -158,7 +179,7 @@ def _index_command(rebuild: bool, dirs: list[Path], index_dir: Path, name: str, 
                  f"{', '.join(map(str, dirs)) or 'recorded folders'}")
         req = IndexRequest(
             roots=tuple(dirs), location=loc, model=model, weights=weights,
-            embed=_embed_options(device, batch_size, workers, max_megapixels, compile),
+            embed=_embed_options(device, batch_size, workers, max_megapixels, decoder, compile),
             filters=Filters(tuple(include), tuple(exclude), hidden),
             retry_failed=retry_failed, commit_every=commit_every, wait=wait,
             index_type=index_type, max_memory=budget, descriptor=descriptor)
@@ -202,6 +223,7 @@ def index(
     flip: Flip = None,
     scales: Scales = None,
     compile: Compile = False,
+    decoder: Decoder = DecoderChoice.auto,
     quiet: Quiet = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -209,7 +231,7 @@ def index(
     _index_command(False, dirs, index_dir, name, model, weights, device, batch_size,
                    workers, max_megapixels, include, exclude, hidden, retry_failed,
                    commit_every, wait, quiet, as_json, index_type, max_memory, pooling, flip,
-                   scales, compile)
+                   scales, compile, decoder)
 
 
 @app.command()
@@ -239,6 +261,7 @@ def rebuild(
     flip: Flip = None,
     scales: Scales = None,
     compile: Compile = False,
+    decoder: Decoder = DecoderChoice.auto,
     quiet: Quiet = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -248,7 +271,8 @@ def rebuild(
         return
     _index_command(True, dirs or [], index_dir, name, model, weights, device, batch_size,
                    workers, max_megapixels, include, exclude, hidden, True, commit_every, wait,
-                   quiet, as_json, index_type, max_memory, pooling, flip, scales, compile)
+                   quiet, as_json, index_type, max_memory, pooling, flip, scales, compile,
+                   decoder)
 
 
 def _restructure(index_dir: Path, name: str, index_type: str | None, max_memory: str | None,
@@ -286,6 +310,7 @@ def search(
     batch_size: BatchSize = 0,
     workers: Workers = -1,
     max_megapixels: MaxMP = DEFAULT_MAX_MEGAPIXELS,
+    decoder: Decoder = DecoderChoice.auto,
     nprobe: Annotated[Optional[int], typer.Option(
         min=1, help="IVF lists to scan (more: better recall, slower); default set with the "
         "index.", show_default=False)] = None,
@@ -308,7 +333,8 @@ def search(
                 raise UsageError(f"{p} does not exist (check the path)")
         _check_weights(weights)
         req = SearchRequest(tuple(paths), Location(index_dir, name), top_k, min_score, weights,
-                            _embed_options(device, batch_size, workers, max_megapixels),
+                            _embed_options(device, batch_size, workers, max_megapixels,
+                                           decoder),
                             nprobe, ef_search, qe)
         result = run_search(req, rep)
     except DeepVisionError as exc:
@@ -390,6 +416,7 @@ def eval_(
     batch_size: BatchSize = 0,
     workers: Workers = -1,
     max_megapixels: MaxMP = DEFAULT_MAX_MEGAPIXELS,
+    decoder: Decoder = DecoderChoice.auto,
     output: Annotated[EvalFormat, typer.Option("--format", help="table or json.")] = (
         EvalFormat.table),
     ks: Annotated[str, typer.Option(
@@ -415,7 +442,7 @@ def eval_(
         if model != AUTO:
             get_spec(model)  # unknown names fail here, before any heavy work
         req = EvalRequest(source, model, weights,
-                          _embed_options(device, batch_size, workers, max_megapixels),
+                          _embed_options(device, batch_size, workers, max_megapixels, decoder),
                           parse_ks(ks), parse_descriptor(pooling or "avg", bool(flip), scales),
                           whiten, qe)
         result = run_eval(req, rep)

@@ -6,12 +6,14 @@ code, so the caller can keep the good images and summarise the bad ones.
 
 from __future__ import annotations
 
-import os
+import io
 import struct
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 REASONS: dict[str, str] = {
     "empty": "zero-byte file",
@@ -50,24 +52,40 @@ def _register_plugins() -> None:
 
 
 def load_rgb(path: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
-             draft_size: int | None = None) -> Image.Image:
+             draft_size: int | None = None, data: bytes | None = None) -> Image.Image:
     """Decode `path` into an upright RGB image.
 
     draft_size lets JPEG decode at a reduced DCT scale as long as both sides stay >= draft_size,
     which is several times faster for camera-sized files and loses nothing after the resize.
+    data: the file's bytes when the caller has already read them (no second read).
     """
     _register_plugins()
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # a half-written file must fail, not index grey pixels
     Image.MAX_IMAGE_PIXELS = None  # we enforce our own, configurable limit below
-    try:
-        if os.stat(path).st_size == 0:
-            raise DecodeError("empty", "zero-byte file")
-        with Image.open(path) as im:
-            _check_pixels(im, max_megapixels)
+    with decode_errors():
+        source = io.BytesIO(data if data is not None else read_file(path))
+        with Image.open(source) as im:
+            check_pixels(im, max_megapixels)
             if draft_size and im.format == "JPEG":
                 im.draft("RGB", (draft_size, draft_size))
             im.load()
             return to_rgb(_upright(im))
+
+
+def read_file(path: str) -> bytes:
+    """The whole file; an empty one is a DecodeError like any other unreadable image."""
+    with decode_errors(), open(path, "rb") as f:
+        data = f.read()
+    if not data:
+        raise DecodeError("empty", "zero-byte file")
+    return data
+
+
+@contextmanager
+def decode_errors() -> Iterator[None]:
+    """Every exception reading or decoding a file can raise, as a DecodeError with its reason."""
+    try:
+        yield
     except DecodeError:
         raise
     except FileNotFoundError as exc:
@@ -82,7 +100,7 @@ def load_rgb(path: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
         raise DecodeError(reason, f"cannot decode: {text}") from exc
 
 
-def _check_pixels(im: Image.Image, max_megapixels: float) -> None:
+def check_pixels(im: Image.Image, max_megapixels: float) -> None:
     mp = im.width * im.height / 1e6
     if mp > max_megapixels:
         raise DecodeError(
@@ -100,6 +118,18 @@ def _upright(im: Image.Image) -> Image.Image:
             return ImageOps.exif_transpose(im) or im
     except (OSError, ValueError, SyntaxError, TypeError, KeyError):
         return im
+
+
+def exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag (1-8; 1 = upright), read the way ImageOps.exif_transpose reads
+    it, for decoders that turn the pixels themselves. A broken EXIF block counts as upright."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = im.getexif().get(ExifTags.Base.Orientation, 1)
+    except (OSError, ValueError, SyntaxError, TypeError, KeyError):
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

@@ -19,8 +19,9 @@ import numpy as np
 
 from deepvision import models
 from deepvision.catalog import Catalog, FileRow, as_stored
+from deepvision.devicedecode import decoding_note, make_decoder
 from deepvision.discover import Discovery, Failure, FileRecord, Filters, discover
-from deepvision.embed import EmbedOptions, embed_paths, pick_device
+from deepvision.embed import EmbedOptions, embed_with, pick_device
 from deepvision.errors import IncompatibleIndexError, NoImagesError, UsageError
 from deepvision.index import (
     PQ_MIN_VECTORS,
@@ -65,6 +66,7 @@ class IndexSummary:
     index: str
     model: str
     device: str | None  # None: nothing needed the model
+    decoder: str | None = None  # JPEG decoder used; None: nothing needed the model
     added: int = 0
     updated: int = 0
     renamed: int = 0
@@ -389,9 +391,11 @@ def _embed_new(req: IndexRequest, manifest: Manifest, catalog: Catalog, vectors:
     weights = models.weights_for_index(manifest.model, manifest.weights, manifest.weights_path,
                                        req.weights)
     device = pick_device(req.embed.device)
+    decoder = make_decoder(req.embed.decoder, device)
     summary.device = str(device)
+    summary.decoder = decoder.name if decoder is not None else "pil"
     rep.info(f"model {spec.name} ({weights.origin}) on {device}: embedding {len(plan.embed)} "
-             "new or changed images")
+             f"new or changed images; {decoding_note(decoder, req.embed.decoder, device)}")
     model = models.load_model(spec, weights, device,
                               models.Descriptor.from_dict(manifest.descriptor),
                               compile=req.embed.compile)
@@ -399,7 +403,7 @@ def _embed_new(req: IndexRequest, manifest: Manifest, catalog: Catalog, vectors:
     firsts = [plan.embed[h][0].path for h in hashes]
     pending: list[tuple[str, np.ndarray | None, Failure | None]] = []
     with rep.progress(len(hashes), "embedding") as advance:
-        for batch in embed_paths(model, firsts, device, req.embed):
+        for batch in embed_with(model, firsts, device, req.embed, decoder):
             pairs = zip(batch.items, batch.vectors, strict=True)
             pending.extend((hashes[i], v, None) for i, v in pairs)
             pending.extend((hashes[i], None, f) for i, f in batch.failures)
