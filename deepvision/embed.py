@@ -210,9 +210,22 @@ def embed_with(model: LoadedModel, paths: Sequence[str], device: torch.device,
     loader = _loader(paths, model.preprocess, device, opts, jpeg_bytes=decoder is not None)
     feeder = Feeder(decoder, paths, model.preprocess, device, opts.max_megapixels, batch,
                     default_decode_bytes(device))
+    # The worker processes are forked here, on the caller's thread, before the feeder thread
+    # exists: forking while another thread runs risks copying a lock it holds.
+    chunks = iter(loader)
+    try:
+        yield from _network_loop(model, paths, device, batch,
+                                 background(feeder.pieces(chunks), depth=2))
+    finally:
+        del chunks  # the last reference: shuts the workers down, also when stopped early
+
+
+def _network_loop(model: LoadedModel, paths: Sequence[str], device: torch.device, batch: int,
+                  pieces: Iterator[Piece]) -> Iterator[EmbeddedBatch]:
+    """Pieces -> network batches of `batch` images (the last one smaller); failures at once."""
     cap = [batch]  # images per forward pass; halved by each out-of-memory error
     held: list[tuple[list[int], torch.Tensor]] = []
-    for piece in background(feeder.pieces(loader), depth=2):
+    for piece in pieces:
         if piece.failures:
             yield EmbeddedBatch([], np.zeros((0, model.spec.dim), np.float32), piece.failures)
         if piece.items:
