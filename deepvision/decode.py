@@ -60,8 +60,7 @@ def load_rgb(path: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     data: the file's bytes when the caller has already read them (no second read).
     """
     _register_plugins()
-    ImageFile.LOAD_TRUNCATED_IMAGES = False  # a half-written file must fail, not index grey pixels
-    Image.MAX_IMAGE_PIXELS = None  # we enforce our own, configurable limit below
+    configure_pillow()
     with decode_errors():
         source = io.BytesIO(data if data is not None else read_file(path))
         with Image.open(source) as im:
@@ -70,6 +69,14 @@ def load_rgb(path: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
                 im.draft("RGB", (draft_size, draft_size))
             im.load()
             return to_rgb(_upright(im))
+
+
+def configure_pillow() -> None:
+    """Pillow's global settings every opening of an image relies on."""
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # a half-written file must fail, not index grey pixels
+    # Our own, configurable limit (check_pixels) replaces Pillow's, whose DecompressionBombError
+    # is no OSError and would escape the per-file error handling.
+    Image.MAX_IMAGE_PIXELS = None
 
 
 def read_file(path: str) -> bytes:

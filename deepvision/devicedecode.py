@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from PIL import Image
 
-from deepvision.decode import DecodeError, check_pixels, exif_orientation
+from deepvision.decode import DecodeError, check_pixels, configure_pillow, exif_orientation
 from deepvision.errors import UsageError
 from deepvision.models import Preprocess
 
@@ -51,6 +51,7 @@ def device_jpeg_header(data: bytes, max_megapixels: float) -> JpegHeader | None:
     # The end marker may be followed by padding; such rare files simply take the Pillow road.
     if not (data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9")):
         return None
+    configure_pillow()
     try:
         with Image.open(io.BytesIO(data)) as im:
             if (im.format != "JPEG" or im.mode not in _DEVICE_MODES

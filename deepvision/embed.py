@@ -162,7 +162,7 @@ class FileChunks:
                 continue
             decoded.append(pos)
         offsets = np.cumsum([0, *map(len, blobs)]).tolist()
-        blob = torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8) if blobs else None
+        blob = torch.frombuffer(bytearray().join(blobs), dtype=torch.uint8) if blobs else None
         return Chunk(failures, decoded, torch.stack(crops) if crops else None, encoded, blob,
                      offsets, headers)
 
