@@ -1,8 +1,11 @@
-"""What every benchmark script needs: the machine's name and a place to put the figures."""
+"""What every benchmark script needs: the machine's name, the command, a place for the figures."""
 
 from __future__ import annotations
 
+import os
 import platform
+import shlex
+import sys
 from pathlib import Path
 
 
@@ -11,6 +14,28 @@ def cpu_name() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown CPU"
+
+
+def command_line() -> str:
+    """The command as it was run (`python bench/x.py ...`), for the report."""
+    return shlex.join(["python", *sys.argv])
+
+
+def machine(device: object = None) -> str:
+    """CPU, cores, the GPU of a CUDA device, and the torch/torchvision builds that ran."""
+    parts = [f"{cpu_name()}, {os.cpu_count()} cores"]
+    if getattr(device, "type", None) == "cuda":
+        import torch
+
+        parts.append(f"GPU {torch.cuda.get_device_name(device)}")
+    else:
+        parts.append("no GPU used")
+    if "torch" in sys.modules:
+        import torch
+        import torchvision
+
+        parts.append(f"torch {torch.__version__}, torchvision {torchvision.__version__}")
+    return "; ".join(parts)
 
 
 def publish(report: str, out: Path | None) -> None:

@@ -255,6 +255,8 @@ def make_decoder(name: str, device: torch.device) -> DeviceDecoder | None:
             problems.append(f"{candidate} could not decode a test JPEG on {device}")
         except UsageError as exc:
             problems.append(str(exc))
+        except RuntimeError as exc:  # the library loads but cannot start on this GPU/driver
+            problems.append(f"{candidate} cannot start on {device}: {exc}")
     if name == "auto":
         return None  # Pillow in the workers still works
     raise UsageError(f"{problems[0]}; use --decoder pil")

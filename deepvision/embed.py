@@ -180,7 +180,7 @@ def default_workers(device: torch.device | None = None) -> int:
     return min(8, cores)
 
 
-def _loader(paths: Sequence[str], pre: Preprocess, device: torch.device, opts: EmbedOptions,
+def decode_loader(paths: Sequence[str], pre: Preprocess, device: torch.device, opts: EmbedOptions,
             jpeg_bytes: bool) -> Any:
     from torch.utils.data import DataLoader
 
@@ -207,7 +207,7 @@ def embed_with(model: LoadedModel, paths: Sequence[str], device: torch.device,
     if not paths:
         return
     batch = opts.batch_size or default_batch_size(device)
-    loader = _loader(paths, model.preprocess, device, opts, jpeg_bytes=decoder is not None)
+    loader = decode_loader(paths, model.preprocess, device, opts, jpeg_bytes=decoder is not None)
     feeder = Feeder(decoder, paths, model.preprocess, device, opts.max_megapixels, batch,
                     default_decode_bytes(device))
     # The worker processes are forked here, on the caller's thread, before the feeder thread

@@ -645,3 +645,17 @@ def test_cli_index_with_device_decoder_matches_pillow(cli, tiny_model, photos, t
     assert len(scores["pil"]) == 13
     for path, score in scores["pil"].items():
         assert abs(score - scores["torchvision"][path]) <= 1e-3, path
+
+
+def test_a_decoder_that_cannot_start_is_a_usage_error_not_a_crash(monkeypatch):
+    """nvImageCodec installed but unable to start (driver too old, no device) must give a clear
+    message for an explicit --decoder, never a traceback."""
+    import deepvision.devicedecode as dd
+
+    class Broken:
+        def __init__(self, device):
+            raise RuntimeError("CUDA Runtime failure: '#35'")
+
+    monkeypatch.setattr(dd, "NvImageCodecDecoder", Broken)
+    with pytest.raises(UsageError, match=r"nvimgcodec cannot start.*#35.*--decoder pil"):
+        make_decoder("nvimgcodec", CPU)
