@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 DECODERS = ("auto", "pil", "torchvision", "nvimgcodec")
 NVIMGCODEC_HINT = ("install NVIDIA nvImageCodec for your CUDA version: "
                    "pip install 'deepvision[nvimgcodec-cu13]' (or nvimgcodec-cu12)")
+NVIMGCODEC_MISSING = f"--decoder nvimgcodec: nvImageCodec is not installed; {NVIMGCODEC_HINT}"
 # Pillow modes a GPU JPEG decoder turns into RGB like Pillow does; CMYK/YCCK (Adobe inversion)
 # and anything exotic go to Pillow.
 _DEVICE_MODES = ("RGB", "L")
@@ -187,8 +188,7 @@ class NvImageCodecDecoder:
         try:
             from nvidia import nvimgcodec
         except ImportError:
-            raise UsageError(f"--decoder nvimgcodec: nvImageCodec is not installed; "
-                             f"{NVIMGCODEC_HINT}") from None
+            raise UsageError(NVIMGCODEC_MISSING) from None
         self.device = device
         if device.type == "cuda":
             # No CPU backend: a JPEG the GPU cannot decode comes back None and goes to Pillow,
@@ -288,7 +288,7 @@ def decoder_available(name: str) -> str | None:
         except ModuleNotFoundError:
             found = False
         if not found:
-            return f"--decoder nvimgcodec: nvImageCodec is not installed; {NVIMGCODEC_HINT}"
+            return NVIMGCODEC_MISSING
     return None
 
 

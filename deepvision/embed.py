@@ -145,26 +145,54 @@ class FileChunks:
     def __getitem__(self, k: int) -> Chunk:
         import torch
 
-        failures, decoded, crops, encoded, blobs, headers = [], [], [], [], [], []
+        pillow = _PillowRun(self.pre, self.max_megapixels)
+        encoded, blobs, headers = [], [], []
         for pos in range(k * self.size, min(len(self.paths), (k + 1) * self.size)):
             path = self.paths[pos]
             try:
                 data = read_file(path) if self.jpeg_bytes else None
                 header = device_jpeg_header(data, self.max_megapixels) if data else None
-                if header is not None:
-                    encoded.append(pos)
-                    blobs.append(data)
-                    headers.append(header)
-                    continue
-                crops.append(pil_pixels(path, self.pre, self.max_megapixels, data))
             except DecodeError as exc:
-                failures.append((pos, Failure(path, exc.reason, exc.message)))
+                pillow.fail(pos, path, exc)
                 continue
-            decoded.append(pos)
+            if header is None:
+                pillow.add(pos, path, data)
+                continue
+            encoded.append(pos)
+            blobs.append(data)
+            headers.append(header)
         offsets = np.cumsum([0, *map(len, blobs)]).tolist()
         blob = torch.frombuffer(bytearray().join(blobs), dtype=torch.uint8) if blobs else None
-        return Chunk(failures, decoded, torch.stack(crops) if crops else None, encoded, blob,
-                     offsets, headers)
+        return pillow.chunk(encoded=encoded, blob=blob, offsets=offsets, headers=headers)
+
+
+@dataclass
+class _PillowRun:
+    """Pillow's road for a run of files: a crop for each file it decodes, a failure (with the
+    reason) for each it cannot. Used by the workers and for JPEGs a device decoder rejected."""
+
+    pre: Preprocess
+    max_megapixels: float
+    decoded: list[int] = field(default_factory=list)
+    crops: list[Any] = field(default_factory=list)
+    failures: list[tuple[int, Failure]] = field(default_factory=list)
+
+    def add(self, pos: int, path: str, data: bytes | None = None) -> None:
+        try:
+            self.crops.append(pil_pixels(path, self.pre, self.max_megapixels, data))
+        except DecodeError as exc:
+            self.fail(pos, path, exc)
+            return
+        self.decoded.append(pos)
+
+    def fail(self, pos: int, path: str, exc: DecodeError) -> None:
+        self.failures.append((pos, Failure(path, exc.reason, exc.message)))
+
+    def chunk(self, **device_part: Any) -> Chunk:
+        import torch
+
+        pixels = torch.stack(self.crops) if self.crops else None
+        return Chunk(self.failures, self.decoded, pixels, **device_part)
 
 
 def _keep(chunk: Chunk) -> Chunk:
@@ -308,8 +336,8 @@ class Feeder:
         for chunk in chunks:
             if chunk.failures or chunk.decoded:
                 yield self._cpu_piece(chunk)
-            for pos, header, lo, hi in zip(chunk.encoded, chunk.headers, chunk.offsets,
-                                           chunk.offsets[1:], strict=False):
+            for pos, header, lo, hi in zip(chunk.encoded, chunk.headers, chunk.offsets[:-1],
+                                           chunk.offsets[1:], strict=True):
                 pending.append((pos, chunk.blob[lo:hi], header))
                 size += 3 * header.height * header.width
                 if len(pending) >= self.decode_batch or size >= self.decode_bytes:
@@ -387,21 +415,11 @@ class Feeder:
 
     def _pillow(self, items: list[Pending]) -> Piece:
         """Images the device decoder rejected: Pillow decides (a decoded image, or the reason
-        the file is broken, reported as on any other road)."""
-        import torch
-
-        decoded, crops, failures = [], [], []
+        the file is broken, reported as on any other road), from the bytes already read."""
+        pillow = _PillowRun(self.pre, self.max_megapixels)
         for pos, data, _ in items:
-            path = self.paths[pos]
-            try:
-                crops.append(pil_pixels(path, self.pre, self.max_megapixels,
-                                        data.numpy().tobytes()))
-            except DecodeError as exc:
-                failures.append((pos, Failure(path, exc.reason, exc.message)))
-                continue
-            decoded.append(pos)
-        pixels = torch.stack(crops) if crops else None
-        return self._cpu_piece(Chunk(failures, decoded, pixels))
+            pillow.add(pos, self.paths[pos], data.numpy().tobytes())
+        return self._cpu_piece(pillow.chunk())
 
 
 class _Raised:
