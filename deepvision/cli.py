@@ -1,13 +1,15 @@
-"""Typer CLI. Validates options, calls the services, maps DeepVisionError to exit codes.
+"""Typer CLI: options -> request objects (keyword arguments) -> a service; errors -> exit codes.
 
-Heavy libraries (torch, faiss) are imported inside the services, so `--help` is instant.
+The command functions are option declarations (Typer reads their signatures); each builds its
+request with keyword arguments and hands it to a service. Heavy libraries (torch, faiss) are
+imported inside the services, so `--help` is instant. Only this module exits the process.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -15,12 +17,11 @@ from typing import Annotated, Any, Optional
 import typer
 
 from deepvision import __version__
-from deepvision.decode import DEFAULT_MAX_MEGAPIXELS
-from deepvision.dupes import DEFAULT_THRESHOLD as DEFAULT_DUPE_THRESHOLD
 from deepvision.errors import DeepVisionError, ExitCode, UsageError
-from deepvision.index import parse_size, plan_index
-from deepvision.models import AUTO, MODEL_CHOICES, get_spec, parse_descriptor
-from deepvision.render import Reporter
+from deepvision.models.registry import AUTO, MODEL_CHOICES, get_spec
+from deepvision.output.console import ConsoleReporter
+from deepvision.pipeline.decode import DEFAULT_MAX_MEGAPIXELS
+from deepvision.services.dupes import DEFAULT_THRESHOLD as DEFAULT_DUPE_THRESHOLD
 
 app = typer.Typer(
     name="deepvision",
@@ -95,103 +96,125 @@ MaxMemory = Annotated[Optional[str], typer.Option(
     "RAM); `auto` switches to compressed types to stay within it.", show_default=False)]
 
 
-def _fail(rep: Reporter, exc: DeepVisionError) -> typer.Exit:
-    rep.error(str(exc))
-    return typer.Exit(int(exc.exit_code))
+Include = Annotated[list[str], typer.Option(
+    "--include", help="Only paths (relative to DIR) matching this glob; repeatable.")]
+Exclude = Annotated[list[str], typer.Option(
+    "--exclude", help="Skip paths (relative to DIR) matching this glob; repeatable.")]
+Hidden = Annotated[bool, typer.Option("--hidden", help="Also index dot-files and dot-folders.")]
+FollowLinks = Annotated[bool, typer.Option(
+    "--follow-links/--no-follow-links", help="Descend into symlinked folders, also ones that "
+    "point outside DIR (each real folder is indexed once).")]
+CommitEvery = Annotated[int, typer.Option(
+    "--commit-every", min=1, help="Commit to disk every N embedded images (crash safety).")]
+Wait = Annotated[bool, typer.Option("--wait", help="Wait for another run on this index.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+ModelOpt = Annotated[str, typer.Option("--model", help=MODEL_HELP + " An existing index keeps "
+                                       "its own.")]
 
 
-def _embed_options(device: str, batch_size: int, workers: int, max_mp: float,
-                   decoder: DecoderChoice, compile: bool = False):
+# ---- building requests -------------------------------------------------------------------------
+
+
+@contextmanager
+def _errors(rep: ConsoleReporter) -> Iterator[None]:
+    """A DeepVisionError becomes its message on stderr and its documented exit code."""
+    try:
+        yield
+    except DeepVisionError as exc:
+        rep.error(str(exc))
+        raise typer.Exit(int(exc.exit_code)) from None
+
+
+def _store(index_dir: Path, name: str) -> Any:
+    from deepvision.store.indexstore import IndexStore
+
+    return IndexStore(index_dir, name)  # validates the name (one plain folder name)
+
+
+def _embed_options(*, device: str, batch_size: int, workers: int, max_megapixels: float,
+                   decoder: DecoderChoice, compile: bool = False) -> Any:
     """EmbedOptions from the shared options; a decoder that cannot work here fails now,
     before any folder is scanned or model loaded."""
-    from deepvision.devicedecode import decoder_available
-    from deepvision.embed import EmbedOptions
+    from deepvision.pipeline.embedder import EmbedOptions
+    from deepvision.pipeline.gpudecode import decoder_available
 
     problem = decoder_available(decoder.value)
     if problem:
         raise UsageError(problem)
     return EmbedOptions(device=device, batch_size=batch_size, workers=workers,
-                        max_megapixels=max_mp, compile=compile, decoder=decoder.value)
+                        max_megapixels=max_megapixels, compile=compile, decoder=decoder.value)
 
 
-def _emit(result: Any, output: Format, html: Path | None, rep: Reporter,
-          as_json: Callable[[Any], str], as_csv: Callable[[Any], str],
-          table: Callable[[Any], None], gallery: Callable[[Any, Path], None]) -> None:
-    """Results on stdout in the chosen format, plus the HTML gallery when asked for."""
-    if output is Format.json:
-        typer.echo(as_json(result))
-    elif output is Format.csv:
-        typer.echo(as_csv(result), nl=False)
-    else:
-        table(result)
-    if html is not None:
-        gallery(result, html)
-        rep.info(f"HTML report: {html}")
+def _descriptor(pooling: str | None, flip: bool | None, scales: str | None) -> Any:
+    """The descriptor options, or None when none was given (an index keeps its own)."""
+    from deepvision.models.descriptor import parse_descriptor
+
+    if pooling is None and flip is None and scales is None:
+        return None
+    return parse_descriptor(pooling or "avg", bool(flip), scales)
 
 
-def _structure_options(index_type: str | None, max_memory: str | None) -> int | None:
+def _max_memory(index_type: str | None, max_memory: str | None) -> int | None:
     """Validate --index-type (before any heavy work) and turn --max-memory into bytes."""
+    from deepvision.store.faiss_index import parse_size, plan_index
+
     if index_type is not None:
         plan_index(index_type, 0, 1)
     return parse_size(max_memory) if max_memory else None
 
 
-def _check_folders(paths: list[Path]) -> None:
+def _folders(paths: list[Path]) -> tuple[Path, ...]:
     for p in paths:
         if not p.exists():
             raise UsageError(f"{p} does not exist (check the path)")
         if not p.is_dir():
             raise UsageError(f"{p} is not a folder; pass the folder that holds the images")
+    return tuple(paths)
 
 
-def _check_weights(weights: Path | None) -> None:
+def _weights(weights: Path | None) -> Path | None:
     if weights is not None and not weights.is_file():
         raise UsageError(f"--weights {weights}: no such file")
+    return weights
 
 
-# ---- commands --------------------------------------------------------------------------------
+def _model(model: str) -> str:
+    if model != AUTO:
+        get_spec(model)  # unknown names fail here, before any heavy work
+    return model
 
 
-def _index_command(rebuild: bool, dirs: list[Path], index_dir: Path, name: str, model: str,
-                   weights: Path | None, device: str, batch_size: int, workers: int,
-                   max_megapixels: float, include: list[str], exclude: list[str], hidden: bool,
-                   retry_failed: bool, commit_every: int, wait: bool, quiet: bool,
-                   as_json: bool, index_type: str | None = None,
-                   max_memory: str | None = None, pooling: str | None = None,
-                   flip: bool | None = None, scales: str | None = None,
-                   compile: bool = False, decoder: DecoderChoice = DecoderChoice.auto) -> None:
-    from deepvision.discover import Filters
-    from deepvision.indexer import IndexRequest, run_index
-    from deepvision.render import index_summary_json, index_summary_text, print_failures
-    from deepvision.storage import Location
+def _emit(result: Any, output: Format, html: Path | None, rep: ConsoleReporter,
+          renderers: dict[str, Callable[..., Any]]) -> None:
+    """Results on stdout in the chosen format, plus the HTML gallery when asked for.
+    renderers: json, csv (-> text), table (prints), html (writes a file)."""
+    if output is Format.json:
+        typer.echo(renderers["json"](result))
+    elif output is Format.csv:
+        typer.echo(renderers["csv"](result), nl=False)
+    else:
+        renderers["table"](result)
+    if html is not None:
+        renderers["html"](result, html)
+        rep.info(f"HTML report: {html}")
 
-    rep = Reporter(quiet=quiet or as_json)
-    try:
-        _check_folders(dirs)
-        _check_weights(weights)
-        if model != AUTO:
-            get_spec(model)  # unknown names fail here, before any heavy work
-        budget = _structure_options(index_type, max_memory)
-        asked = pooling is not None or flip is not None or scales is not None
-        descriptor = parse_descriptor(pooling or "avg", bool(flip), scales) if asked else None
-        loc = Location(index_dir, name)
-        rep.info(f"{'rebuild' if rebuild else 'index'} {loc.dir}: "
-                 f"{', '.join(map(str, dirs)) or 'recorded folders'}")
-        req = IndexRequest(
-            roots=tuple(dirs), location=loc, model=model, weights=weights,
-            embed=_embed_options(device, batch_size, workers, max_megapixels, decoder, compile),
-            filters=Filters(tuple(include), tuple(exclude), hidden),
-            retry_failed=retry_failed, commit_every=commit_every, wait=wait,
-            index_type=index_type, max_memory=budget, descriptor=descriptor)
-        summary = run_index(req, rep, rebuild=rebuild)
-    except DeepVisionError as exc:
-        raise _fail(rep, exc) from None
-    print_failures(rep, summary.failures)
+
+def _sync(req: Any, rep: ConsoleReporter, as_json: bool) -> None:
+    """Run `index`/`rebuild` and report: failures, the summary line, JSON, the exit code."""
+    from deepvision.output.render import index_summary_json, index_summary_text
+    from deepvision.services.sync import run_index
+
+    with _errors(rep):
+        summary = run_index(req, rep)
+    rep.failures(summary.failures)
     rep.info(index_summary_text(summary))
     if as_json:
         typer.echo(index_summary_json(summary))
     if summary.failures:
         raise typer.Exit(int(ExitCode.PARTIAL))
+
+
+# ---- commands ----------------------------------------------------------------------------------
 
 
 @app.command()
@@ -200,23 +223,23 @@ def index(
         help="Folders to index (recursively).", show_default=False)],
     index_dir: IndexDir = Path("indexes"),
     name: Name = "default",
-    model: Annotated[str, typer.Option(
-        help=MODEL_HELP + " An existing index keeps its own.")] = "auto",
+    model: ModelOpt = "auto",
     weights: Weights = None,
     device: Device = "auto",
     batch_size: BatchSize = 0,
     workers: Workers = -1,
     max_megapixels: MaxMP = DEFAULT_MAX_MEGAPIXELS,
-    include: Annotated[list[str], typer.Option(
-        help="Only paths (relative to DIR) matching this glob; repeatable.")] = [],  # noqa: B006
-    exclude: Annotated[list[str], typer.Option(
-        help="Skip paths (relative to DIR) matching this glob; repeatable.")] = [],  # noqa: B006
-    hidden: Annotated[bool, typer.Option(help="Also index dot-files and dot-folders.")] = False,
+    include: Include = [],  # noqa: B006 (Typer reads the default; never mutated)
+    exclude: Exclude = [],  # noqa: B006
+    hidden: Hidden = False,
+    follow_links: FollowLinks = True,
     retry_failed: Annotated[bool, typer.Option(
         help="Retry files that failed before even if unchanged.")] = False,
-    commit_every: Annotated[int, typer.Option(
-        min=1, help="Commit to disk every N embedded images (crash safety).")] = 1000,
-    wait: Annotated[bool, typer.Option(help="Wait for another run on this index.")] = False,
+    commit_every: CommitEvery = 1000,
+    wait: Wait = False,
+    allow_mass_delete: Annotated[bool, typer.Option(
+        "--allow-mass-delete", help="Drop the files of a folder that is now empty from the "
+        "index (refused by default: an unmounted disk looks empty).")] = False,
     index_type: IndexType = None,
     max_memory: MaxMemory = None,
     pooling: Pooling = None,
@@ -225,13 +248,26 @@ def index(
     compile: Compile = False,
     decoder: Decoder = DecoderChoice.auto,
     quiet: Quiet = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Add new and changed images under DIR to the index; drop deleted ones."""
-    _index_command(False, dirs, index_dir, name, model, weights, device, batch_size,
-                   workers, max_megapixels, include, exclude, hidden, retry_failed,
-                   commit_every, wait, quiet, as_json, index_type, max_memory, pooling, flip,
-                   scales, compile, decoder)
+    from deepvision.pipeline.discover import Filters
+    from deepvision.services.sync import IndexRequest
+
+    rep = ConsoleReporter(quiet=quiet or as_json)
+    with _errors(rep):
+        req = IndexRequest(
+            roots=_folders(dirs), store=_store(index_dir, name), model=_model(model),
+            weights=_weights(weights),
+            embed=_embed_options(device=device, batch_size=batch_size, workers=workers,
+                                 max_megapixels=max_megapixels, decoder=decoder,
+                                 compile=compile),
+            filters=Filters(tuple(include), tuple(exclude), hidden, follow_links),
+            retry_failed=retry_failed, commit_every=commit_every, wait=wait,
+            index_type=index_type, max_memory=_max_memory(index_type, max_memory),
+            descriptor=_descriptor(pooling, flip, scales), allow_mass_delete=allow_mass_delete)
+        rep.info(f"index {req.store.dir}: {', '.join(map(str, dirs))}")
+    _sync(req, rep, as_json)
 
 
 @app.command()
@@ -247,11 +283,12 @@ def rebuild(
     batch_size: BatchSize = 0,
     workers: Workers = -1,
     max_megapixels: MaxMP = DEFAULT_MAX_MEGAPIXELS,
-    include: Annotated[list[str], typer.Option(help="Only paths matching this glob.")] = [],  # noqa: B006
-    exclude: Annotated[list[str], typer.Option(help="Skip paths matching this glob.")] = [],  # noqa: B006
-    hidden: Annotated[bool, typer.Option(help="Also index dot-files and dot-folders.")] = False,
-    commit_every: Annotated[int, typer.Option(min=1, help="Commit every N images.")] = 1000,
-    wait: Annotated[bool, typer.Option(help="Wait for another run on this index.")] = False,
+    include: Include = [],  # noqa: B006
+    exclude: Exclude = [],  # noqa: B006
+    hidden: Hidden = False,
+    follow_links: FollowLinks = True,
+    commit_every: CommitEvery = 1000,
+    wait: Wait = False,
     index_type: IndexType = None,
     max_memory: MaxMemory = None,
     from_vectors: Annotated[bool, typer.Option(
@@ -263,35 +300,42 @@ def rebuild(
     compile: Compile = False,
     decoder: Decoder = DecoderChoice.auto,
     quiet: Quiet = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    as_json: AsJson = False,
 ) -> None:
-    """Re-extract everything into a fresh index, then swap it in atomically."""
-    if from_vectors:
-        _restructure(index_dir, name, index_type, max_memory, wait, quiet, as_json)
-        return
-    _index_command(True, dirs or [], index_dir, name, model, weights, device, batch_size,
-                   workers, max_megapixels, include, exclude, hidden, True, commit_every, wait,
-                   quiet, as_json, index_type, max_memory, pooling, flip, scales, compile,
-                   decoder)
+    """Re-extract everything into a fresh index, then swap it in atomically. Unreadable index
+    files are moved aside into broken-<time>/ first (never deleted)."""
+    from deepvision.pipeline.discover import Filters
+    from deepvision.services.sync import IndexRequest
+
+    rep = ConsoleReporter(quiet=quiet or as_json)
+    with _errors(rep):
+        store = _store(index_dir, name)
+        budget = _max_memory(index_type, max_memory)
+        if from_vectors:
+            _restructure(store, index_type, budget, wait, rep, as_json)
+            return
+        req = IndexRequest(
+            roots=_folders(dirs or []), store=store, model=_model(model),
+            weights=_weights(weights),
+            embed=_embed_options(device=device, batch_size=batch_size, workers=workers,
+                                 max_megapixels=max_megapixels, decoder=decoder,
+                                 compile=compile),
+            filters=Filters(tuple(include), tuple(exclude), hidden, follow_links),
+            retry_failed=True, commit_every=commit_every, wait=wait, index_type=index_type,
+            max_memory=budget, descriptor=_descriptor(pooling, flip, scales), rebuild=True)
+        rep.info(f"rebuild {store.dir}: {', '.join(map(str, dirs or [])) or 'recorded folders'}")
+    _sync(req, rep, as_json)
 
 
-def _restructure(index_dir: Path, name: str, index_type: str | None, max_memory: str | None,
-                 wait: bool, quiet: bool, as_json: bool) -> None:
-    from dataclasses import asdict
+def _restructure(store: Any, index_type: str | None, budget: int | None, wait: bool,
+                 rep: ConsoleReporter, as_json: bool) -> None:
+    from deepvision.output.render import restructure_json, restructure_text
+    from deepvision.services.sync import restructure
 
-    from deepvision.indexer import restructure
-    from deepvision.storage import Location
-
-    rep = Reporter(quiet=quiet or as_json)
-    try:
-        budget = _structure_options(index_type, max_memory)
-        done = restructure(Location(index_dir, name), index_type, budget, wait)
-    except DeepVisionError as exc:
-        raise _fail(rep, exc) from None
-    rep.info(f"rebuilt {done.index_type} structure ({done.index_factory}) over {done.vectors} "
-             f"stored vectors in {done.seconds:.1f} s, without the model")
+    done = restructure(store, index_type, budget, wait)
+    rep.info(restructure_text(done))
     if as_json:
-        typer.echo(json.dumps(asdict(done), indent=2))
+        typer.echo(restructure_json(done))
 
 
 @app.command()
@@ -322,24 +366,25 @@ def search(
     quiet: Quiet = False,
 ) -> None:
     """Print the most similar indexed images for every query image."""
-    from deepvision.render import print_search_table, search_csv, search_html, search_json
-    from deepvision.search import SearchRequest, run_search
-    from deepvision.storage import Location
+    from deepvision.output import render
+    from deepvision.services.search import RankOptions, SearchRequest, run_search
 
-    rep = Reporter(quiet=quiet)
-    try:
+    rep = ConsoleReporter(quiet=quiet)
+    with _errors(rep):
         for p in paths:
             if not p.exists() and not p.is_symlink():
                 raise UsageError(f"{p} does not exist (check the path)")
-        _check_weights(weights)
-        req = SearchRequest(tuple(paths), Location(index_dir, name), top_k, min_score, weights,
-                            _embed_options(device, batch_size, workers, max_megapixels,
-                                           decoder),
-                            nprobe, ef_search, qe)
+        req = SearchRequest(
+            queries=tuple(paths), store=_store(index_dir, name),
+            rank=RankOptions(top_k=top_k, min_score=min_score, nprobe=nprobe,
+                             ef_search=ef_search, qe=qe),
+            weights=_weights(weights),
+            embed=_embed_options(device=device, batch_size=batch_size, workers=workers,
+                                 max_megapixels=max_megapixels, decoder=decoder))
         result = run_search(req, rep)
-    except DeepVisionError as exc:
-        raise _fail(rep, exc) from None
-    _emit(result, output, html, rep, search_json, search_csv, print_search_table, search_html)
+    _emit(result, output, html, rep, {"json": render.search_json, "csv": render.search_csv,
+                                      "table": render.print_search_table,
+                                      "html": render.search_html})
     if result.failed:
         if len(result.queries) == 1:
             rep.error(f"cannot read query {result.queries[0].query}: {result.queries[0].error}")
@@ -358,16 +403,15 @@ def dupes(
     quiet: Quiet = False,
 ) -> None:
     """Groups of near-duplicate images inside an index, largest first."""
-    from deepvision.dupes import find_dupes
-    from deepvision.render import dupes_csv, dupes_html, dupes_json, print_dupes_table
-    from deepvision.storage import Location
+    from deepvision.output import render
+    from deepvision.services.dupes import find_dupes
 
-    rep = Reporter(quiet=quiet)
-    try:
-        result = find_dupes(Location(index_dir, name), threshold)
-    except DeepVisionError as exc:
-        raise _fail(rep, exc) from None
-    _emit(result, output, html, rep, dupes_json, dupes_csv, print_dupes_table, dupes_html)
+    rep = ConsoleReporter(quiet=quiet)
+    with _errors(rep):
+        result = find_dupes(_store(index_dir, name), threshold)
+    _emit(result, output, html, rep, {"json": render.dupes_json, "csv": render.dupes_csv,
+                                      "table": render.print_dupes_table,
+                                      "html": render.dupes_html})
 
 
 @app.command()
@@ -378,25 +422,13 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """What an index holds: files, model, weights, dimension, size, times, failures."""
-    from deepvision.storage import Location, describe
+    from deepvision.output.render import info_json, info_text
+    from deepvision.services.info import describe
 
-    rep = Reporter()
-    try:
-        data = describe(Location(index_dir, name), with_failures=failed)
-    except DeepVisionError as exc:
-        raise _fail(rep, exc) from None
-    if as_json:
-        typer.echo(json.dumps(data, indent=2))
-        return
-    for key, value in data.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
-        elif isinstance(value, list):
-            value = "\n".join([""] + [f"{'':>18}{v}" for v in value]) if value else "-"
-        if key != "failures":
-            typer.echo(f"{key:>16}: {value}")
-    for f in data.get("failures", []):
-        typer.echo(f"  {f['path']}: {f['reason']}: {f['message']}")
+    rep = ConsoleReporter()
+    with _errors(rep):
+        data = describe(_store(index_dir, name), with_failures=failed)
+    typer.echo(info_json(data) if as_json else info_text(data))
 
 
 class EvalFormat(str, Enum):
@@ -431,24 +463,22 @@ def eval_(
     quiet: Quiet = False,
 ) -> None:
     """Retrieval quality on a labelled set: mAP, recall@k, precision@k. Writes no index."""
-    from deepvision.evaluate import EvalRequest, eval_json, parse_ks, print_eval_table, run_eval
-    from deepvision.render import print_failures
+    from deepvision.models.descriptor import Descriptor
+    from deepvision.output.eval_report import eval_json, print_eval_table
+    from deepvision.services.evaluate import EvalRequest, parse_ks, run_eval
 
-    rep = Reporter(quiet=quiet)
-    try:
+    rep = ConsoleReporter(quiet=quiet)
+    with _errors(rep):
         if not source.exists():
             raise UsageError(f"{source} does not exist (check the path)")
-        _check_weights(weights)
-        if model != AUTO:
-            get_spec(model)  # unknown names fail here, before any heavy work
-        req = EvalRequest(source, model, weights,
-                          _embed_options(device, batch_size, workers, max_megapixels, decoder),
-                          parse_ks(ks), parse_descriptor(pooling or "avg", bool(flip), scales),
-                          whiten, qe)
+        req = EvalRequest(
+            source=source, model=_model(model), weights=_weights(weights),
+            embed=_embed_options(device=device, batch_size=batch_size, workers=workers,
+                                 max_megapixels=max_megapixels, decoder=decoder),
+            ks=parse_ks(ks), descriptor=_descriptor(pooling, flip, scales) or Descriptor(),
+            whiten=whiten, qe=qe)
         result = run_eval(req, rep)
-    except DeepVisionError as exc:
-        raise _fail(rep, exc) from None
-    print_failures(rep, result.failures)
+    rep.failures(result.failures)
     if output is EvalFormat.json:
         typer.echo(eval_json(result))
     else:

@@ -17,6 +17,9 @@ class ExitCode(IntEnum):
     NO_WEIGHTS = 6  # model weights cannot be found or loaded
     NO_IMAGES = 7  # the folder holds no image files at all
     LOCKED = 8  # another index/rebuild run holds the index
+    MASS_DELETE = 9  # a recorded folder is empty: refused to drop its files from the index
+    STORAGE = 10  # the index could not be written: disk full, read-only filesystem, I/O error
+    CORRUPT = 11  # the index's files on disk are damaged or unreadable
 
 
 class DeepVisionError(Exception):
@@ -47,3 +50,15 @@ class NoImagesError(DeepVisionError):
 
 class IndexLockedError(DeepVisionError):
     exit_code = ExitCode.LOCKED
+
+
+class MassDeleteError(DeepVisionError):
+    exit_code = ExitCode.MASS_DELETE
+
+
+class StorageError(DeepVisionError):
+    exit_code = ExitCode.STORAGE
+
+
+class CorruptIndexError(DeepVisionError):
+    exit_code = ExitCode.CORRUPT

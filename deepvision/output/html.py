@@ -15,8 +15,9 @@ from html import escape
 from pathlib import Path
 from urllib.parse import quote
 
-from deepvision.decode import DecodeError, load_rgb
-from deepvision.storage import atomic_write_text
+from deepvision.atomic import atomic_write, atomic_write_text
+from deepvision.output.console import safe_text
+from deepvision.pipeline.decode import DecodeError, load_rgb
 
 THUMB = 192  # px, long side
 
@@ -73,26 +74,27 @@ class Gallery:
         page = ('<!doctype html><html lang="en"><head><meta charset="utf-8">'
                 '<meta name="viewport" content="width=device-width, initial-scale=1">'
                 "<meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'none'\">"
-                f"<title>{escape(self.title)}</title><style>{CSS}</style></head><body>"
-                f"<h1>{escape(self.title)}</h1>{body}</body></html>\n")
+                f"<title>{_text(self.title)}</title><style>{CSS}</style></head><body>"
+                f"<h1>{_text(self.title)}</h1>{body}</body></html>\n")
         atomic_write_text(self.out, page)
 
     def _section(self, s: Section, thumbs: dict[str, str | None]) -> str:
-        note = f'<p class="error">{escape(s.note)}</p>' if s.note else ""
+        note = f'<p class="error">{_text(s.note)}</p>' if s.note else ""
         tiles = "".join(self._tile(t, thumbs[t.path]) for t in s.tiles)
-        heading = f"<h2>{escape(s.heading)}</h2>"
+        heading = f"<h2>{_text(s.heading)}</h2>"
         return f'<section>{heading}{note}<div class="grid">{tiles}</div></section>'
 
     def _tile(self, t: Tile, thumb: str | None) -> str:
         if thumb is None:
             picture = '<div class="missing">missing or unreadable</div>'
         else:
-            href = quote(os.path.relpath(t.path, self.out.parent))
+            # Bytes, not text: a name that is not UTF-8 still links to the right file.
+            href = quote(os.fsencode(os.path.relpath(t.path, self.out.parent)))
             src = quote(f"{self.thumbs_dir.name}/{thumb}")
             picture = f'<a href="{href}"><img loading="lazy" src="{src}" alt=""></a>'
         css = ' class="query"' if t.query else ""
-        return (f'<figure{css} title="{escape(t.path)}">{picture}<figcaption>'
-                f"{escape(t.caption)}<br>{escape(os.path.basename(t.path))}</figcaption></figure>")
+        return (f'<figure{css} title="{_text(t.path)}">{picture}<figcaption>'
+                f"{_text(t.caption)}<br>{_text(os.path.basename(t.path))}</figcaption></figure>")
 
     def _thumbnail(self, path: str) -> str | None:
         """Thumbnail file name for `path`, or None if it is missing or cannot be decoded."""
@@ -100,7 +102,7 @@ class Gallery:
             st = os.stat(path)
         except OSError:
             return None
-        key = f"{path}\0{st.st_size}\0{st.st_mtime_ns}".encode()
+        key = os.fsencode(path) + f"\0{st.st_size}\0{st.st_mtime_ns}".encode()
         name = hashlib.blake2b(key, digest_size=10).hexdigest() + ".jpg"
         target = self.thumbs_dir / name
         if target.exists():
@@ -110,7 +112,10 @@ class Gallery:
         except DecodeError:
             return None
         image.thumbnail((THUMB, THUMB))
-        tmp = target.with_name(f".{name}.tmp")
-        image.save(tmp, "JPEG", quality=80)
-        os.replace(tmp, target)
+        atomic_write(target, lambda tmp: image.save(tmp, "JPEG", quality=80))
         return name
+
+
+def _text(text: str) -> str:
+    """HTML-escaped, with control characters and undecodable bytes shown as escapes."""
+    return escape(safe_text(text))

@@ -7,35 +7,33 @@ code, so the caller can keep the good images and summarise the bad ones.
 from __future__ import annotations
 
 import io
+import os
+import stat
 import struct
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
-REASONS: dict[str, str] = {
-    "empty": "zero-byte file",
-    "truncated": "truncated image data",
-    "corrupt": "corrupt image data",
-    "not-an-image": "not an image Pillow recognises",
-    "unsupported-format": "image format not supported",
-    "too-large": "over the pixel limit (decompression bomb guard)",
-    "permission-denied": "permission denied",
-    "broken-symlink": "broken symlink",
-    "vanished": "file disappeared before it was read",
-    "io-error": "read error",
-    "bad-filename": "file name is not valid UTF-8",
-}
+from deepvision.pipeline.transforms import resized_size
+from deepvision.types import Reason
 
 DEFAULT_MAX_MEGAPIXELS = 120.0  # above Pillow's 89 MP default so 100 MP camera files still pass
 
 _heif_registered = False
 
 
+# An image file larger than this many bytes per allowed pixel is refused unread: 8 bytes covers
+# an uncompressed 16-bit RGBA TIFF; the headroom is for metadata and embedded previews.
+BYTES_PER_PIXEL_LIMIT = 8
+FILE_HEADROOM = 64 << 20
+
+
 class DecodeError(Exception):
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
@@ -52,19 +50,22 @@ def _register_plugins() -> None:
 
 
 def load_rgb(path: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
-             draft_size: int | None = None, data: bytes | None = None) -> Image.Image:
+             draft_size: int | None = None, data: bytes | None = None,
+             resize_short: int | None = None) -> Image.Image:
     """Decode `path` into an upright RGB image.
 
     draft_size lets JPEG decode at a reduced DCT scale as long as both sides stay >= draft_size,
     which is several times faster for camera-sized files and loses nothing after the resize.
     data: the file's bytes when the caller has already read them (no second read).
+    resize_short: the short side the caller will resize to; the pixel limit then also holds for
+    the resized image (a 1x100000 strip is 0.1 MP, but 6,554 MP once its short side is 256).
     """
     _register_plugins()
     configure_pillow()
     with decode_errors():
-        source = io.BytesIO(data if data is not None else read_file(path))
+        source = io.BytesIO(data if data is not None else read_file(path, max_megapixels))
         with Image.open(source) as im:
-            check_pixels(im, max_megapixels)
+            check_pixels(im, max_megapixels, resize_short)
             if draft_size and im.format == "JPEG":
                 im.draft("RGB", (draft_size, draft_size))
             im.load()
@@ -79,12 +80,30 @@ def configure_pillow() -> None:
     Image.MAX_IMAGE_PIXELS = None
 
 
-def read_file(path: str) -> bytes:
-    """The whole file; an empty one is a DecodeError like any other unreadable image."""
-    with decode_errors(), open(path, "rb") as f:
-        data = f.read()
+def max_file_bytes(max_megapixels: float) -> int:
+    return int(max_megapixels * 1e6 * BYTES_PER_PIXEL_LIMIT) + FILE_HEADROOM
+
+
+def read_file(path: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> bytes:
+    """The whole file, bounded: only a regular file is read (a FIFO swapped in after discovery
+    would block forever, a device never ends), and at most max_file_bytes of it. An empty
+    file is a DecodeError like any other unreadable image."""
+    limit = max_file_bytes(max_megapixels)
+    with decode_errors():
+        # O_NONBLOCK: opening a FIFO would otherwise wait for a writer before fstat can look.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise DecodeError(Reason.SPECIAL_FILE,
+                                  "not a regular file (a FIFO, device or socket): not read")
+            data = f.read(limit + 1)
+    if len(data) > limit:
+        raise DecodeError(Reason.TOO_LARGE,
+                          f"file is over {limit >> 20} MiB, more than any image within the "
+                          f"{max_megapixels:g} MP limit; raise it with --max-megapixels")
     if not data:
-        raise DecodeError("empty", "zero-byte file")
+        raise DecodeError(Reason.EMPTY, "zero-byte file")
     return data
 
 
@@ -96,24 +115,49 @@ def decode_errors() -> Iterator[None]:
     except DecodeError:
         raise
     except FileNotFoundError as exc:
-        raise DecodeError("vanished", "file disappeared before it was read") from exc
+        raise DecodeError(Reason.VANISHED, "file disappeared before it was read") from exc
     except PermissionError as exc:
-        raise DecodeError("permission-denied", "permission denied: make the file readable") from exc
+        raise DecodeError(Reason.PERMISSION_DENIED,
+                          "permission denied: make the file readable") from exc
     except UnidentifiedImageError as exc:
-        raise DecodeError("not-an-image", "not a recognised image format") from exc
+        raise DecodeError(Reason.NOT_AN_IMAGE, "not a recognised image format") from exc
+    except MemoryError as exc:  # a decoder's own allocation: this file, not the run, fails
+        raise DecodeError(Reason.TOO_LARGE, "out of memory decoding this image; lower "
+                          "--max-megapixels or --workers") from exc
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         text = str(exc)
-        reason = "truncated" if "truncat" in text.lower() else "corrupt"
+        reason = Reason.TRUNCATED if "truncat" in text.lower() else Reason.CORRUPT
         raise DecodeError(reason, f"cannot decode: {text}") from exc
 
 
-def check_pixels(im: Image.Image, max_megapixels: float) -> None:
+@dataclass(frozen=True)
+class Size:
+    """Width and height of pixels that are not a PIL image (a video frame, an array)."""
+
+    width: int
+    height: int
+
+
+def check_pixels(im: Image.Image | Size, max_megapixels: float,
+                 resize_short: int | None = None) -> None:
+    """The pixel limit on the source and, given the short side it will be resized to, on what
+    the resize allocates (an extreme aspect ratio upscales to billions of pixels)."""
     mp = im.width * im.height / 1e6
     if mp > max_megapixels:
         raise DecodeError(
-            "too-large",
+            Reason.TOO_LARGE,
             f"{im.width}x{im.height} is {mp:.0f} megapixels, over the {max_megapixels:g} MP limit; "
             "raise it with --max-megapixels",
+        )
+    if resize_short is None:
+        return
+    w, h = resized_size(im.width, im.height, resize_short)
+    if w * h / 1e6 > max_megapixels:
+        raise DecodeError(
+            Reason.TOO_LARGE,
+            f"{im.width}x{im.height} has an extreme aspect ratio: resizing its short side to "
+            f"{resize_short} px makes {w}x{h} ({w * h / 1e6:.0f} megapixels), over the "
+            f"{max_megapixels:g} MP limit; raise it with --max-megapixels",
         )
 
 

@@ -15,8 +15,11 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
+
+from deepvision.store.faiss_index import FLAT_PLAN, IndexPlan
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -51,18 +54,44 @@ class FileRow:
     message: str | None
 
 
+CATALOG_VERSION = 2  # 2: the FAISS file's record (file, generation, plan, checksum) as one key
+TABLES = ("meta", "vectors", "files")
+
+
+@dataclass(frozen=True)
+class FaissRecord:
+    """Which FAISS file caches which catalog generation, its structure and its checksum."""
+
+    file: str
+    generation: int
+    plan: IndexPlan
+    checksum: str | None  # xxh3-128 of the file; None: recorded before checksums (trusted)
+
+    def to_json(self) -> str:
+        return json.dumps({"file": self.file, "generation": self.generation,
+                           "plan": self.plan.to_dict(), "checksum": self.checksum})
+
+
 class Catalog:
-    def __init__(self, path: Path, readonly: bool = False) -> None:
+    def __init__(self, path: Path, readonly: bool = False, immutable: bool = False) -> None:
+        """readonly: a reader. immutable: a reader on a read-only filesystem, where sqlite
+        cannot create the WAL index (-shm) a WAL database needs even to read; nobody can
+        write there, so skipping locks is safe."""
         self.path = path
-        uri = f"file:{path}?mode={'ro' if readonly else 'rwc'}"
+        mode = "ro" if readonly or immutable else "rwc"
+        uri = f"file:{quote(str(path))}?mode={mode}" + ("&immutable=1" if immutable else "")
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is exactly
         # what the code says and nothing is committed implicitly.
         self._db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
         self._vectors_changed = False
-        if not readonly:
+        if not (readonly or immutable):
             self._db.execute("PRAGMA journal_mode=WAL")  # readers see the last commit, never wait
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+
+    def missing_tables(self) -> list[str]:
+        names = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+        return [t for t in TABLES if t not in names]
 
     def close(self) -> None:
         self._db.close()
@@ -85,7 +114,10 @@ class Catalog:
             self._db.execute("COMMIT")
         except BaseException:
             self._vectors_changed = False
-            self._db.execute("ROLLBACK")
+            # sqlite has already rolled back after some errors (a full disk): a second ROLLBACK
+            # would hide the real error behind "no transaction is active".
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
 
     @contextmanager
@@ -110,6 +142,27 @@ class Catalog:
     @property
     def generation(self) -> int:
         return int(self.get_meta("generation", "0") or 0)
+
+    def faiss_record(self) -> FaissRecord | None:
+        value = self.get_meta("faiss")
+        if value:
+            data = json.loads(value)
+            return FaissRecord(data["file"], int(data["generation"]),
+                               IndexPlan(**data["plan"]), data.get("checksum"))
+        # Catalog version 1: three keys, no checksum.
+        name, generation = self.get_meta("faiss_file"), self.get_meta("faiss_generation")
+        if not name or generation is None:
+            return None
+        plan = self.get_meta("faiss_plan")
+        return FaissRecord(name, int(generation),
+                           IndexPlan(**json.loads(plan)) if plan else FLAT_PLAN, None)
+
+    def set_faiss_record(self, record: FaissRecord) -> None:
+        """Inside write(); touches no vectors, so the generation stays put."""
+        self.set_meta("faiss", record.to_json())
+        self._db.execute("DELETE FROM meta WHERE key IN ('faiss_file', 'faiss_generation', "
+                         "'faiss_plan')")
+        self.set_meta("catalog_version", str(CATALOG_VERSION))
 
     # ---- files ----------------------------------------------------------------------------
 
@@ -232,6 +285,11 @@ class Catalog:
             out.append(self._decode(rows, dim)[1])
         return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
 
+    def vector_width(self) -> int | None:
+        """Bytes of one stored vector (2 x dim for float16), None when there are none."""
+        row = self._db.execute("SELECT length(vec) FROM vectors LIMIT 1").fetchone()
+        return int(row[0]) if row else None
+
     def counts(self) -> dict[str, int]:
         files_ok, failed = self._db.execute(
             "SELECT COALESCE(SUM(status = 'ok'), 0), COALESCE(SUM(status = 'failed'), 0) "
@@ -251,3 +309,28 @@ def as_stored(vectors: np.ndarray) -> np.ndarray:
     v = np.asarray(vectors, np.float16).astype(np.float32)
     norms = np.linalg.norm(v, axis=-1, keepdims=True)
     return v / np.where(norms > 0, norms, 1)
+
+
+def sqlite_damage(path: Path) -> str | None:
+    """What is visibly wrong with a catalog file without reading it all (a cheap check on every
+    open), or None: missing, empty, not sqlite, or shorter than its own header says."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except FileNotFoundError:
+        return "is missing"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if size == 0:
+        return "is empty (0 bytes)"
+    if not header.startswith(b"SQLite format 3\0") or len(header) < 100:
+        return "is not an sqlite database"
+    if header[24:28] != header[92:96]:  # sqlite's rule: the size field is stale, skip it
+        return None
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if page_size and pages and size < page_size * pages:
+        return f"is truncated ({size} of {page_size * pages} bytes)"
+    return None

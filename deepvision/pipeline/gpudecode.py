@@ -6,8 +6,8 @@ main process as bytes, where a batch of them is decoded at once (nvImageCodec, w
 hardware JPEG engine of A100/H100-class GPUs, or torchvision's nvJPEG), turned upright by its EXIF
 orientation, resized with one call per image shape and centre-cropped, all on the device.
 Everything else (PNG, WebP, HEIC, progressive or CMYK JPEG, any file a GPU decoder rejects) is
-decoded by Pillow on the CPU. Both roads end in `resize_crop`, so an image's embedding does not
-depend on which one decoded it beyond rounding.
+decoded by Pillow on the CPU. Both roads end in `transforms.resize_crop`, so an image's
+embedding does not depend on which one decoded it beyond rounding.
 """
 
 from __future__ import annotations
@@ -21,9 +21,14 @@ from typing import TYPE_CHECKING, Protocol
 
 from PIL import Image
 
-from deepvision.decode import DecodeError, check_pixels, configure_pillow, exif_orientation
 from deepvision.errors import UsageError
-from deepvision.models import Preprocess
+from deepvision.pipeline.decode import (
+    DecodeError,
+    check_pixels,
+    configure_pillow,
+    exif_orientation,
+)
+from deepvision.pipeline.transforms import Preprocess
 
 if TYPE_CHECKING:
     import torch
@@ -44,7 +49,8 @@ class JpegHeader:
     orientation: int  # EXIF 1-8, 1 = upright
 
 
-def device_jpeg_header(data: bytes, max_megapixels: float) -> JpegHeader | None:
+def device_jpeg_header(data: bytes, max_megapixels: float,
+                       pre: Preprocess) -> JpegHeader | None:
     """The header of a JPEG that a GPU decoder can take, or None for a file Pillow should decode:
     another format, a progressive or CMYK JPEG, or one without its end-of-image marker (possibly
     half-written: Pillow decides whether it is truncated). Only the header is parsed.
@@ -58,72 +64,12 @@ def device_jpeg_header(data: bytes, max_megapixels: float) -> JpegHeader | None:
             if (im.format != "JPEG" or im.mode not in _DEVICE_MODES
                     or im.info.get("progressive") or im.info.get("progression")):
                 return None
-            check_pixels(im, max_megapixels)
+            check_pixels(im, max_megapixels, pre.resize)
             return JpegHeader(im.height, im.width, exif_orientation(im))
     except DecodeError:
         raise
     except (OSError, SyntaxError, ValueError, EOFError, struct.error):
         return None  # a header Pillow cannot read: the Pillow road reports it with its reason
-
-
-def orient(image: torch.Tensor, orientation: int) -> torch.Tensor:
-    """Make a stored (..., H, W) image upright from its EXIF orientation, exactly as
-    PIL.ImageOps.exif_transpose does (test_device_decode checks all eight against it)."""
-    import torch
-
-    h, w = image.dim() - 2, image.dim() - 1
-    if orientation == 2:
-        return image.flip(w)
-    if orientation == 3:
-        return torch.rot90(image, 2, (h, w))
-    if orientation == 4:
-        return image.flip(h)
-    if orientation == 5:
-        return image.transpose(h, w)
-    if orientation == 6:
-        return torch.rot90(image, -1, (h, w))
-    if orientation == 7:
-        return torch.rot90(image, 2, (h, w)).transpose(h, w)
-    if orientation == 8:
-        return torch.rot90(image, 1, (h, w))
-    return image
-
-
-def resize_crop(images: torch.Tensor, pre: Preprocess) -> torch.Tensor:
-    """uint8 (N, 3, H, W) or (3, H, W) -> uint8 crops: the short side to pre.resize (aspect kept,
-    antialiased), then the centre pre.crop square. The one resize both decode roads use."""
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms.v2 import functional as F  # noqa: N812
-
-    resized = F.resize(images, [pre.resize], interpolation=InterpolationMode(pre.interpolation),
-                       antialias=True)
-    return F.center_crop(resized, [pre.crop, pre.crop])
-
-
-# float32 working memory of one resize call: torchvision resizes uint8 images in float.
-RESIZE_BYTES = 1 << 30
-
-
-def resize_crop_grouped(images: Sequence[torch.Tensor], pre: Preprocess) -> torch.Tensor:
-    """Upright uint8 (3, H, W) images of any shapes -> uint8 (N, 3, crop, crop), in input order.
-
-    Images of one shape are resized in one call (per-image calls cost several times more on a
-    GPU), in slices that keep the float working memory under RESIZE_BYTES."""
-    import torch
-
-    device = images[0].device
-    out = torch.empty((len(images), 3, pre.crop, pre.crop), dtype=torch.uint8, device=device)
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, image in enumerate(images):
-        groups.setdefault((image.shape[-2], image.shape[-1]), []).append(i)
-    for (h, w), members in groups.items():
-        step = max(1, RESIZE_BYTES // (3 * h * w * 4))
-        for s in range(0, len(members), step):
-            part = members[s:s + step]
-            stacked = torch.stack([images[i] for i in part])
-            index = torch.tensor(part, device=device)
-            out.index_copy_(0, index, resize_crop(stacked, pre))
-    return out
 
 
 class DeviceDecoder(Protocol):

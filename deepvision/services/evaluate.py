@@ -23,25 +23,23 @@ that every other query searches. Nothing is written anywhere: the vectors live i
 from __future__ import annotations
 
 import csv
-import json
 import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from deepvision.discover import Failure, discover, extension_kind
-from deepvision.embed import EmbedOptions, embed_paths, pick_device
 from deepvision.errors import NoImagesError, UsageError
-from deepvision.models import AUTO, Descriptor, LoadedModel, load_model, resolve
-from deepvision.render import Reporter, display_path
-
-if TYPE_CHECKING:
-    import torch
+from deepvision.models.descriptor import Descriptor
+from deepvision.models.registry import AUTO, resolve
+from deepvision.pipeline.discover import discover, extension_kind
+from deepvision.pipeline.embedder import Embedder, EmbedOptions
+from deepvision.progress import Reporter
+from deepvision.services.ranking import QE_ALPHA, expand_queries
+from deepvision.types import Failure, Reason
 
 DISTRACTOR_GROUP = "distractors"  # a sub-folder (or CSV group) of this name holds no group
 EDIT_SEPARATOR = "__"  # <anything>__<edit>.jpg: the edit name for the per-edit breakdown
@@ -138,11 +136,11 @@ def _from_csv(path: Path) -> EvalSet:
 
 def _unusable(path: str) -> Failure | None:
     if not os.path.isfile(path):
-        return Failure(path, "missing",
+        return Failure(path, Reason.MISSING,
                        "listed in the CSV but not found (relative paths start at the CSV's folder)")
     if extension_kind(path) == "unsupported":
         ext = os.path.splitext(path)[1].lower()
-        return Failure(path, "unsupported-format",
+        return Failure(path, Reason.UNSUPPORTED_FORMAT,
                        f"{ext} files are not supported; convert to JPEG/PNG/WebP")
     return None  # a wrong extension on a good image is the decoder's call, not ours
 
@@ -250,7 +248,7 @@ class EvalRequest:
 # ---- running -----------------------------------------------------------------------------------
 
 
-def run_eval(req: EvalRequest, rep: Reporter) -> EvalResult:
+def run_eval(req: EvalRequest, rep: Reporter, embedder: Embedder | None = None) -> EvalResult:
     """Embed every image of the set once, rank all of them for every query, score the rankings."""
     start = time.perf_counter()
     evalset = load_evalset(req.source)  # before any heavy work: a bad set fails in a blink
@@ -263,15 +261,13 @@ def run_eval(req: EvalRequest, rep: Reporter) -> EvalResult:
     spec, weights, notice = resolve(req.model, req.weights)
     if notice:
         rep.info(notice)
-    device = pick_device(req.embed.device)
+    embedder = embedder or Embedder.load(spec, weights, req.descriptor, req.embed)
     n_groups = len({i.group for i in evalset.items if i.group is not None})
     rep.info(f"eval {req.source}: {len(evalset.items)} images in {n_groups} groups; "
-             f"model {spec.name} ({weights.origin}), descriptor {req.descriptor.label}, "
-             f"on {device}")
-    model = load_model(spec, weights, device, req.descriptor)
+             f"descriptor {req.descriptor.label}; {embedder.describe()}")
 
     embed_start = time.perf_counter()
-    vectors, ok, failures = _embed_all(model, evalset.items, device, req.embed, rep)
+    vectors, ok, failures = _embed_all(embedder, evalset.items, rep)
     embed_seconds = time.perf_counter() - embed_start
     rep.info(f"embedded {int(ok.sum())} images in {embed_seconds:.1f} s "
              f"({ok.sum() / embed_seconds if embed_seconds else 0:.1f} img/s)")
@@ -282,7 +278,7 @@ def run_eval(req: EvalRequest, rep: Reporter) -> EvalResult:
                              expanded)
     return EvalResult(
         source=os.path.abspath(req.source), model=spec.name, weights=weights.origin,
-        weights_identity=weights.identity, device=str(device),
+        weights_identity=weights.identity, device=str(embedder.device),
         descriptor=req.descriptor.label + (f"+pcaw{req.whiten}" if req.whiten else "")
         + (f"+qe{req.qe}" if req.qe else ""),
         ks=req.ks, images=len(items),
@@ -306,15 +302,14 @@ def _check_scorable(groups: Iterable[str | None], source: Path) -> None:
             "copies in a sub-folder of their own (or give them one group in the CSV)")
 
 
-def _embed_all(model: LoadedModel, items: Sequence[EvalItem], device: torch.device,
-               opts: EmbedOptions,
+def _embed_all(embedder: Embedder, items: Sequence[EvalItem],
                rep: Reporter) -> tuple[np.ndarray, np.ndarray, list[Failure]]:
     paths = [item.path for item in items]
-    vectors = np.zeros((len(paths), model.spec.dim), np.float32)
+    vectors = np.zeros((len(paths), embedder.dim), np.float32)
     ok = np.zeros(len(paths), bool)
     failures: list[Failure] = []
     with rep.progress(len(paths), "embedding") as advance:
-        for batch in embed_paths(model, paths, device, opts):
+        for batch in embedder.embed_files(paths):
             vectors[batch.items] = batch.vectors
             ok[batch.items] = True
             failures.extend(f for _, f in batch.failures)
@@ -334,14 +329,13 @@ def pca_whiten(vectors: np.ndarray, dims: int) -> np.ndarray:
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
-def alpha_query_expansion(vectors: np.ndarray, n: int, alpha: float = 3.0) -> np.ndarray:
-    """alpha-QE (Radenovic et al.): each query becomes the sum of itself and its top-n
-    neighbours weighted by similarity^alpha. Returns the expanded queries; the database stays."""
+def alpha_query_expansion(vectors: np.ndarray, n: int, alpha: float = QE_ALPHA) -> np.ndarray:
+    """alpha-QE over the set itself: each query's top n + 1 (itself first, similarity 1, then
+    its n nearest others), expanded by ranking.expand_queries. The database stays."""
     sims = vectors @ vectors.T
-    top = np.argsort(-sims, axis=1)[:, : n + 1]  # itself first (similarity 1)
-    weights = np.clip(np.take_along_axis(sims, top, 1), 0, None) ** alpha
-    out = np.einsum("qn,qnd->qd", weights, vectors[top])
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    top = np.argsort(-sims, axis=1)[:, : n + 1]
+    scores = np.take_along_axis(sims, top, 1)
+    return expand_queries(np.zeros_like(vectors), scores, vectors[top], alpha)
 
 
 def score_rankings(vectors: np.ndarray, groups: Sequence[str | None], paths: Sequence[str],
@@ -413,92 +407,3 @@ def _grouped(queries: Sequence[QueryScore],
     for q in queries:
         buckets[key(q)].append(q)
     return sorted(buckets.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))
-
-
-# ---- output ------------------------------------------------------------------------------------
-
-
-def _scores_json(s: Scores) -> dict:
-    return {"queries": s.queries, "mAP": round(s.mean_ap, 6),
-            **{f"recall@{k}": round(v, 6) for k, v in s.recall.items()},
-            **{f"precision@{k}": round(v, 6) for k, v in s.precision.items()}}
-
-
-def eval_json(result: EvalResult) -> str:
-    """One JSON document: the summary lines, every query, every failure."""
-    return json.dumps({
-        "source": result.source,
-        "model": result.model,
-        "weights": result.weights,
-        "weights_identity": result.weights_identity,
-        "device": result.device,
-        "descriptor": result.descriptor,
-        "ks": list(result.ks),
-        "images": result.images,
-        "groups": result.groups,
-        "distractors": result.distractors,
-        "overall": _scores_json(result.overall),
-        "by_edit": {s.name: _scores_json(s) for s in result.by_edit},
-        "by_group": {s.name: _scores_json(s) for s in result.by_group},
-        "queries": [
-            {"path": q.path, "group": q.group, "edit": q.edit, "relevant": q.relevant,
-             "ap": round(q.ap, 6), **{f"recall@{k}": v for k, v in q.recall.items()},
-             **{f"precision@{k}": round(v, 6) for k, v in q.precision.items()},
-             "first_hit": q.first_hit, "top": q.top_path, "top_score": round(q.top_score, 6)}
-            for q in result.queries],
-        "failures": [{"path": f.path, "reason": f.reason, "message": f.message}
-                     for f in result.failures],
-        "failed": len(result.failures),
-        "embed_seconds": round(result.embed_seconds, 3),
-        "seconds": round(result.seconds, 3),
-        "images_per_second": round(result.images / result.embed_seconds, 2)
-        if result.embed_seconds else None,
-    }, indent=2)
-
-
-def print_eval_table(result: EvalResult, max_misses: int = 30) -> None:
-    """Overall, per-edit and per-group tables, then the queries that missed at rank 1."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    out = Console(highlight=False)
-    if not out.is_terminal:  # piped or captured: never fold a line
-        out = Console(highlight=False, width=100_000)
-
-    def scores_table(title: str, rows: Sequence[Scores], first: str) -> Table:
-        table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-        table.add_column(first)
-        for col in ("queries", "mAP", *(f"R@{k}" for k in result.ks),
-                    *(f"P@{k}" for k in result.ks)):
-            table.add_column(col, justify="right")
-        for s in rows:
-            table.add_row(escape(s.name), str(s.queries), f"{s.mean_ap:.4f}",
-                          *(f"{s.recall[k]:.4f}" for k in result.ks),
-                          *(f"{s.precision[k]:.4f}" for k in result.ks))
-        return table
-
-    out.print(f"{escape(display_path(result.source))}: {result.images} images, {result.groups} "
-              f"groups, {result.distractors} distractors, {len(result.queries)} queries; "
-              f"model {result.model} ({escape(result.weights)}) on {result.device}")
-    out.print("R@k: a relevant image in the top k (hit rate); P@k: relevant share of the top k")
-    out.print(scores_table("overall", [result.overall], ""))
-    if result.by_edit:
-        out.print()
-        out.print(scores_table("by edit", result.by_edit, "edit"))
-    out.print()
-    out.print(scores_table("by group", result.by_group, "group"))
-    misses = sorted((q for q in result.queries if q.first_hit != 1),
-                    key=lambda q: (-(q.first_hit or result.images), q.path))
-    if misses:
-        out.print()
-        table = Table(title=f"missed at rank 1: {len(misses)}", title_justify="left",
-                      show_edge=False, pad_edge=False)
-        for col in ("query", "first hit", "rank 1 instead", "score"):
-            table.add_column(col, justify="right" if col in ("first hit", "score") else "left")
-        for q in misses[:max_misses]:
-            table.add_row(escape(display_path(q.path)), str(q.first_hit or "-"),
-                          escape(display_path(q.top_path)), f"{q.top_score:.4f}")
-        out.print(table)
-        if len(misses) > max_misses:
-            out.print(f"... and {len(misses) - max_misses} more (--format json lists them all)")

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deepvision.catalog import Catalog
-from deepvision.index import VectorIndex
-from deepvision.storage import Location, load_vectors, read_manifest
+from deepvision.store.catalog import Catalog
+from deepvision.store.faiss_index import VectorIndex
+from deepvision.store.indexstore import IndexStore
 
 # Cosine similarity above which two images count as near-duplicates. Measured with
 # EfficientNet-Lite0 (bench/dupes_threshold.py, figures in bench/RESULTS.md): half-size and
@@ -46,20 +46,16 @@ class DupesResult:
     groups: list[Group]
 
 
-def find_dupes(loc: Location, threshold: float = DEFAULT_THRESHOLD) -> DupesResult:
-    manifest = read_manifest(loc)
-    catalog = Catalog(loc.dir / manifest.catalog, readonly=True)
-    try:
-        with catalog.snapshot():
-            ids, vectors = _all_vectors(catalog, manifest.dim)
-            index = load_vectors(catalog, manifest, loc.dir)
-            index.configure()
-            labels = _components(index, ids, vectors, threshold)
-            names = catalog.paths_for(ids.tolist())
-    finally:
-        catalog.close()
+def find_dupes(store: IndexStore, threshold: float = DEFAULT_THRESHOLD) -> DupesResult:
+    with store.open_read() as snap:
+        ids, vectors = _all_vectors(snap.catalog, snap.dim)
+        index = snap.vectors()
+        index.configure()
+        labels = _components(index, ids, vectors, threshold)
+        names = snap.catalog.paths_for(ids.tolist())
+        model = snap.manifest.model
     groups = _groups(ids, vectors, labels, names)
-    return DupesResult(os.path.abspath(loc.dir), manifest.model, threshold, groups)
+    return DupesResult(os.path.abspath(store.dir), model, threshold, groups)
 
 
 def _all_vectors(catalog: Catalog, dim: int) -> tuple[np.ndarray, np.ndarray]:

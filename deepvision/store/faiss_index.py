@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from deepvision.atomic import atomic_write
 from deepvision.errors import UsageError
 
 FACTORY = "IDMap2,Flat"  # exact search; ids are the catalog's vector ids
@@ -107,6 +107,19 @@ def plan_index(kind: str, n: int, dim: int, max_memory: int | None = None) -> In
     m = _pq_m(dim, (budget // max(n, 1) - 8) * 8 // nbits)
     return IndexPlan("ivfpq", f"IVF{nlist},PQ{m}x{nbits}", nlist=nlist, pq_m=m,
                      pq_nbits=nbits, trained_on=n, nprobe=nprobe)
+
+
+def desired_plan(index_type: str, current: IndexPlan, n: int, dim: int,
+                 max_memory: int | None) -> IndexPlan:
+    """Keep the current structure unless the requested type now calls for another one, or an
+    IVF index has grown or shrunk 4x since it was trained (its lists no longer fit)."""
+    wanted = plan_index(index_type, n, dim, max_memory)
+    if wanted.kind != current.kind:
+        return wanted
+    if current.needs_training:
+        low, high = current.trained_on / RETRAIN_GROWTH, current.trained_on * RETRAIN_GROWTH
+        return current if low <= n <= high else wanted
+    return current
 
 
 def _nlist(n: int) -> int:
@@ -238,19 +251,20 @@ class VectorIndex:
         return VectorIndex(faiss.index_cpu_to_all_gpus(self._index), self.plan)
 
     def save(self, path: Path) -> None:
-        """Atomic: a temp file in the same folder, fsync, then os.replace."""
+        """Atomic (atomic.atomic_write); OSError (a full disk) propagates."""
         faiss = load_faiss()
 
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            faiss.write_index(self._index, tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(path, lambda tmp: faiss.write_index(self._index, tmp))
+
+    def top(self, queries: np.ndarray, k: int,
+            stored: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids), exact cosine scores whatever the structure: compressed (PQ)
+        types fetch RERANK_FACTOR x k candidates from their codes and rescore them with the
+        stored vectors (`stored`: sorted unique ids -> vectors)."""
+        if self.plan.kind == "ivfpq":
+            _, candidates = self.search(queries, k * RERANK_FACTOR)
+            return rerank(queries, candidates, stored, k)
+        return self.search(queries, k)
 
     @classmethod
     def load(cls, path: Path, plan: IndexPlan = FLAT_PLAN, mmap: bool = False) -> VectorIndex:

@@ -1,93 +1,32 @@
-"""Everything the user sees. Results go to stdout; progress and diagnostics go to stderr."""
+"""Results as the user asked for them: tables on the terminal, JSON, CSV, HTML galleries.
+
+Every renderer takes a service's typed result and returns text (or writes a file); the JSON
+documents are the stable, schema-checked ones (schemas/). Nothing here computes anything.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import os
-from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
-from deepvision.discover import Failure
-
-if TYPE_CHECKING:
-    from deepvision.dupes import DupesResult
-    from deepvision.indexer import IndexSummary
-    from deepvision.search import SearchResult
-
-
-class Reporter:
-    """Diagnostics on stderr. quiet: errors only (for cron)."""
-
-    def __init__(self, quiet: bool = False) -> None:
-        self.quiet = quiet
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-    def info(self, message: str) -> None:
-        if not self.quiet:
-            self.err.print(escape(message))
-
-    def error(self, message: str) -> None:
-        self.err.print(f"[bold red]error:[/] {escape(message)}")
-
-    @contextmanager
-    def progress(self, total: int, label: str) -> Iterator[Callable[[int], None]]:
-        """A progress bar with counts and rate; a no-op when quiet or with nothing to do."""
-        if self.quiet or total == 0:
-            yield lambda n: None
-            return
-        columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[rate]} img/s"), TimeElapsedColumn(),
-                   TimeRemainingColumn())
-        with Progress(*columns, console=self.err, transient=False) as bar:
-            task = bar.add_task(label, total=total, rate="-")
-
-            def advance(n: int) -> None:
-                bar.advance(task, n)
-                # Overall rate: rich's own speed estimate needs several updates to show anything.
-                elapsed = bar.tasks[0].elapsed or 0.0
-                done = bar.tasks[0].completed
-                bar.update(task, rate=f"{done / elapsed:.1f}" if elapsed > 0 else "-")
-
-            yield advance
-
-
-def display_path(path: str) -> str:
-    """Relative to the current folder when below it: easier to read in a terminal."""
-    rel = os.path.relpath(path)
-    return path if rel.startswith("..") else rel
-
-
-def failures_by_reason(failures: Sequence[Failure]) -> dict[str, list[Failure]]:
-    groups: dict[str, list[Failure]] = defaultdict(list)
-    for f in failures:
-        groups[f.reason].append(f)
-    return dict(sorted(groups.items()))
-
-
-def print_failures(rep: Reporter, failures: Sequence[Failure], what: str = "skipped") -> None:
-    """Grouped by reason, each file by name: printed even with --quiet (they need action)."""
-    for reason, group in failures_by_reason(failures).items():
-        rep.err.print(f"[yellow]{what} ({reason}): {len(group)}[/]")
-        for f in group:
-            rep.err.print(f"  {escape(display_path(f.path))}: {escape(f.message)}")
+from deepvision.output.console import (
+    display_path,
+    failures_by_reason,
+    markup,
+    safe_text,
+    stdout_console,
+)
+from deepvision.services.dupes import DupesResult
+from deepvision.services.search import SearchResult
+from deepvision.services.sync import IndexSummary, RestructureSummary
 
 
 def index_summary_text(s: IndexSummary) -> str:
@@ -120,11 +59,11 @@ def search_json(result: SearchResult) -> str:
 
 
 def print_search_table(result: SearchResult) -> None:
-    out = _stdout_console()
+    out = stdout_console()
     for q in result.queries:
         title = escape(display_path(q.query))
         if q.error:
-            out.print(f"[bold]{title}[/]: [red]{escape(q.error)}[/]")
+            out.print(f"[bold]{title}[/]: [red]{markup(q.error)}[/]")
             continue
         table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
         table.add_column("rank", justify="right")
@@ -140,15 +79,12 @@ def print_search_table(result: SearchResult) -> None:
 
 def search_csv(result: SearchResult) -> str:
     """One row per match: query, rank, path, score, error (a failed query gets one row)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["query", "rank", "path", "score", "error"])
+    rows: list[list[Any]] = [["query", "rank", "path", "score", "error"]]
     for q in result.queries:
         if q.error:
-            w.writerow([q.query, "", "", "", q.error])
-        for m in q.matches:
-            w.writerow([q.query, m.rank, m.path, f"{m.score:.6f}", ""])
-    return buf.getvalue()
+            rows.append([q.query, "", "", "", q.error])
+        rows.extend([q.query, m.rank, m.path, f"{m.score:.6f}", ""] for m in q.matches)
+    return csv_text(rows)
 
 
 def search_html(result: SearchResult, out: Path) -> None:
@@ -174,17 +110,14 @@ def dupes_json(result: DupesResult) -> str:
 
 
 def dupes_csv(result: DupesResult) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["group", "size", "path", "score"])
+    rows: list[list[Any]] = [["group", "size", "path", "score"]]
     for i, g in enumerate(result.groups, 1):
-        for m in g.members:
-            w.writerow([i, g.size, m.path, f"{m.score:.6f}"])
-    return buf.getvalue()
+        rows.extend([i, g.size, m.path, f"{m.score:.6f}"] for m in g.members)
+    return csv_text(rows)
 
 
 def print_dupes_table(result: DupesResult) -> None:
-    out = _stdout_console()
+    out = stdout_console()
     if not result.groups:
         out.print(f"no near-duplicates above {result.threshold:g}")
     for i, g in enumerate(result.groups, 1):
@@ -209,8 +142,53 @@ def dupes_html(result: DupesResult, out: Path) -> None:
             sections).write()
 
 
-def _stdout_console() -> Console:
-    out = Console(highlight=False)
-    if not out.is_terminal:  # piped or captured: never fold a path across lines
-        out = Console(highlight=False, width=100_000)
-    return out
+def csv_text(rows: Sequence[Sequence[Any]]) -> str:
+    """RFC 4180 fields with \\n line ends. Python's writer leaves a bare \\r unquoted when the
+    line end is \\n (a reader then splits the row), so such rows are written fully quoted.
+    A name that is not UTF-8 appears with backslash escapes (CSV is text)."""
+    buf = io.StringIO()
+    minimal = csv.writer(buf, lineterminator="\n")
+    quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    for row in rows:
+        cells = [_csv_cell(c) for c in row]
+        (quoted if any("\r" in c for c in cells) else minimal).writerow(cells)
+    return buf.getvalue()
+
+
+def _csv_cell(value: Any) -> str:
+    text = str(value)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return safe_text(text)
+
+
+def restructure_text(done: RestructureSummary) -> str:
+    return (f"rebuilt {done.index_type} structure ({done.index_factory}) over {done.vectors} "
+            f"stored vectors in {done.seconds:.1f} s, without the model")
+
+
+def restructure_json(done: RestructureSummary) -> str:
+    return json.dumps(asdict(done), indent=2)
+
+
+def info_json(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2)
+
+
+def info_text(data: dict[str, Any]) -> str:
+    """`info` as aligned `key: value` lines; folders one per line, then failures."""
+    lines = []
+    for key, value in data.items():
+        if key == "failures":
+            continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+        elif isinstance(value, list):
+            value = "\n".join([""] + [f"{'':>18}{safe_text(str(v))}" for v in value]) \
+                if value else "-"
+        lines.append(f"{key:>16}: {value}")
+    lines.extend(f"  {safe_text(f['path'])}: {f['reason']}: {safe_text(f['message'])}"
+                 for f in data.get("failures", []))
+    return "\n".join(lines)

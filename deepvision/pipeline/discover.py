@@ -1,12 +1,18 @@
-"""Walk folders and list candidate image files (path, size, mtime). No PIL, no torch."""
+"""Walk folders and list candidate image files (path, size, mtime). No PIL, no torch.
+
+Only regular files are candidates: a FIFO would block the first read forever and a link to
+/dev/zero never ends, so anything else is reported as `special-file` and never opened."""
 
 from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from deepvision.types import Failure, FileRecord, Reason
 
 # Formats Pillow decodes here (HEIC/HEIF through pillow-heif, AVIF natively since Pillow 11.3).
 IMAGE_EXTENSIONS = frozenset(
@@ -21,24 +27,6 @@ UNSUPPORTED_EXTENSIONS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class FileRecord:
-    """One image file as seen on disk at discovery time."""
-
-    path: str  # absolute, not symlink-resolved: the name the user knows it by
-    size: int
-    mtime_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """A file that could not be indexed (or queried), and why. A result, not an exception."""
-
-    path: str
-    reason: str  # a short code from decode.REASONS
-    message: str
-
-
 @dataclass(slots=True)
 class Discovery:
     files: list[FileRecord] = field(default_factory=list)
@@ -51,6 +39,7 @@ class Filters:
     include: tuple[str, ...] = ()  # globs on the path relative to the root; empty = all images
     exclude: tuple[str, ...] = ()
     hidden: bool = False  # index dot-files and dot-folders too
+    follow_links: bool = True  # descend into symlinked folders (which may lie outside the root)
 
     def wants(self, rel: str) -> bool:
         if self.include and not any(fnmatch.fnmatch(rel, g) for g in self.include):
@@ -87,28 +76,30 @@ def _walk(top: str, folder: str, filters: Filters, seen: set[tuple[int, int]],
     try:
         st = os.stat(folder)
     except OSError as exc:
-        out.failures.append(Failure(folder, "io-error", f"cannot read folder: {exc.strerror}"))
+        out.failures.append(Failure(folder, Reason.IO_ERROR,
+                                    f"cannot read folder: {exc.strerror}"))
         return
-    # Symlinked folders are followed, but each real folder only once: this stops symlink loops
-    # and keeps a folder linked twice from being indexed twice.
+    # Symlinked folders are followed (unless --no-follow-links), each real folder only once:
+    # this stops symlink loops and keeps a folder linked twice from being indexed twice.
     if (st.st_dev, st.st_ino) in seen:
         return
     seen.add((st.st_dev, st.st_ino))
     try:
         entries = sorted(_scan(folder), key=lambda e: e.name)
     except PermissionError:
-        out.failures.append(Failure(folder, "permission-denied",
+        out.failures.append(Failure(folder, Reason.PERMISSION_DENIED,
                                     "cannot list folder: permission denied (check its mode)"))
         return
     except OSError as exc:
-        out.failures.append(Failure(folder, "io-error", f"cannot list folder: {exc.strerror}"))
+        out.failures.append(Failure(folder, Reason.IO_ERROR,
+                                    f"cannot list folder: {exc.strerror}"))
         return
     for entry in entries:
         if entry.name.startswith(".") and not filters.hidden:
             continue
-        if _is_dir(entry):
+        if _is_dir(entry, filters.follow_links):
             _walk(top, entry.path, filters, seen, out)
-        else:
+        elif not _is_dir(entry, True):  # a linked folder we do not follow is not a file either
             rel = os.path.relpath(entry.path, top)
             _consider_file(entry.path, rel, filters, out, direct=False)
 
@@ -118,9 +109,9 @@ def _scan(folder: str) -> Iterator[os.DirEntry[str]]:
         yield from it
 
 
-def _is_dir(entry: os.DirEntry[str]) -> bool:
+def _is_dir(entry: os.DirEntry[str], follow: bool) -> bool:
     try:
-        return entry.is_dir(follow_symlinks=True)
+        return entry.is_dir(follow_symlinks=follow)
     except OSError:
         return False
 
@@ -132,25 +123,47 @@ def _consider_file(path: str, rel: str, filters: Filters, out: Discovery, direct
         return
     if not direct and not filters.wants(rel):
         return
+    failure = _name_problem(path)
+    st = None
+    if failure is None:
+        st, failure = _stat_regular(path)
+    if failure is None and kind == "unsupported":
+        ext = os.path.splitext(path)[1].lower()
+        failure = Failure(path, Reason.UNSUPPORTED_FORMAT,
+                          f"{ext} files are not supported; convert to JPEG/PNG/WebP")
+    if failure is not None:
+        out.failures.append(failure)
+    elif st is not None:
+        out.files.append(FileRecord(path, st.st_size, st.st_mtime_ns))
+
+
+def _name_problem(path: str) -> Failure | None:
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:  # bytes that are not UTF-8: cannot be stored or printed as text
-        out.failures.append(Failure(path, "bad-filename",
-                                    "file name is not valid UTF-8; rename the file"))
-        return
+        return Failure(path, Reason.BAD_FILENAME, "file name is not valid UTF-8; rename the file")
+    return None
+
+
+def _stat_regular(path: str) -> tuple[os.stat_result | None, Failure | None]:
+    """The file's stat (following symlinks: a link to a photo is indexed under the link's
+    name), or why it is no candidate: gone, a broken link, or not a regular file."""
     try:
-        st = os.stat(path)  # follows symlinks: a link to a photo is indexed under the link's name
+        st = os.stat(path)
     except FileNotFoundError:
-        reason, msg = ("broken-symlink", "symlink points to a missing file") if os.path.islink(
-            path) else ("vanished", "file disappeared while scanning")
-        out.failures.append(Failure(path, reason, msg))
-        return
+        if os.path.islink(path):
+            return None, Failure(path, Reason.BROKEN_SYMLINK, "symlink points to a missing file")
+        return None, Failure(path, Reason.VANISHED, "file disappeared while scanning")
     except OSError as exc:  # ELOOP and friends
-        out.failures.append(Failure(path, "broken-symlink", f"cannot follow: {exc.strerror}"))
-        return
-    if kind == "unsupported":
-        ext = os.path.splitext(path)[1].lower()
-        out.failures.append(Failure(path, "unsupported-format",
-                                    f"{ext} files are not supported; convert to JPEG/PNG/WebP"))
-        return
-    out.files.append(FileRecord(path, st.st_size, st.st_mtime_ns))
+        return None, Failure(path, Reason.BROKEN_SYMLINK, f"cannot follow: {exc.strerror}")
+    if not stat.S_ISREG(st.st_mode):
+        return None, special_file_failure(path, st.st_mode)
+    return st, None
+
+
+def special_file_failure(path: str, mode: int) -> Failure:
+    what = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    via = " (through a symlink)" if os.path.islink(path) else ""
+    return Failure(path, Reason.SPECIAL_FILE,
+                   f"{what}{via}, not an image file: skipped without reading it")

@@ -1,0 +1,132 @@
+"""Model registry: name -> network, preprocessing, dimension and weights identity.
+
+Importing this module is cheap (no torch); networks are built only by `load_model`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from deepvision.errors import IncompatibleIndexError, UsageError, WeightsUnavailableError
+from deepvision.models import backbones
+from deepvision.models.descriptor import Descriptor, extractor
+from deepvision.models.weights import Weights, user_file
+from deepvision.pipeline.transforms import Preprocess
+
+if TYPE_CHECKING:
+    import torch
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    dim: int
+    description: str
+    preprocess: Callable[[], Preprocess]
+    find_weights: Callable[[Path | None, bool], Weights]
+    build: Callable[[Weights], torch.nn.Module]  # normalised float NCHW -> feature map NCHW
+
+
+@dataclass
+class LoadedModel:
+    spec: ModelSpec
+    weights: Weights
+    preprocess: Preprocess
+    network: torch.nn.Module  # uint8 NCHW -> (N, dim) descriptors, on its device
+    descriptor: Descriptor = Descriptor()
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    "resnet50": ModelSpec("resnet50", 2048, "torchvision ResNet50, ImageNet IMAGENET1K_V2",
+                          backbones.resnet50_preprocess, backbones.resnet50_weights,
+                          backbones.build_resnet50),
+    "efficientnet-lite0": ModelSpec("efficientnet-lite0", 1280,
+                                    "EfficientNet-Lite0, ImageNet (bundled, offline)",
+                                    backbones.lite0_preprocess, backbones.lite0_weights,
+                                    backbones.build_lite0),
+}
+MODEL_CHOICES = (AUTO, *REGISTRY)
+
+
+def downloads_allowed() -> bool:
+    return os.environ.get("DEEPVISION_OFFLINE", "") in ("", "0")
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        choices = ", ".join(MODEL_CHOICES)
+        raise UsageError(f"unknown model {name!r}; choose one of {choices}") from None
+
+
+def resolve(name: str, weights_file: Path | None) -> tuple[ModelSpec, Weights, str | None]:
+    """Pick the model and find its weights without building it. Returns a notice for `auto`."""
+    allow = downloads_allowed()
+    if name != AUTO:
+        spec = get_spec(name)
+        return spec, spec.find_weights(weights_file, allow), None
+    resnet = REGISTRY["resnet50"]
+    try:
+        weights = resnet.find_weights(weights_file, allow)
+        return resnet, weights, f"model auto: using resnet50 ({weights.origin})"
+    except WeightsUnavailableError:
+        if weights_file is not None:
+            raise  # the user named a file: never swap it for another model silently
+        lite = REGISTRY["efficientnet-lite0"]
+        why = "offline" if not allow else "weights not cached and not downloadable"
+        notice = (f"model auto: using efficientnet-lite0, ResNet50 weights unavailable ({why}); "
+                  "pass --weights FILE to use resnet50")
+        return lite, lite.find_weights(None, allow), notice
+
+
+def weights_for_index(model: str, identity: str, recorded_path: str,
+                      weights_file: Path | None) -> Weights:
+    """The weights an index was built with, and no others: a different file would put query
+    vectors in another space than the indexed ones."""
+    spec = get_spec(model)
+    hint = ("pass the original file with --weights, or re-create the index with: "
+            "deepvision rebuild DIR")
+    if weights_file is not None:
+        found = spec.find_weights(weights_file, False)
+    else:
+        recorded = Path(recorded_path)
+        try:
+            found = spec.find_weights(None, downloads_allowed())
+        except WeightsUnavailableError:
+            if not recorded.is_file():
+                raise WeightsUnavailableError(
+                    f"the {model} weights this index was built with ({recorded_path}) are gone; "
+                    + hint) from None
+            found = user_file(recorded)
+        if found.identity != identity and recorded.is_file():
+            found = user_file(recorded)
+    if found.identity != identity:
+        raise IncompatibleIndexError(
+            f"the {model} weights found ({found.path}, {found.identity}) are not the ones this "
+            f"index was built with ({identity}); {hint}")
+    return found
+
+
+def load_model(spec: ModelSpec, weights: Weights, device: torch.device,
+               descriptor: Descriptor = Descriptor(), compile: bool = False) -> LoadedModel:
+    """Build the network with its weights, wrapped to take uint8 pixels and return descriptors.
+    compile: torch.compile it (pays a one-off compile on the first batches; see bench/)."""
+    import torch
+
+    pre = spec.preprocess()
+    trunk = spec.build(weights)
+    # channels_last: faster convolutions with cuDNN (bf16) and with oneDNN on the CPU alike.
+    wrapped = extractor(trunk, pre, descriptor).eval().to(device,
+                                                            memory_format=torch.channels_last)
+    if compile:
+        wrapped = torch.compile(wrapped, dynamic=False)  # one graph per batch shape
+    return LoadedModel(spec, weights, pre, wrapped, descriptor)
+
+

@@ -1,0 +1,112 @@
+"""The terminal: a rich Reporter on stderr, and text made safe to print.
+
+Results go to stdout (render.py); the model line, progress bars, summaries and errors go to
+stderr. Every file name passes through `safe_text` first: a name may hold terminal escape
+sequences (which would recolour or retitle the terminal) or bytes that are not UTF-8.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from deepvision.types import Failure
+
+# C0 and C1 control characters and DEL: never sent to a terminal as they are.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def safe_text(text: str) -> str:
+    """Control characters as \\xNN escapes, undecodable bytes (surrogate escapes) as \\xNN:
+    what is printed is what the name contains, and nothing in it acts on the terminal."""
+    if not text.isprintable() or _has_surrogates(text):
+        text = os.fsencode(text).decode("utf-8", "backslashreplace") if _has_surrogates(
+            text) else text
+        text = _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+    return text
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\udc80" <= c <= "\udcff" for c in text)
+
+
+def display_path(path: str) -> str:
+    """Relative to the current folder when below it (easier to read), and safe to print."""
+    rel = os.path.relpath(path)
+    return safe_text(path if rel.startswith("..") else rel)
+
+
+def markup(text: str) -> str:
+    """Plain text for a rich markup string: safe, with its brackets escaped."""
+    return escape(safe_text(text))
+
+
+class ConsoleReporter:
+    """Diagnostics and progress on stderr. quiet: errors only (for cron)."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(markup(message))
+
+    def error(self, message: str) -> None:
+        self.err.print(f"[bold red]error:[/] {markup(message)}")
+
+    @contextmanager
+    def progress(self, total: int, label: str) -> Iterator[Callable[[int], None]]:
+        """A progress bar with counts and rate; a no-op when quiet or with nothing to do."""
+        if self.quiet or total == 0:
+            yield lambda n: None
+            return
+        columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]} img/s"), TimeElapsedColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=self.err, transient=False) as bar:
+            task = bar.add_task(label, total=total, rate="-")
+
+            def advance(n: int) -> None:
+                bar.advance(task, n)
+                # Overall rate: rich's own speed estimate needs several updates to show anything.
+                elapsed = bar.tasks[0].elapsed or 0.0
+                done = bar.tasks[0].completed
+                bar.update(task, rate=f"{done / elapsed:.1f}" if elapsed > 0 else "-")
+
+            yield advance
+
+    def failures(self, failures: Sequence[Failure], what: str = "skipped") -> None:
+        """Grouped by reason, each file by name: printed even with --quiet (they need action)."""
+        for reason, group in failures_by_reason(failures).items():
+            self.err.print(f"[yellow]{what} ({reason}): {len(group)}[/]")
+            for f in group:
+                self.err.print(f"  {escape(display_path(f.path))}: {markup(f.message)}")
+
+
+def failures_by_reason(failures: Sequence[Failure]) -> dict[str, list[Failure]]:
+    groups: dict[str, list[Failure]] = defaultdict(list)
+    for f in failures:
+        groups[str(f.reason)].append(f)
+    return dict(sorted(groups.items()))
+
+
+def stdout_console() -> Console:
+    out = Console(highlight=False)
+    if not out.is_terminal:  # piped or captured: never fold a path across lines
+        out = Console(highlight=False, width=100_000)
+    return out

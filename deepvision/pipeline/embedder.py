@@ -1,0 +1,145 @@
+"""The Embedder: one model on one device, with its decoder and descriptor, built once.
+
+Every way in uses it: `index` and `rebuild` (files from a folder walk), `search` and `eval`
+(query files), and callers with images already in memory (bytes from an upload, frames from a
+video). Files travel decode workers -> device feeder -> network (loader.py, feeder.py,
+network.py); every input position comes back exactly once, as a vector or as a failure, though
+not in input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
+
+import numpy as np
+
+from deepvision.pipeline.decode import (
+    DEFAULT_MAX_MEGAPIXELS,
+    DecodeError,
+    Size,
+    check_pixels,
+    to_rgb,
+)
+from deepvision.pipeline.feeder import Feeder, background, default_decode_bytes
+from deepvision.pipeline.gpudecode import DeviceDecoder, decoding_note, make_decoder
+from deepvision.pipeline.loader import decode_loader
+from deepvision.pipeline.network import Network, NetworkStep, default_batch_size, pick_device
+from deepvision.pipeline.transforms import pil_crop, resize_crop
+from deepvision.types import EmbeddedBatch, Failure, Reason
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from deepvision.models.descriptor import Descriptor
+    from deepvision.models.registry import LoadedModel, ModelSpec, Weights
+
+# An image already in memory: encoded bytes (an upload), a PIL image, or HxWx3 uint8 RGB (a frame).
+InMemoryImage = Union[bytes, "Image.Image", np.ndarray]
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    batch_size: int = 0  # 0: from free memory on CUDA, 32 on CPU
+    workers: int = -1  # -1: see loader.default_workers
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    compile: bool = False  # torch.compile the network (index/rebuild)
+    decoder: str = "auto"  # auto | pil | torchvision | nvimgcodec (gpudecode.DECODERS)
+
+
+class Embedder:
+    """Embeds files or in-memory images with one loaded model. Build it with `Embedder.load`;
+    tests pass a stub network `step` or a device `decoder` to the constructor."""
+
+    def __init__(self, model: LoadedModel, device: torch.device, opts: EmbedOptions,
+                 decoder: DeviceDecoder | None = None, step: NetworkStep | None = None) -> None:
+        self.model = model
+        self.device = device
+        self.opts = opts
+        self.decoder = decoder
+        batch = opts.batch_size or default_batch_size(device)
+        self.network = Network(model, device, batch, step)
+
+    @classmethod
+    def load(cls, spec: ModelSpec, weights: Weights, descriptor: Descriptor,
+             opts: EmbedOptions, step: NetworkStep | None = None) -> Embedder:
+        """Pick the device and decoder, build the network with its weights: the expensive part,
+        done once."""
+        from deepvision.models.registry import load_model
+
+        device = pick_device(opts.device)
+        decoder = make_decoder(opts.decoder, device)
+        model = load_model(spec, weights, device, descriptor, compile=opts.compile)
+        return cls(model, device, opts, decoder, step)
+
+    @property
+    def dim(self) -> int:
+        return self.model.spec.dim
+
+    @property
+    def decoder_name(self) -> str:
+        return self.decoder.name if self.decoder is not None else "pil"
+
+    def describe(self) -> str:
+        """One line for the user: the model, its weights, the device and who decodes what."""
+        return (f"model {self.model.spec.name} ({self.model.weights.origin}) on {self.device}; "
+                f"{decoding_note(self.decoder, self.opts.decoder, self.device)}")
+
+    def embed_files(self, paths: Sequence[str]) -> Iterator[EmbeddedBatch]:
+        """Decode and embed `paths` in batches. Every position comes back once, in items or in
+        failures; batches are not in input order."""
+        if not paths:
+            return
+        pre = self.model.preprocess
+        loader = decode_loader(paths, pre, self.device, self.opts.max_megapixels,
+                               self.opts.workers, jpeg_bytes=self.decoder is not None)
+        feeder = Feeder(self.decoder, paths, pre, self.device, self.opts.max_megapixels,
+                        self.network.batch, default_decode_bytes(self.device))
+        # The worker processes are forked here, on the caller's thread, before the feeder thread
+        # exists: forking while another thread runs risks copying a lock it holds.
+        chunks = iter(loader)
+        try:
+            yield from self.network.batches(paths, background(feeder.pieces(chunks), depth=2))
+        finally:
+            del chunks  # the last reference: shuts the workers down, also when stopped early
+
+    def embed_images(self, images: Sequence[InMemoryImage],
+                     names: Sequence[str] | None = None) -> EmbeddedBatch:
+        """Embed images already in memory, in this process (no workers). names[i] (default
+        "<image i>") is what a failure is reported under."""
+        labels = list(names) if names is not None else [f"<image {i}>" for i in range(len(images))]
+        crops, items, failures = [], [], []
+        for pos, image in enumerate(images):
+            try:
+                crops.append(self._crop(image, labels[pos]))
+            except DecodeError as exc:
+                failures.append((pos, Failure(labels[pos], exc.reason, exc.message)))
+                continue
+            items.append(pos)
+        if not crops:
+            return EmbeddedBatch([], np.zeros((0, self.dim), np.float32), failures)
+        import torch
+
+        out = self.network.checked(labels, items, torch.stack(crops).to(self.device))
+        return EmbeddedBatch(out.items, out.vectors, [*failures, *out.failures])
+
+    def _crop(self, image: InMemoryImage, label: str) -> torch.Tensor:
+        import torch
+        from PIL import Image as PILImage
+        from torchvision.transforms.v2.functional import pil_to_tensor
+
+        pre, limit = self.model.preprocess, self.opts.max_megapixels
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            return pil_crop(label, pre, limit, data=bytes(image))
+        if isinstance(image, PILImage.Image):
+            check_pixels(image, limit, pre.resize)
+            return resize_crop(pil_to_tensor(to_rgb(image)), pre)
+        array = np.asarray(image)
+        if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+            raise DecodeError(Reason.CORRUPT, f"expected an HxWx3 uint8 RGB array, got shape "
+                              f"{array.shape} of {array.dtype}")
+        check_pixels(Size(array.shape[1], array.shape[0]), limit, pre.resize)
+        return resize_crop(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1), pre)

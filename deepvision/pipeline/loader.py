@@ -1,0 +1,143 @@
+"""Decode workers: files -> Chunks of model-sized uint8 crops (or JPEG bytes for the device).
+
+A worker process reads a few files per task, so that every worker stays busy even when a batch
+is a handful of 12-megapixel photos. With a device decoder, a JPEG it can take leaves the worker
+as bytes; anything else is decoded there by Pillow (JPEG draft mode) to the model's crop.
+Failures travel with the images: every input position comes back once, as pixels or a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from deepvision.pipeline.decode import DecodeError, read_file
+from deepvision.pipeline.gpudecode import JpegHeader, device_jpeg_header
+from deepvision.pipeline.transforms import Preprocess, pil_crop
+from deepvision.types import Failure
+
+if TYPE_CHECKING:
+    import torch
+
+# Files per worker task. Pillow decoding costs milliseconds per file, so small tasks keep every
+# worker busy; passing bytes on is cheap per file, so those tasks are larger (fewer transfers).
+PILLOW_CHUNK = 8
+BYTES_CHUNK = 32
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """What a decode worker returns for a few consecutive files (positions in the input)."""
+
+    failures: list[tuple[int, Failure]] = field(default_factory=list)
+    decoded: list[int] = field(default_factory=list)  # decoded by Pillow in the worker
+    pixels: Any = None  # torch uint8 (len(decoded), 3, crop, crop)
+    encoded: list[int] = field(default_factory=list)  # JPEGs left for the device decoder
+    blob: Any = None  # torch uint8: their bytes end to end, one shared-memory transfer
+    offsets: list[int] = field(default_factory=list)  # encoded[i] is blob[offsets[i]:[i+1]]
+    headers: list[JpegHeader] = field(default_factory=list)
+
+    def pin_memory(self, *_: object) -> Chunk:
+        """Called by the DataLoader's pinning thread: only the pixels go to the GPU by copy."""
+        return self if self.pixels is None else replace(self, pixels=self.pixels.pin_memory())
+
+
+class FileChunks:
+    """torch Dataset over file paths: item k -> the Chunk of paths[k*size:(k+1)*size].
+
+    jpeg_bytes: pass JPEGs a device decoder can take on as bytes instead of decoding them."""
+
+    def __init__(self, paths: Sequence[str], pre: Preprocess, max_megapixels: float,
+                 size: int, jpeg_bytes: bool = False) -> None:
+        self.paths = paths
+        self.pre = pre
+        self.max_megapixels = max_megapixels
+        self.size = size
+        self.jpeg_bytes = jpeg_bytes
+
+    def __len__(self) -> int:
+        return -(-len(self.paths) // self.size)
+
+    def __getitem__(self, k: int) -> Chunk:
+        import torch
+
+        pillow = PillowRun(self.pre, self.max_megapixels)
+        encoded, blobs, headers = [], [], []
+        for pos in range(k * self.size, min(len(self.paths), (k + 1) * self.size)):
+            path = self.paths[pos]
+            try:
+                data = read_file(path, self.max_megapixels) if self.jpeg_bytes else None
+                header = (device_jpeg_header(data, self.max_megapixels, self.pre) if data
+                          else None)
+            except DecodeError as exc:
+                pillow.fail(pos, path, exc)
+                continue
+            if header is None:
+                pillow.add(pos, path, data)
+                continue
+            encoded.append(pos)
+            blobs.append(data)
+            headers.append(header)
+        offsets = np.cumsum([0, *map(len, blobs)]).tolist()
+        blob = torch.frombuffer(bytearray().join(blobs), dtype=torch.uint8) if blobs else None
+        return pillow.chunk(encoded=encoded, blob=blob, offsets=offsets, headers=headers)
+
+
+@dataclass
+class PillowRun:
+    """Pillow's road for a run of files: a crop for each file it decodes, a failure (with the
+    reason) for each it cannot. Used by the workers and for JPEGs a device decoder rejected."""
+
+    pre: Preprocess
+    max_megapixels: float
+    decoded: list[int] = field(default_factory=list)
+    crops: list[Any] = field(default_factory=list)
+    failures: list[tuple[int, Failure]] = field(default_factory=list)
+
+    def add(self, pos: int, path: str, data: bytes | None = None) -> None:
+        try:
+            self.crops.append(pil_crop(path, self.pre, self.max_megapixels, data))
+        except DecodeError as exc:
+            self.fail(pos, path, exc)
+            return
+        self.decoded.append(pos)
+
+    def fail(self, pos: int, path: str, exc: DecodeError) -> None:
+        self.failures.append((pos, Failure(path, exc.reason, exc.message)))
+
+    def chunk(self, **device_part: Any) -> Chunk:
+        import torch
+
+        pixels = torch.stack(self.crops) if self.crops else None
+        return Chunk(self.failures, self.decoded, pixels, **device_part)
+
+
+def _keep(chunk: Chunk) -> Chunk:
+    return chunk  # collate_fn: a Chunk is already a batch
+
+
+def default_workers(device: torch.device | None = None) -> int:
+    """Decode processes: one per core, at most 8 on the CPU (the network needs the cores too);
+    on CUDA at most 16, leaving a core to the process that feeds the GPU."""
+    cores = os.cpu_count() or 1
+    if device is not None and device.type == "cuda":
+        return max(1, min(16, cores - 1))
+    return min(8, cores)
+
+
+def decode_loader(paths: Sequence[str], pre: Preprocess, device: torch.device,
+                  max_megapixels: float, workers: int, jpeg_bytes: bool) -> Any:
+    """A DataLoader of Chunks over `paths`; workers < 0: default_workers(device)."""
+    from torch.utils.data import DataLoader
+
+    size = BYTES_CHUNK if jpeg_bytes else PILLOW_CHUNK
+    chunks = FileChunks(paths, pre, max_megapixels, size, jpeg_bytes)
+    workers = default_workers(device) if workers < 0 else workers
+    workers = min(workers, len(chunks))
+    return DataLoader(chunks, batch_size=None, collate_fn=_keep, num_workers=workers,
+                      pin_memory=device.type == "cuda",
+                      prefetch_factor=4 if workers else None)  # bounded read-ahead

@@ -1,0 +1,154 @@
+"""The network step: uint8 crops on the device -> L2-normalised descriptors, in batches.
+
+One inference function (eval, inference_mode, autocast on CUDA, channels-last, normalise), a
+CUDA out-of-memory back-off that embeds every image exactly once, and the loop that gathers the
+feeder's pieces into network batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from deepvision.models.registry import LoadedModel
+from deepvision.types import EmbeddedBatch, Failure, Reason
+
+if TYPE_CHECKING:
+    import torch
+
+    from deepvision.pipeline.feeder import Piece
+
+# What embeds one batch of uint8 crops: `embed_pixels`, or a stand-in a test injects.
+NetworkStep = Callable[[LoadedModel, "torch.Tensor", "torch.device"], np.ndarray]
+
+
+def pick_device(requested: str) -> torch.device:
+    import torch
+
+    from deepvision.errors import UsageError
+
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise UsageError(f"unknown device {requested!r}; use auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but CUDA is not available; use --device cpu")
+    return device
+
+
+def default_batch_size(device: torch.device) -> int:
+    """32 on the CPU; on CUDA from free memory (~24 MB per image in flight for a ResNet50-class
+    network at 224 px with autocast), a power of two between 16 and 512. The OOM back-off
+    below catches a wrong guess."""
+    import torch
+
+    if device.type != "cuda":
+        return 32
+    free, _ = torch.cuda.mem_get_info(device)
+    fit = max(16, min(512, int(free * 0.6) // (24 << 20)))
+    return 1 << (fit.bit_length() - 1)
+
+
+class Network:
+    """A loaded model on its device, embedding uint8 crops in batches of up to `batch` images.
+    A CUDA out-of-memory error halves the batch for the rest of the run and redoes that slice,
+    so every image is embedded exactly once, in order. `step` is the inference function."""
+
+    def __init__(self, model: LoadedModel, device: torch.device, batch: int,
+                 step: NetworkStep | None = None) -> None:
+        self.model = model
+        self.device = device
+        self.batch = batch
+        self.cap = batch  # images per forward pass; halved by each out-of-memory error
+        self.step = step or embed_pixels
+
+    @property
+    def dim(self) -> int:
+        return self.model.spec.dim
+
+    def embed(self, pixels: torch.Tensor) -> np.ndarray:
+        import torch
+
+        out, start = [], 0
+        while start < len(pixels):
+            n = min(self.cap, len(pixels) - start)
+            try:
+                out.append(self.step(self.model, pixels[start:start + n], self.device))
+            except torch.cuda.OutOfMemoryError:
+                if n == 1:
+                    raise
+                self.cap = n // 2
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            start += n
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def batches(self, paths: Sequence[str], pieces: Iterator[Piece]) -> Iterator[EmbeddedBatch]:
+        """Pieces -> network batches of `batch` images (the last one smaller); failures at once."""
+        held: list[tuple[list[int], torch.Tensor]] = []
+        for piece in pieces:
+            if piece.failures:
+                yield EmbeddedBatch([], np.zeros((0, self.dim), np.float32), piece.failures)
+            if piece.items:
+                held.append((piece.items, _arrived(piece, self.device)))
+            while sum(len(items) for items, _ in held) >= self.batch:
+                items, pixels, held = _take(held, self.batch)
+                yield self.checked(paths, items, pixels)
+        if held:
+            items, pixels, _ = _take(held, None)
+            yield self.checked(paths, items, pixels)
+
+    def checked(self, paths: Sequence[str], items: list[int],
+                pixels: torch.Tensor) -> EmbeddedBatch:
+        """Embed one batch. A NaN/inf feature (fp16 overflow, a broken weights file) would rank
+        as FAISS id -1: report the image instead of indexing garbage."""
+        vectors = self.embed(pixels)
+        finite = np.isfinite(vectors).all(axis=1)
+        bad = [(items[i], Failure(paths[items[i]], Reason.CORRUPT,
+                                  "the model produced non-finite features for this image"))
+               for i in np.flatnonzero(~finite)]
+        return EmbeddedBatch([i for i, ok in zip(items, finite, strict=True) if ok],
+                             vectors[finite], bad)
+
+
+def embed_pixels(model: LoadedModel, pixels: torch.Tensor, device: torch.device) -> np.ndarray:
+    """The one inference function: eval, inference_mode, autocast on CUDA, L2-normalise."""
+    import torch
+
+    x = pixels.to(device, non_blocking=True)
+    amp = device.type == "cuda"
+    dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=amp):
+        feats = model.network(x)
+    feats = torch.nn.functional.normalize(feats.float(), dim=1)
+    return feats.cpu().numpy().astype(np.float32, copy=False)
+
+
+def _arrived(piece: Piece, device: torch.device) -> torch.Tensor:
+    """The piece's pixels, safe to use on this thread's stream: wait for the feeder's stream,
+    and tell the caching allocator they are used here (else it could reuse their memory for the
+    feeder's next batch while the network still reads them)."""
+    if piece.ready is not None:
+        import torch
+
+        stream = torch.cuda.current_stream(device)
+        stream.wait_event(piece.ready)
+        piece.pixels.record_stream(stream)
+    return piece.pixels
+
+
+def _take(held: list[tuple[list[int], torch.Tensor]], n: int | None
+          ) -> tuple[list[int], torch.Tensor, list[tuple[list[int], torch.Tensor]]]:
+    """The first n held images (all if n is None) as one batch, and what is left."""
+    import torch
+
+    items = [i for part, _ in held for i in part]
+    pixels = held[0][1] if len(held) == 1 else torch.cat([p for _, p in held])
+    if n is None or n >= len(items):
+        return items, pixels, []
+    return items[:n], pixels[:n], [(items[n:], pixels[n:])]

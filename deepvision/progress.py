@@ -1,0 +1,32 @@
+"""How services report progress and diagnostics without knowing who listens.
+
+Services take a `Reporter`; the CLI passes one that draws on the terminal (output/console.py),
+a library caller or a test passes `Silent()` or its own. Nothing here imports rich.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol
+
+Advance = Callable[[int], None]  # "n more items done"
+
+
+class Reporter(Protocol):
+    def info(self, message: str) -> None:
+        """One line for the user (the model in use, a notice)."""
+
+    def progress(self, total: int, label: str) -> AbstractContextManager[Advance]:
+        """A unit of work with a known size; the context yields the function to advance it."""
+
+
+class Silent:
+    """A Reporter that says nothing."""
+
+    def info(self, message: str) -> None:
+        pass
+
+    @contextmanager
+    def progress(self, total: int, label: str) -> Iterator[Advance]:
+        yield lambda n: None

@@ -1,0 +1,149 @@
+"""Query images -> ranked matches from a saved index, embedded with the index's own model.
+
+`Searcher` holds what is expensive (the Embedder) and answers queries against one consistent
+snapshot of the index each time; the one-shot `search` command builds one and asks it once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deepvision.errors import NoImagesError
+from deepvision.pipeline.discover import discover
+from deepvision.pipeline.embedder import Embedder, EmbedOptions
+from deepvision.progress import Reporter
+from deepvision.services.embedding import EmbedderFactory, index_embedder
+from deepvision.services.ranking import expand_queries
+from deepvision.store.faiss_index import VectorIndex
+from deepvision.store.indexstore import IndexStore
+from deepvision.types import Failure, Match
+
+
+@dataclass
+class QueryResult:
+    query: str
+    error: str | None = None
+    matches: list[Match] = field(default_factory=list)
+
+
+@dataclass
+class SearchResult:
+    index: str
+    model: str
+    queries: list[QueryResult]
+
+    @property
+    def failed(self) -> int:
+        return sum(q.error is not None for q in self.queries)
+
+
+@dataclass(frozen=True)
+class RankOptions:
+    top_k: int = 10
+    min_score: float | None = None
+    nprobe: int | None = None  # IVF lists to scan; default chosen with the index
+    ef_search: int | None = None  # HNSW search breadth
+    qe: int = 0  # alpha query expansion with this many neighbours (0: off)
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    queries: tuple[Path, ...]
+    store: IndexStore
+    rank: RankOptions = RankOptions()
+    weights: Path | None = None
+    embed: EmbedOptions = EmbedOptions()
+
+
+def run_search(req: SearchRequest, rep: Reporter,
+               embedders: EmbedderFactory = index_embedder) -> SearchResult:
+    manifest = req.store.read_manifest()  # before any heavy work: is there an index at all?
+    found = discover(req.queries)
+    if not found.files and not found.failures:
+        raise NoImagesError(f"no query images found in {', '.join(map(str, req.queries))}")
+    embedder = embedders(manifest, req.weights, req.embed)
+    rep.info(f"index {req.store.dir}: {embedder.describe()}")
+    note = manifest.preprocessing_note()
+    if note:
+        rep.info(note)
+    searcher = Searcher(req.store, embedder)
+    results = {f.path: failed_query(f) for f in found.failures}
+    results.update(searcher.search_files([f.path for f in found.files], req.rank, rep))
+    ordered = [results[p] for p in sorted(results)]
+    return SearchResult(os.path.abspath(req.store.dir), manifest.model, ordered)
+
+
+def failed_query(failure: Failure) -> QueryResult:
+    return QueryResult(failure.path, f"{failure.reason}: {failure.message}")
+
+
+class Searcher:
+    """An index and the Embedder for its model: embeds queries, ranks them against the index as
+    of the moment of each call (a rebuild that switches catalogs in between is picked up)."""
+
+    def __init__(self, store: IndexStore, embedder: Embedder) -> None:
+        self.store = store
+        self.embedder = embedder
+
+    def search_files(self, paths: Sequence[str], opts: RankOptions,
+                     rep: Reporter) -> dict[str, QueryResult]:
+        """Every path gets a result: matches, or the reason it could not be read."""
+        vectors = np.zeros((len(paths), self.embedder.dim), np.float32)
+        ok = np.zeros(len(paths), bool)
+        results: dict[str, QueryResult] = {}
+        with rep.progress(len(paths) if len(paths) > 1 else 0, "embedding queries") as advance:
+            for batch in self.embedder.embed_files(paths):
+                vectors[batch.items] = batch.vectors
+                ok[batch.items] = True
+                results.update((paths[i], failed_query(f)) for i, f in batch.failures)
+                advance(len(batch.items) + len(batch.failures))
+        good = [p for p, hit in zip(paths, ok, strict=True) if hit]
+        if good:
+            ranked, notes = self.rank(vectors[ok], opts)
+            for note in notes:
+                rep.info(note)
+            results.update((p, QueryResult(p, None, m)) for p, m in zip(good, ranked, strict=True))
+        return results
+
+    def rank(self, vectors: np.ndarray, opts: RankOptions) -> tuple[list[list[Match]], list[str]]:
+        """Ranked matches for each query vector, and notes for the user (a repaired cache)."""
+        with self.store.open_read() as snap:  # FAISS and id -> path map of one commit
+            index = snap.vectors(mmap=True).on_gpu()
+            index.configure(opts.nprobe, opts.ef_search)
+            if opts.qe:
+                vectors = _expand(index, vectors, opts.qe, snap.stored)
+            scores, ids = index.top(vectors, opts.top_k, snap.stored)
+            names = snap.catalog.paths_for(ids[ids >= 0].ravel())
+            notes = list(snap.notes)
+        return [matches(s, i, names, opts) for s, i in zip(scores, ids, strict=True)], notes
+
+
+def _expand(index: VectorIndex, queries: np.ndarray, n: int,
+            stored: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """alpha query expansion with the n nearest indexed vectors (ranking.expand_queries)."""
+    scores, ids = index.top(queries, n, stored)
+    neighbours = np.zeros((*ids.shape, queries.shape[1]), np.float32)
+    valid = ids >= 0
+    uniq = np.unique(ids[valid])
+    if len(uniq):
+        neighbours[valid] = stored(uniq)[np.searchsorted(uniq, ids[valid])]
+    return expand_queries(queries, np.where(valid, scores, 0.0), neighbours)
+
+
+def matches(scores: np.ndarray, ids: np.ndarray, names: dict[int, list[str]],
+            opts: RankOptions) -> list[Match]:
+    """Expand vector hits to file paths (byte-identical files share a vector), rank, cut."""
+    out: list[Match] = []
+    for score, vid in zip(scores, ids, strict=True):
+        if vid < 0 or (opts.min_score is not None and score < opts.min_score):
+            continue
+        for path in names.get(int(vid), []):
+            if len(out) == opts.top_k:
+                return out
+            out.append(Match(len(out) + 1, path, float(score)))
+    return out

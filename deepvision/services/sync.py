@@ -1,0 +1,476 @@
+"""`index` and `rebuild`: make an index match the folders, doing only the work changes require.
+
+A run: discover files -> compare size/mtime with the catalog -> hash what changed -> link known
+content (renames, duplicates, touched files) without the model -> embed only new content, in
+committed chunks -> save the FAISS file. Killed at any point, the catalog holds every committed
+chunk and the next run resumes from there.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deepvision.errors import IncompatibleIndexError, MassDeleteError, NoImagesError, UsageError
+from deepvision.models import registry as models
+from deepvision.models.descriptor import Descriptor
+from deepvision.models.weights import file_identity
+from deepvision.pipeline.discover import Discovery, Filters, discover
+from deepvision.pipeline.embedder import EmbedOptions
+from deepvision.pipeline.hashing import Hasher, hash_files
+from deepvision.progress import Reporter
+from deepvision.services.embedding import EmbedderFactory, index_embedder
+from deepvision.store.catalog import Catalog, FileRow, as_stored
+from deepvision.store.faiss_index import PQ_MIN_VECTORS, plan_index
+from deepvision.store.indexstore import IndexStore, Writer, new_catalog_name
+from deepvision.store.manifest import Manifest
+from deepvision.types import Change, Failure, FileRecord, Reason, Status
+
+# Discovery failures that belong to one file are recorded like decode failures, so they are
+# reported once, not every night.
+RECORDED_DISCOVERY = (Reason.BROKEN_SYMLINK, Reason.UNSUPPORTED_FORMAT, Reason.BAD_FILENAME,
+                      Reason.SPECIAL_FILE)
+
+
+@dataclass(frozen=True)
+class IndexRequest:
+    roots: tuple[Path, ...]
+    store: IndexStore
+    model: str = models.AUTO
+    weights: Path | None = None
+    embed: EmbedOptions = EmbedOptions()
+    filters: Filters = Filters()
+    retry_failed: bool = False
+    commit_every: int = 1000
+    wait: bool = False
+    index_type: str | None = None  # None: keep the index's own (a new index: auto)
+    descriptor: Descriptor | None = None  # None: keep the index's own (new: default)
+    max_memory: int | None = None  # bytes for the FAISS structure; None: keep / half the RAM
+    rebuild: bool = False  # re-extract everything into a fresh catalog, then switch
+    allow_mass_delete: bool = False  # drop the files of a recorded folder that is now empty
+
+
+@dataclass
+class IndexSummary:
+    index: str
+    model: str
+    device: str | None  # None: nothing needed the model
+    decoder: str | None = None  # JPEG decoder used; None: nothing needed the model
+    added: int = 0
+    updated: int = 0
+    renamed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    embedded: int = 0  # images that went through the network this run
+    failures: list[Failure] = field(default_factory=list)  # new this run
+    still_failing: int = 0  # failed earlier, unchanged since, not retried
+    ignored: int = 0  # non-image files seen
+    total_files: int = 0
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+
+    def count(self, change: Change, n: int = 1) -> None:
+        setattr(self, change.value, getattr(self, change.value) + n)
+
+
+@dataclass(frozen=True)
+class Link:
+    """A changed or new file whose content is already indexed: no model needed."""
+
+    record: FileRecord
+    digest: str
+    vector_id: int
+    change: Change
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """What the network made of one new content hash: a vector or a failure."""
+
+    digest: str
+    vector: np.ndarray | None
+    failure: Failure | None = None
+
+
+@dataclass
+class Plan:
+    links: list[Link] = field(default_factory=list)
+    embed: dict[str, list[FileRecord]] = field(default_factory=dict)  # hash -> files with it
+    gone: list[FileRow] = field(default_factory=list)
+    failed: list[tuple[FileRecord, Failure]] = field(default_factory=list)  # recorded failures
+
+
+def catalog_key(path: str) -> str:
+    """The text a path is stored under: itself, or for a name that is not UTF-8 its bytes with
+    backslash escapes (sqlite stores UTF-8 text only; such files are only ever recorded as
+    failed, so that they are reported once)."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+class IndexRun:
+    """One `index` or `rebuild` run. Collaborators are injected: `hasher` (content hashes) and
+    `embedders` (builds the Embedder, only once something needs embedding)."""
+
+    def __init__(self, req: IndexRequest, rep: Reporter, hasher: Hasher = hash_files,
+                 embedders: EmbedderFactory = index_embedder) -> None:
+        self.req = req
+        self.rep = rep
+        self.hasher = hasher
+        self.embedders = embedders
+
+    def run(self) -> IndexSummary:
+        start = time.perf_counter()
+        store = self.req.store
+        with store.open_write(self.req.wait) as writer:
+            summary = self._run(writer)
+        summary.seconds = time.perf_counter() - start
+        summary.images_per_second = summary.embedded / summary.seconds if summary.seconds else 0.0
+        return summary
+
+    def _run(self, writer: Writer) -> IndexSummary:
+        req = self.req
+        existing = self._existing(writer)
+        roots = self._roots(writer, existing)
+        found = discover(roots, req.filters)
+        fresh = req.rebuild or existing is None
+        if fresh and not found.files and not found.failures:
+            raise NoImagesError(f"no image files found in {', '.join(map(str, roots))} "
+                                "(looked for .jpg .png .webp .heic .avif .tif .bmp .gif)")
+        manifest = self._manifest(existing, fresh)
+        catalog = writer.begin(manifest, fresh)
+        if not fresh:
+            self._guard_mass_delete(catalog, roots, found)
+        note = manifest.preprocessing_note()
+        if note:
+            self.rep.info(note)
+        summary = self._update(writer, catalog, roots, found)
+        with catalog.write():
+            for root in roots:
+                catalog.add_root(str(root))
+        plan = writer.finish()  # for rebuild: the atomic switch to the new catalog
+        if writer.manifest is not None and writer.manifest.index_type not in ("auto", plan.kind):
+            self.rep.info(f"index type {writer.manifest.index_type} needs more vectors to train "
+                          f"(ivfpq: {PQ_MIN_VECTORS}); using exact {plan.kind} search until the "
+                          "index has them")
+        summary.total_files = catalog.counts()["files"]
+        return summary
+
+    def _existing(self, writer: Writer) -> Manifest | None:
+        """The live manifest. For `rebuild`, unreadable state is set aside, not fatal: the run
+        starts over from the folders (which must then be given)."""
+        from deepvision.errors import CorruptIndexError
+
+        try:
+            existing = writer.existing()
+            if existing is not None and self.req.rebuild:
+                writer.store.open_catalog(existing, readonly=True).close()
+            return existing
+        except CorruptIndexError as exc:
+            if not self.req.rebuild:
+                raise
+            if not self.req.roots:
+                raise UsageError(f"{exc}; the index is unreadable, so pass its folders: "
+                                 "deepvision rebuild DIR") from None
+            moved = writer.store.set_aside()
+            self.rep.info(f"index state unreadable ({exc}); moved its files to {moved} and "
+                          "starting over")
+            return None
+
+    def _roots(self, writer: Writer, manifest: Manifest | None) -> list[Path]:
+        if self.req.roots:
+            return [Path(os.path.abspath(r)) for r in self.req.roots]
+        if manifest is not None:  # `rebuild` with no folder: the folders this index was built from
+            catalog = writer.store.open_catalog(manifest, readonly=True)
+            try:
+                recorded = [Path(r) for r in catalog.roots()]
+            finally:
+                catalog.close()
+            missing = [str(r) for r in recorded if not r.is_dir()]
+            if missing:  # an unmounted disk must not turn into an empty index
+                raise UsageError(f"recorded folder {missing[0]} is missing (unmounted or moved?); "
+                                 "pass the folders to index explicitly: deepvision rebuild DIR")
+            if recorded:
+                return recorded
+        raise NoImagesError("no folder given and the index records none; pass DIR")
+
+    def _manifest(self, existing: Manifest | None, fresh: bool) -> Manifest:
+        req = self.req
+        if fresh:
+            manifest = self._new_manifest()
+        else:
+            assert existing is not None
+            self._check_compatible(existing)
+            manifest = existing
+        changes: dict[str, object] = {}
+        if req.index_type is not None:
+            plan_index(req.index_type, 0, manifest.dim)  # an unknown type fails before any work
+            changes["index_type"] = req.index_type
+        if req.max_memory is not None:
+            changes["max_memory"] = req.max_memory
+        from dataclasses import replace
+
+        return replace(manifest, **changes) if changes else manifest  # type: ignore[arg-type]
+
+    def _new_manifest(self) -> Manifest:
+        spec, weights, notice = models.resolve(self.req.model, self.req.weights)
+        if notice:
+            self.rep.info(notice)
+        store = self.req.store
+        return Manifest(name=store.name, model=spec.name, weights=weights.identity,
+                        weights_origin=weights.origin, weights_path=str(weights.path),
+                        dim=spec.dim, catalog=new_catalog_name(),
+                        descriptor=self.req.descriptor or Descriptor())
+
+    def _check_compatible(self, manifest: Manifest) -> None:
+        req, name = self.req, self.req.store.name
+        hint = f"to switch, run: deepvision rebuild DIR --name {name}"
+        if req.model not in (models.AUTO, manifest.model):
+            raise IncompatibleIndexError(
+                f"index {name!r} was built with model {manifest.model}, not {req.model}; "
+                f"{hint} --model {req.model}")
+        if req.descriptor is not None and req.descriptor != manifest.descriptor:
+            raise IncompatibleIndexError(
+                f"index {name!r} was built with descriptor {manifest.descriptor.label}, not "
+                f"{req.descriptor.label}; {hint} with the new --pooling/--flip/--scales")
+        if req.weights is not None:
+            identity = file_identity(req.weights)
+            if identity != manifest.weights:
+                raise IncompatibleIndexError(
+                    f"--weights {req.weights} ({identity}) differ from the weights index "
+                    f"{name!r} was built with ({manifest.weights}); {hint} --weights FILE")
+
+    def _guard_mass_delete(self, catalog: Catalog, roots: Sequence[Path],
+                           found: Discovery) -> None:
+        """A recorded folder that now holds nothing at all is what an unmounted disk or a failed
+        network mount looks like: refuse to drop its files unless told to."""
+        if self.req.allow_mass_delete:
+            return
+        seen = [r.path for r in found.files] + [f.path for f in found.failures]
+        for root in roots:
+            prefix = str(root).rstrip("/") + "/"
+            known = len(catalog.files_under(str(root)))
+            if known and not any(p.startswith(prefix) or p == str(root) for p in seen):
+                raise MassDeleteError(
+                    f"{root} is empty now, but the index holds {known} files from it (an "
+                    "unmounted disk or a failed network mount?); nothing was changed. If the "
+                    "files are really gone, run again with --allow-mass-delete")
+
+    # ---- the update -----------------------------------------------------------------------
+
+    def _update(self, writer: Writer, catalog: Catalog, roots: Sequence[Path],
+                found: Discovery) -> IndexSummary:
+        assert writer.manifest is not None and writer.cache is not None
+        summary = IndexSummary(index=os.path.abspath(self.req.store.dir),
+                               model=writer.manifest.model, device=None, ignored=found.ignored)
+        known: dict[str, FileRow] = {}
+        for root in roots:
+            known.update(catalog.files_under(str(root)))
+        plan = self._plan(catalog, known, found, summary)
+        _apply_links(plan, known, catalog, writer, summary)
+        if plan.embed:
+            self._embed_new(writer, catalog, plan, known, summary)
+        else:
+            self.rep.info(f"model {writer.manifest.model}: no new or changed images, model not "
+                          "loaded")
+        return summary
+
+    def _plan(self, catalog: Catalog, known: dict[str, FileRow], found: Discovery,
+              summary: IndexSummary) -> Plan:
+        plan = Plan()
+        changed: list[FileRecord] = []
+        seen = set()
+        for rec in found.files:
+            seen.add(rec.path)
+            row = known.get(rec.path)
+            if _unchanged(row, rec, self.req.retry_failed):
+                summary.unchanged += row.status == Status.OK
+                summary.still_failing += row.status == Status.FAILED
+            else:
+                changed.append(rec)
+        for failure, rec in _recordable(found.failures, summary):
+            seen.add(rec.path)
+            if _unchanged(known.get(rec.path), rec, self.req.retry_failed):
+                summary.still_failing += 1
+            else:
+                plan.failed.append((rec, failure))
+        plan.gone = [row for path, row in known.items() if path not in seen]
+        hashed = self.hasher(changed)
+        by_hash = catalog.vector_ids_for(h.digest for h in hashed if h.digest)
+        gone_hashes = {row.hash for row in plan.gone if row.status == Status.OK}
+        for h in hashed:
+            if h.failure is not None:
+                if h.failure.reason == Reason.VANISHED:
+                    summary.failures.append(h.failure)
+                else:
+                    plan.failed.append((h.record, h.failure))
+            elif h.digest in by_hash:
+                change = _link_kind(known.get(h.record.path), h.digest, gone_hashes)
+                plan.links.append(Link(h.record, h.digest, by_hash[h.digest], change))
+            else:
+                plan.embed.setdefault(h.digest, []).append(h.record)
+        return plan
+
+    def _embed_new(self, writer: Writer, catalog: Catalog, plan: Plan,
+                   known: dict[str, FileRow], summary: IndexSummary) -> None:
+        assert writer.manifest is not None
+        embedder = self.embedders(writer.manifest, self.req.weights, self.req.embed)
+        summary.device = str(embedder.device)
+        summary.decoder = embedder.decoder_name
+        self.rep.info(f"{embedder.describe()}; embedding {len(plan.embed)} new or changed "
+                      "images")
+        hashes = list(plan.embed)
+        firsts = [plan.embed[h][0].path for h in hashes]
+        every = self.req.commit_every
+        pending: list[Embedded] = []
+        with self.rep.progress(len(hashes), "embedding") as advance:
+            for batch in embedder.embed_files(firsts):
+                pairs = zip(batch.items, batch.vectors, strict=True)
+                pending.extend(Embedded(hashes[i], v) for i, v in pairs)
+                pending.extend(Embedded(hashes[i], None, f) for i, f in batch.failures)
+                advance(len(batch.items) + len(batch.failures))
+                while len(pending) >= every:  # exactly every N images, whatever the batch size
+                    _commit(pending[:every], plan, known, catalog, writer, summary)
+                    pending = pending[every:]
+            _commit(pending, plan, known, catalog, writer, summary)
+
+
+def run_index(req: IndexRequest, rep: Reporter) -> IndexSummary:
+    """`index` (or `rebuild`, per req.rebuild) with the real hasher and model."""
+    return IndexRun(req, rep).run()
+
+
+def _unchanged(row: FileRow | None, rec: FileRecord, retry_failed: bool) -> bool:
+    return (row is not None and row.size == rec.size and row.mtime_ns == rec.mtime_ns
+            and (row.status == Status.OK or not retry_failed))
+
+
+def _recordable(failures: list[Failure],
+                summary: IndexSummary) -> Iterable[tuple[Failure, FileRecord]]:
+    """Discovery failures that belong to a file (a broken link, a RAW photo, a FIFO, a name
+    that is not UTF-8) are recorded in the catalog like decode failures."""
+    for failure in failures:
+        try:
+            st = os.lstat(failure.path)
+        except OSError:
+            st = None
+        if st is None or failure.reason not in RECORDED_DISCOVERY:
+            summary.failures.append(failure)
+            continue
+        yield failure, FileRecord(catalog_key(failure.path), st.st_size, st.st_mtime_ns)
+
+
+def _link_kind(row: FileRow | None, digest: str, gone_hashes: set[str | None]) -> Change:
+    if row is not None and row.status == Status.OK:
+        return Change.UNCHANGED if row.hash == digest else Change.UPDATED
+    # New here (or only ever failed here): a rename if a file with this content just went.
+    return Change.RENAMED if digest in gone_hashes else Change.ADDED
+
+
+def _apply_links(plan: Plan, known: dict[str, FileRow], catalog: Catalog, writer: Writer,
+                 summary: IndexSummary) -> None:
+    """Everything that needs no model, in one transaction."""
+    if not (plan.links or plan.gone or plan.failed):
+        return
+    assert writer.cache is not None
+    writer.cache.load()  # before the transaction: FAISS must not already hold what it commits
+    renamed_hashes = {link.digest for link in plan.links if link.change == Change.RENAMED}
+    with catalog.write():
+        orphans = [row.vector_id for row in plan.gone if row.vector_id is not None]
+        for link in plan.links:
+            row = known.get(link.record.path)
+            if row is not None and row.vector_id is not None and row.vector_id != link.vector_id:
+                orphans.append(row.vector_id)
+            rec = link.record
+            catalog.upsert_file(rec.path, rec.size, rec.mtime_ns, link.digest, link.vector_id)
+            summary.count(link.change)
+        for rec, failure in plan.failed:
+            row = known.get(rec.path)
+            if row is not None and row.vector_id is not None:
+                orphans.append(row.vector_id)
+            catalog.upsert_file(rec.path, rec.size, rec.mtime_ns, None, None, Status.FAILED,
+                                failure.reason, failure.message)
+            summary.failures.append(failure)
+        catalog.delete_files(row.path for row in plan.gone)
+        summary.removed += sum(1 for row in plan.gone
+                               if row.status == Status.FAILED or row.hash not in renamed_hashes)
+        dropped = catalog.drop_orphans(orphans)
+    writer.cache.remove(dropped)
+
+
+def _commit(pending: Sequence[Embedded], plan: Plan, known: dict[str, FileRow],
+            catalog: Catalog, writer: Writer, summary: IndexSummary) -> None:
+    """One chunk of embeddings (and decode failures) in one transaction."""
+    if not pending:
+        return
+    assert writer.cache is not None
+    new_ids: list[int] = []
+    new_vecs: list[np.ndarray] = []
+    orphans: list[int] = []
+    writer.cache.load()  # before the transaction: FAISS must not already hold what it commits
+    with catalog.write():
+        for item in pending:
+            vid = None
+            if item.vector is not None:
+                vid = catalog.add_vector(item.digest, item.vector)
+                new_ids.append(vid)
+                new_vecs.append(item.vector)
+                summary.embedded += 1
+            for rec in plan.embed[item.digest]:
+                _record(catalog, rec, item, vid, known.get(rec.path), orphans, summary)
+        dropped = catalog.drop_orphans(orphans)
+    writer.cache.remove(dropped)
+    if new_vecs:
+        writer.cache.add(new_ids, as_stored(np.stack(new_vecs)))
+
+
+def _record(catalog: Catalog, rec: FileRecord, item: Embedded, vid: int | None,
+            row: FileRow | None, orphans: list[int], summary: IndexSummary) -> None:
+    failure = item.failure
+    if failure is not None and failure.reason == Reason.VANISHED:
+        summary.failures.append(Failure(rec.path, failure.reason, failure.message))
+        return  # nothing to record: the next run sees it gone (or back)
+    if row is not None and row.vector_id is not None:
+        orphans.append(row.vector_id)
+    if failure is not None:
+        catalog.upsert_file(rec.path, rec.size, rec.mtime_ns, item.digest, None, Status.FAILED,
+                            failure.reason, failure.message)
+        summary.failures.append(Failure(rec.path, failure.reason, failure.message))
+        return
+    catalog.upsert_file(rec.path, rec.size, rec.mtime_ns, item.digest, vid)
+    # A file that only ever failed is new to the index.
+    summary.count(Change.ADDED if row is None or row.status != Status.OK else Change.UPDATED)
+
+
+@dataclass
+class RestructureSummary:
+    index: str
+    index_type: str
+    index_factory: str
+    vectors: int
+    seconds: float
+
+
+def restructure(store: IndexStore, index_type: str | None, max_memory: int | None,
+                wait: bool = False) -> RestructureSummary:
+    """Rebuild only the FAISS structure from the stored vectors: no decoding, no model."""
+    start = time.perf_counter()
+    with store.open_write(wait) as writer:
+        writer.begin(store.read_manifest(), fresh=False)
+        if index_type is not None:
+            writer.update_manifest(index_type=index_type)
+        if max_memory is not None:
+            writer.update_manifest(max_memory=max_memory)
+        plan = writer.finish(replan=True)
+        assert writer.catalog is not None
+        n = writer.catalog.vector_count()
+    return RestructureSummary(os.path.abspath(store.dir), plan.kind, plan.factory, n,
+                              time.perf_counter() - start)

@@ -1,0 +1,475 @@
+"""An index on disk, and its one owner: IndexStore.
+
+indexes/<name>/
+  manifest.json            what the index is (manifest.py); names the live catalog
+  catalog-<token>.sqlite   files + vectors (catalog.py): the source of truth
+  faiss-<generation>.bin   FAISS structure as of a catalog generation: a cache, checksummed
+  .lock                    held by a running index/rebuild (flock: released if the process dies)
+  broken-<time>/           unreadable state that `rebuild` set aside (never deleted)
+
+Readers get a Snapshot (open_read): one manifest, its catalog in one read transaction and the
+FAISS structure of that generation, consistent while a writer commits. The one writer
+(open_write, under the lock) gets a Writer. `rebuild` writes a new catalog beside the old one
+and switches by replacing manifest.json, so the old index answers searches until the new one
+is complete. Only files matching OWN_FILE are ever deleted, and only inside the index folder.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from deepvision.atomic import atomic_write_text
+from deepvision.errors import (
+    CorruptIndexError,
+    DeepVisionError,
+    IndexLockedError,
+    IndexNotFoundError,
+    StorageError,
+    UsageError,
+)
+from deepvision.store.catalog import Catalog, FaissRecord, sqlite_damage
+from deepvision.store.faiss_index import (
+    FLAT_PLAN,
+    TRAIN_POINTS_PER_CENTROID,
+    IndexPlan,
+    VectorIndex,
+    desired_plan,
+    plan_index,
+)
+from deepvision.store.manifest import MANIFEST, Manifest, now_iso, parse_manifest, write_manifest
+
+DEFAULT_NAME = "default"
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+# Everything deepvision writes in an index folder. Cleanup deletes nothing else, so a user's
+# file that happens to sit there (catalog-notes.pdf, faiss-x.txt, .s.tmp) is never touched.
+OWN_FILE = re.compile(r"catalog-[0-9a-f]{8}\.sqlite(-wal|-shm|-journal)?|faiss-\d+\.bin"
+                      r"|\.(manifest\.json|faiss-\d+\.bin|\.lock\.owner)\.[a-z0-9_]{8}\.tmp")
+_STORAGE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                   errno.EROFS: "the filesystem is read-only", errno.EIO: "an I/O error occurred",
+                   errno.EACCES: "permission was denied", errno.EPERM: "permission was denied"}
+
+
+def validate_name(name: str) -> str:
+    if not NAME.fullmatch(name) or name in (".", ".."):
+        raise UsageError(
+            f"--name {name!r}: an index name is one plain folder name inside --index-dir: "
+            "letters, digits, '.', '_' and '-', starting with a letter or digit (no '/', "
+            "no '..', at most 100 characters)")
+    return name
+
+
+def new_catalog_name() -> str:
+    import secrets
+
+    return f"catalog-{secrets.token_hex(4)}.sqlite"
+
+
+def file_checksum(path: Path) -> str:
+    """xxh3-128 of a file, streamed (about 10 GB/s: cheap next to loading the index)."""
+    import xxhash
+
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        while block := f.read(4 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+class IndexStore:
+    """The index `name` inside the folder `root` (--index-dir)."""
+
+    def __init__(self, root: Path, name: str = DEFAULT_NAME) -> None:
+        self.root = Path(root)
+        self.name = validate_name(name)
+
+    @property
+    def dir(self) -> Path:
+        return self.root / self.name
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.dir / MANIFEST
+
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def advice(self) -> str:
+        """The command that starts an index over from its images (and sets broken files aside)."""
+        where = "" if self.name == DEFAULT_NAME else f" --name {self.name}"
+        if os.path.abspath(self.root) != os.path.abspath("indexes"):
+            where += f" --index-dir {self.root}"
+        return f"start it over from the images with: deepvision rebuild DIR{where}"
+
+    # ---- reading --------------------------------------------------------------------------
+
+    def read_manifest(self) -> Manifest:
+        """The manifest, migrated to the current schema in memory."""
+        if not self.exists():
+            hint = "" if self.name == DEFAULT_NAME else f" --name {self.name}"
+            raise IndexNotFoundError(f"no index named {self.name!r} in {self.root}; create it "
+                                     f"with: deepvision index DIR{hint}")
+        with storage_errors(self):
+            data = self.manifest_path.read_bytes()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CorruptIndexError(f"{self.manifest_path} is not text (damaged?); "
+                                    f"{self.advice()}") from None
+        return parse_manifest(text, self.manifest_path, self.advice())
+
+    @contextmanager
+    def open_read(self) -> Iterator[Snapshot]:
+        """One consistent generation: manifest, catalog (in a read transaction) and FAISS."""
+        with storage_errors(self):
+            manifest, catalog = self._open_live()
+            try:
+                with catalog.snapshot():
+                    yield Snapshot(self, manifest, catalog)
+            finally:
+                catalog.close()
+
+    def _open_live(self) -> tuple[Manifest, Catalog]:
+        """The manifest and its catalog. A rebuild may switch catalogs (and delete the old one)
+        between reading the manifest and opening the catalog: then read the manifest again."""
+        for attempt in range(3):
+            manifest = self.read_manifest()
+            try:
+                return manifest, self.open_catalog(manifest, readonly=True)
+            except CorruptIndexError:
+                if attempt == 2 or self.read_manifest().catalog == manifest.catalog:
+                    raise
+        raise AssertionError("unreachable")
+
+    def open_catalog(self, manifest: Manifest, readonly: bool) -> Catalog:
+        """The manifest's catalog, checked cheaply (file intact, tables there, vector width
+        matching the manifest's dim). CorruptIndexError names what is wrong."""
+        path = self.dir / manifest.catalog
+        damage = sqlite_damage(path)
+        if damage:
+            raise CorruptIndexError(f"catalog {path} (named by {MANIFEST}) {damage}; "
+                                    f"{self.advice()}")
+        catalog = _connect(path, readonly)
+        try:
+            self._check_catalog(catalog, manifest)
+        except BaseException:
+            catalog.close()
+            raise
+        return catalog
+
+    def _check_catalog(self, catalog: Catalog, manifest: Manifest) -> None:
+        missing = catalog.missing_tables()
+        if missing:
+            raise CorruptIndexError(f"catalog {catalog.path} lacks its {', '.join(missing)} "
+                                    f"table(s) (damaged or not ours); {self.advice()}")
+        width = catalog.vector_width()
+        if width is not None and width != 2 * manifest.dim:
+            raise CorruptIndexError(
+                f"{self.manifest_path} says dim {manifest.dim}, but the stored vectors have "
+                f"{width // 2} dimensions (was the manifest edited?); {self.advice()}")
+
+    # ---- writing --------------------------------------------------------------------------
+
+    @contextmanager
+    def open_write(self, wait: bool = False) -> Iterator[Writer]:
+        """The one writer (flock on .lock: the kernel drops it when a holder dies)."""
+        from filelock import FileLock, Timeout
+
+        with storage_errors(self):
+            self.dir.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(self.dir / ".lock"), timeout=-1 if wait else 0)
+            owner = self.dir / ".lock.owner"
+            try:
+                lock.acquire()
+            except Timeout:
+                who = owner.read_text(encoding="utf-8").strip() if owner.exists() else \
+                    "another process"
+                raise IndexLockedError(f"index {self.dir} is being updated by {who}; try "
+                                       "again later or pass --wait") from None
+            writer = Writer(self)
+            try:
+                atomic_write_text(owner, f"pid {os.getpid()} since {now_iso()}\n")
+                yield writer
+            finally:
+                writer.close()
+                lock.release()
+
+    def set_aside(self) -> Path | None:
+        """Move this index's own files into broken-<time>/ (for `rebuild` over unreadable
+        state): nothing is deleted, and the folder is free for a fresh index."""
+        own = [p for p in self.dir.iterdir()
+               if p.name == MANIFEST or (OWN_FILE.fullmatch(p.name) and not p.name.startswith("."))]
+        if not own:
+            return None
+        target = self.dir / f"broken-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
+        target.mkdir()
+        for p in own:
+            p.rename(target / p.name)
+        return target
+
+    def remove_stale_files(self, manifest: Manifest, catalog: Catalog) -> None:
+        """Delete our catalogs, FAISS files and temp files that nothing points at (left by a
+        killed run or replaced by this one). Writer only; nothing but OWN_FILE names."""
+        record = catalog.faiss_record()
+        live = {manifest.catalog, *(manifest.catalog + s for s in ("-wal", "-shm", "-journal"))}
+        keep = live | ({record.file} if record else set())
+        for path in self.dir.iterdir():
+            if OWN_FILE.fullmatch(path.name) and path.name not in keep and path.is_file():
+                path.unlink(missing_ok=True)
+
+
+def _connect(path: Path, readonly: bool) -> Catalog:
+    """Open a catalog; a reader on a read-only filesystem (a mounted snapshot, a shared
+    volume) cannot create the WAL's -shm file, and opens the file as immutable instead."""
+    try:
+        catalog = Catalog(path, readonly=readonly)
+        catalog.missing_tables()  # sqlite opens lazily: make it read now
+        return catalog
+    except sqlite3.OperationalError:
+        if not readonly or os.access(path.parent, os.W_OK):
+            raise
+    return Catalog(path, immutable=True)
+
+
+class Snapshot:
+    """A reader's view of one committed generation. Valid inside IndexStore.open_read()."""
+
+    def __init__(self, store: IndexStore, manifest: Manifest, catalog: Catalog) -> None:
+        self.store = store
+        self.manifest = manifest
+        self.catalog = catalog
+        self.notes: list[str] = []  # things the user should hear about (a repaired cache)
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    @property
+    def plan(self) -> IndexPlan:
+        record = self.catalog.faiss_record()
+        return record.plan if record else FLAT_PLAN
+
+    def vectors(self, mmap: bool = False) -> VectorIndex:
+        """The FAISS structure of this generation: its file when current and intact, else
+        rebuilt from the stored vectors (a killed run, a damaged file) without the model."""
+        index, problem = load_cached(self.catalog, self.dim, self.store.dir, mmap)
+        if problem:
+            self.notes.append(f"{problem}: searching the stored vectors instead (the next "
+                              "`deepvision index` writes a new FAISS file)")
+        return index
+
+    def stored(self, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors for sorted unique ids, in that order (exact re-ranking, expansion)."""
+        return self.catalog.vectors_for(ids, self.dim)
+
+
+def load_cached(catalog: Catalog, dim: int, folder: Path,
+                mmap: bool = False) -> tuple[VectorIndex, str | None]:
+    """(index, None) from the FAISS file when it is the catalog's current generation and its
+    checksum matches; else (index rebuilt from the vectors, why the file was not used), where
+    a file that is merely behind (after a killed run) is no problem worth telling."""
+    record = catalog.faiss_record()
+    problem = None
+    if record is not None and record.generation == catalog.generation:
+        path = folder / record.file
+        problem = _file_problem(path, record)
+        if problem is None:
+            try:
+                return VectorIndex.load(path, record.plan, mmap), None
+            except RuntimeError as exc:
+                problem = f"FAISS file {path} cannot be read ({str(exc).splitlines()[0]})"
+    plan = record.plan if record else FLAT_PLAN
+    return build_from_catalog(catalog, dim, plan), problem
+
+
+def _file_problem(path: Path, record: FaissRecord) -> str | None:
+    try:
+        if record.checksum is not None and file_checksum(path) != record.checksum:
+            return f"FAISS file {path} does not match its checksum (damaged)"
+    except FileNotFoundError:
+        return f"FAISS file {path} is missing"
+    return None
+
+
+def build_from_catalog(catalog: Catalog, dim: int, plan: IndexPlan) -> VectorIndex:
+    """Any structure from the stored vectors, without the model (k-means on a sample)."""
+    sample = None
+    if plan.needs_training:
+        sample = catalog.sample_vectors(dim, TRAIN_POINTS_PER_CENTROID * plan.nlist)
+        if len(sample) < plan.nlist:  # the collection shrank below the plan: exact search
+            plan = FLAT_PLAN
+    return VectorIndex.from_blocks(dim, catalog.iter_vectors(dim), plan, sample)
+
+
+class Writer:
+    """The writer's side of an index: its manifest, its catalog and the FAISS cache.
+
+    `begin` settles the manifest (a new one, the existing one, or a fresh one for rebuild), the
+    run changes the catalog in transactions, `finish` saves the FAISS file, writes the
+    manifest (for rebuild: the atomic switch) and removes stale files."""
+
+    def __init__(self, store: IndexStore) -> None:
+        self.store = store
+        self.manifest: Manifest | None = None
+        self.catalog: Catalog | None = None
+        self.cache: VectorCache | None = None
+
+    def existing(self) -> Manifest | None:
+        """The live manifest (migrated), None when there is no index yet."""
+        return self.store.read_manifest() if self.store.exists() else None
+
+    def begin(self, manifest: Manifest, fresh: bool) -> Catalog:
+        """Open the catalog `manifest` names (created when fresh). A brand-new index gets its
+        manifest at once, so it is searchable from its first commit."""
+        self.manifest = manifest
+        if fresh:
+            self.catalog = Catalog(self.store.dir / manifest.catalog)
+            if not self.store.exists():
+                write_manifest(self.store.manifest_path, manifest)
+        else:
+            self.catalog = self.store.open_catalog(manifest, readonly=False)
+        self.cache = VectorCache(self.catalog, manifest, self.store.dir)
+        return self.catalog
+
+    def update_manifest(self, **changes: object) -> Manifest:
+        assert self.manifest is not None
+        self.manifest = replace(self.manifest, **changes)  # type: ignore[arg-type]
+        if self.cache is not None:
+            self.cache.manifest = self.manifest
+        return self.manifest
+
+    def finish(self, replan: bool = False) -> IndexPlan:
+        """FAISS file, then manifest, then cleanup: each step leaves a searchable index.
+        replan: build the structure the index type calls for now, even if the current one
+        still fits (`rebuild --from-vectors`)."""
+        assert self.manifest is not None and self.catalog is not None and self.cache is not None
+        plan = self.cache.finish(replan)
+        self.manifest = self.manifest.touched()
+        write_manifest(self.store.manifest_path, self.manifest)
+        self.store.remove_stale_files(self.manifest, self.catalog)
+        return plan
+
+    def close(self) -> None:
+        if self.catalog is not None:
+            self.catalog.close()
+            self.catalog = None
+
+
+class VectorCache:
+    """The writer's in-memory FAISS state, loaded only when something actually changes.
+
+    Changes a structure cannot take in place (removal from HNSW) and a structure that no longer
+    fits the collection (auto: flat -> IVF; IVF grown 4x since training) are handled at the end
+    of the run by rebuilding from the stored vectors, without the model."""
+
+    def __init__(self, catalog: Catalog, manifest: Manifest, folder: Path) -> None:
+        self.catalog, self.manifest, self.folder = catalog, manifest, folder
+        self._index: VectorIndex | None = None
+        self.dirty = False
+        self.rebuild = False
+
+    def load(self) -> VectorIndex | None:
+        """Call before a catalog transaction: FAISS must not already hold what it commits."""
+        if self._index is None and not self.rebuild:
+            with self.catalog.snapshot():
+                self._index, problem = load_cached(self.catalog, self.manifest.dim, self.folder)
+            self.dirty = self.dirty or problem is not None
+        return None if self.rebuild else self._index
+
+    def add(self, ids: list[int], vecs: np.ndarray) -> None:
+        index = self.load()
+        if ids and index is not None:
+            index.add(np.asarray(ids, np.int64), vecs)
+            self.dirty = True
+
+    def remove(self, ids: list[int]) -> None:
+        index = self.load()
+        if not ids or index is None:
+            return
+        if index.plan.removes_in_place:
+            index.remove(ids)
+            self.dirty = True
+        else:
+            self.rebuild = True
+
+    def finish(self, replan: bool = False) -> IndexPlan:
+        """Save the FAISS file if anything changed or the saved one is stale or damaged,
+        restructuring first if the plan says so. Returns the structure now in use."""
+        record = self.catalog.faiss_record()
+        n = self.catalog.vector_count()
+        current = self._index.plan if self._index is not None else (
+            record.plan if record else FLAT_PLAN)
+        m = self.manifest
+        wanted = (plan_index(m.index_type, n, m.dim, m.max_memory or None) if replan
+                  else desired_plan(m.index_type, current, n, m.dim, m.max_memory or None))
+        if self.rebuild or replan or wanted != current:
+            with self.catalog.snapshot():
+                self._index = build_from_catalog(self.catalog, m.dim, wanted)
+            self.rebuild = False
+        elif not self.dirty and self._saved_ok(record):
+            return current
+        index = self.load()
+        assert index is not None
+        self._save(index)
+        return index.plan
+
+    def _saved_ok(self, record: FaissRecord | None) -> bool:
+        if record is None or record.generation != self.catalog.generation:
+            return False
+        path = self.folder / record.file
+        if not path.is_file():
+            return False
+        if record.checksum is None:  # recorded before checksums: trust it, record one now
+            self._record(FaissRecord(record.file, record.generation, record.plan,
+                                     file_checksum(path)))
+            return True
+        return file_checksum(path) == record.checksum
+
+    def _save(self, index: VectorIndex) -> None:
+        generation = self.catalog.generation
+        name = f"faiss-{generation}.bin"
+        index.save(self.folder / name)
+        self._record(FaissRecord(name, generation, index.plan, file_checksum(self.folder / name)))
+
+    def _record(self, record: FaissRecord) -> None:
+        with self.catalog.write():
+            self.catalog.set_faiss_record(record)
+
+
+@contextmanager
+def storage_errors(store: IndexStore) -> Iterator[None]:
+    """sqlite and filesystem errors while reading or writing an index, as the user's problem
+    they are (a full disk, a read-only volume, a damaged file), with its exit code."""
+    try:
+        yield
+    except DeepVisionError:
+        raise
+    except sqlite3.DatabaseError as exc:
+        raise _sqlite_error(store, exc) from exc
+    except OSError as exc:
+        if exc.errno not in _STORAGE_ERRNOS:
+            raise
+        what = _STORAGE_ERRNOS[exc.errno]
+        raise StorageError(
+            f"index {store.dir}: {what} ({exc.filename or exc.strerror}); "
+            "what was committed before is kept: fix that and run again") from exc
+
+
+def _sqlite_error(store: IndexStore, exc: sqlite3.DatabaseError) -> DeepVisionError:
+    text = str(exc)
+    if "full" in text:
+        return StorageError(f"cannot write index {store.dir}: the disk is full ({text}); what "
+                            "was committed before is kept: free some space and run again")
+    if "readonly" in text or "read-only" in text or "unable to open" in text:
+        return StorageError(f"cannot write index {store.dir}: {text} (a read-only filesystem "
+                            "or no permission?); searching it still works")
+    return CorruptIndexError(f"catalog in {store.dir} is damaged ({text}); {store.advice()}")

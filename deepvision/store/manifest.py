@@ -1,0 +1,124 @@
+"""The manifest: what an index is (model, weights identity, dimension, descriptor, preprocessing
+version, requested FAISS type) and which catalog is live. Typed, versioned, migrated.
+
+A manifest written by an older deepvision is upgraded step by step (MIGRATIONS): in memory for
+a reader, on disk by the next writer. Only a manifest from a newer deepvision is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from deepvision.atomic import atomic_write_text
+from deepvision.errors import CorruptIndexError, IncompatibleIndexError
+from deepvision.models.descriptor import Descriptor
+from deepvision.pipeline.transforms import PREPROCESS_VERSION
+
+SCHEMA_VERSION = 2
+MANIFEST = "manifest.json"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    model: str
+    weights: str  # identity, e.g. "sha256:0123456789abcdef"
+    weights_origin: str
+    weights_path: str
+    dim: int
+    catalog: str  # file name of the live catalog in the index folder
+    descriptor: Descriptor = Descriptor()
+    # The preprocessing the vectors were made with (transforms.PREPROCESS_VERSION); None:
+    # not recorded (schema 1, which predates some changes, e.g. JPEG draft mode at 2x).
+    preprocess_version: int | None = PREPROCESS_VERSION
+    index_type: str = "auto"  # what the user asked for; `auto` re-plans as the collection grows
+    max_memory: int = 0  # bytes for the FAISS structure; 0: half the machine's RAM
+    metric: str = "inner_product"
+    schema_version: int = SCHEMA_VERSION
+    created: str = field(default_factory=now_iso)
+    updated: str = field(default_factory=now_iso)
+
+    def to_json(self) -> str:
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        data["descriptor"] = self.descriptor.to_dict()
+        return json.dumps(data, indent=2) + "\n"
+
+    def touched(self) -> Manifest:
+        return replace(self, updated=now_iso())
+
+    def preprocessing_note(self) -> str | None:
+        """Why this index's vectors may differ slightly from ones made now, or None."""
+        if self.preprocess_version == PREPROCESS_VERSION:
+            return None
+        made = ("an unrecorded preprocessing version (written before versions were recorded)"
+                if self.preprocess_version is None
+                else f"preprocessing version {self.preprocess_version}")
+        return (f"index {self.name!r} was built with {made}; this deepvision uses version "
+                f"{PREPROCESS_VERSION}: older and newer images may score up to a few percent "
+                f"apart; run `deepvision rebuild --name {self.name}` to make them uniform")
+
+
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Schema 1 kept the FAISS plan here as well as in the catalog: the catalog's record (with
+    its file) is now the only one. Preprocessing was not recorded."""
+    out = {k: v for k, v in data.items() if k != "index_plan"}
+    out.setdefault("preprocess_version", None)
+    return out
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+
+_REQUIRED = {"name": str, "model": str, "weights": str, "weights_origin": str,
+             "weights_path": str, "dim": int, "catalog": str}
+
+
+def parse_manifest(text: str, path: Path, advice: str) -> Manifest:
+    """A Manifest from its JSON text, migrated to SCHEMA_VERSION. CorruptIndexError for anything
+    that is not a manifest; IncompatibleIndexError for one from a newer deepvision."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptIndexError(f"{path} is not valid JSON ({exc}); {advice}") from None
+    if not isinstance(data, dict):
+        raise CorruptIndexError(f"{path} holds {type(data).__name__}, not a manifest; {advice}")
+    version = data.get("schema_version")
+    if not isinstance(version, int) or version < 1:
+        raise CorruptIndexError(f"{path} has no valid schema_version; {advice}")
+    if version > SCHEMA_VERSION:
+        raise IncompatibleIndexError(
+            f"{path} has schema version {version}, written by a newer deepvision (this one reads "
+            f"up to {SCHEMA_VERSION}); upgrade deepvision, or {advice}")
+    while version < SCHEMA_VERSION:
+        data = MIGRATIONS[version](data)
+        version += 1
+    data["schema_version"] = version
+    return _typed(data, path, advice)
+
+
+def _typed(data: dict[str, Any], path: Path, advice: str) -> Manifest:
+    for key, kind in _REQUIRED.items():
+        value = data.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CorruptIndexError(f"{path}: field {key!r} is missing or not a "
+                                    f"{kind.__name__}; {advice}")
+    if data["dim"] <= 0 or not Path(data["catalog"]).name == data["catalog"]:
+        raise CorruptIndexError(f"{path}: dim or catalog name is invalid; {advice}")
+    known = {k: v for k, v in data.items() if k in Manifest.__dataclass_fields__}
+    try:
+        known["descriptor"] = Descriptor.from_dict(data.get("descriptor") or {})
+        return Manifest(**known)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise CorruptIndexError(f"{path}: {exc}; {advice}") from None
+
+
+def write_manifest(path: Path, manifest: Manifest) -> None:
+    atomic_write_text(path, manifest.to_json())

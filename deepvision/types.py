@@ -1,0 +1,88 @@
+"""The records every stage shares. Plain frozen dataclasses and string enums: no torch, no PIL.
+
+The enums are `str` subclasses whose values are what the JSON outputs and the catalog carry, so
+`json.dumps` and sqlite see exactly the strings they always did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+class _Text(str, Enum):
+    def __str__(self) -> str:  # f-strings and str() give the value, as in JSON
+        return str(self.value)
+
+
+class Reason(_Text):
+    """Why a file could not be indexed or queried (README, "Failure reasons")."""
+
+    EMPTY = "empty"
+    TRUNCATED = "truncated"
+    CORRUPT = "corrupt"
+    NOT_AN_IMAGE = "not-an-image"
+    UNSUPPORTED_FORMAT = "unsupported-format"
+    TOO_LARGE = "too-large"
+    PERMISSION_DENIED = "permission-denied"
+    BROKEN_SYMLINK = "broken-symlink"
+    SPECIAL_FILE = "special-file"  # a FIFO, device or socket (or a link to one): never read
+    VANISHED = "vanished"
+    IO_ERROR = "io-error"
+    BAD_FILENAME = "bad-filename"
+    MISSING = "missing"  # listed in an eval CSV but not on disk
+
+
+class Change(_Text):
+    """What one `index` run did to one file."""
+
+    ADDED = "added"
+    UPDATED = "updated"
+    RENAMED = "renamed"
+    REMOVED = "removed"
+    UNCHANGED = "unchanged"
+
+
+class Status(_Text):
+    """A file's state in the catalog."""
+
+    OK = "ok"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """One image file as seen on disk at discovery time."""
+
+    path: str  # absolute, not symlink-resolved: the name the user knows it by
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A file that could not be indexed (or queried), and why. A result, not an exception."""
+
+    path: str
+    reason: Reason
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    rank: int
+    path: str
+    score: float  # cosine similarity, higher is more similar
+
+
+@dataclass(frozen=True)
+class EmbeddedBatch:
+    """Items are positions in the input sequence; vectors[i] belongs to items[i]."""
+
+    items: list[int]
+    vectors: np.ndarray  # float32 (len(items), dim), L2-normalised
+    failures: list[tuple[int, Failure]]
