@@ -55,7 +55,7 @@ TINY_DIM = 48
 
 
 def _tiny_preprocess():
-    from deepvision.models import Preprocess
+    from deepvision.pipeline.transforms import Preprocess
 
     return Preprocess(40, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "bilinear")
 
@@ -64,7 +64,7 @@ def _tiny_weights_factory(path: Path, seed: int):
     def find(weights_file: Path | None, allow_download: bool):
         import torch
 
-        from deepvision.models import Weights, file_identity
+        from deepvision.models.weights import Weights, file_identity
 
         target = weights_file or path
         if not target.exists():
@@ -78,7 +78,7 @@ def _tiny_weights_factory(path: Path, seed: int):
 def _tiny_build(weights):
     import torch
 
-    from deepvision.models import _load_state
+    from deepvision.models.weights import load_state
 
     class Tiny(torch.nn.Module):
         """A 4x4 colour layout, mixed by a fixed random matrix: cheap and deterministic."""
@@ -92,7 +92,7 @@ def _tiny_build(weights):
             return self.proj(self.pool(x).flatten(1))[:, :, None, None]  # a 1x1 "feature map"
 
     net = Tiny()
-    _load_state(net, weights)
+    load_state(net, weights)
     return net
 
 
@@ -100,7 +100,7 @@ def _tiny_build(weights):
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> str:
     """Registers stub backbones 'tiny' and 'tiny-b' (same shape, other weights): the tests that
     use them check the pipeline, not the network, so they need no real weights."""
-    from deepvision import models
+    from deepvision.models import registry as models
 
     folder = tmp_path_factory.mktemp("tiny")
     for name, seed in (("tiny", 1), ("tiny-b", 2)):
@@ -120,3 +120,28 @@ def photos(tmp_path: Path) -> Path:
     for i in range(12):
         make_photo_like(folder / f"img_{i:02d}.{exts[i % len(exts)]}", seed=i)
     return folder
+
+
+@pytest.fixture
+def sync(tiny_model: str) -> Iterator:
+    """`index` through the service itself, with collaborators injected (hasher, embedders) and
+    the summary as `index --json` prints it. Decoding runs in-process (workers 0)."""
+    from deepvision.output.render import index_summary_json
+    from deepvision.pipeline.embedder import EmbedOptions
+    from deepvision.progress import Silent
+    from deepvision.services.sync import IndexRequest, IndexRun
+    from deepvision.store.indexstore import IndexStore
+
+    def run(folder: Path, idx: Path, *, hasher=None, embedders=None, batch_size: int = 0,
+            **fields: object) -> dict:
+        req = IndexRequest(roots=(folder,), store=IndexStore(idx), model=tiny_model,
+                           embed=EmbedOptions(workers=0, batch_size=batch_size), **fields)
+        collaborators = {k: v for k, v in (("hasher", hasher), ("embedders", embedders)) if v}
+        return json.loads(index_summary_json(IndexRun(req, Silent(), **collaborators).run()))
+
+    yield run
+
+
+def no_model(*args: object, **kwargs: object) -> None:
+    """An `embedders` factory for runs that must not need the network."""
+    raise AssertionError("the model was loaded although nothing needed embedding")

@@ -4,10 +4,13 @@ names every bad one with its reason."""
 from __future__ import annotations
 
 import os
+from functools import partial
 
 from imagefactory import make_bad_files, make_good_set, non_image_files
 
 from deepvision.errors import ExitCode
+from deepvision.pipeline.network import embed_pixels
+from deepvision.services.embedding import index_embedder
 
 
 def test_bad_files_are_skipped_with_reasons_and_good_ones_all_indexed(cli, tiny_model, tmp_path):
@@ -54,52 +57,37 @@ def test_human_summary_groups_by_reason_and_names_files(cli, tiny_model, tmp_pat
     assert "another_empty.jpg" in quiet.stderr and "added" not in quiet.stderr
 
 
-def test_non_finite_features_are_reported_not_indexed(cli, tiny_model, photos, tmp_path,
-                                                      monkeypatch):
+def test_non_finite_features_are_reported_not_indexed(sync, photos, tmp_path):
     """A NaN embedding (fp16 overflow, broken weights) must not reach FAISS as a bogus row."""
     import numpy as np
 
-    from deepvision import embed
-
-    real = embed.embed_pixels
-
     def poisoned(model, pixels, device):
-        vectors = real(model, pixels, device)
+        vectors = embed_pixels(model, pixels, device)
         vectors[0] = np.nan
         return vectors
 
-    monkeypatch.setattr(embed, "embed_pixels", poisoned)
-    run = cli("index", photos, "--index-dir", tmp_path / "idx", "--model", "tiny",
-              "--workers", "0", "--batch-size", "64", "--json")
-    assert run.exit_code == ExitCode.PARTIAL, run.stderr
-    summary = run.json()
+    summary = sync(photos, tmp_path / "idx", batch_size=64,
+                   embedders=partial(index_embedder, step=poisoned))
     assert [f["reason"] for f in summary["failures"]] == ["corrupt"]
     assert summary["total_files"] == 11 and summary["embedded"] == 11
 
 
-def test_out_of_memory_halves_the_batch_without_losing_or_duplicating(cli, tiny_model, photos,
-                                                                      tmp_path, monkeypatch):
+def test_out_of_memory_halves_the_batch_without_losing_or_duplicating(cli, sync, photos,
+                                                                      tmp_path):
     """A CUDA OOM (simulated: the CPU cannot run out the same way) on batches over 3 images."""
     import torch
 
-    from deepvision import embed
-
-    real = embed.embed_pixels
     seen: list[int] = []
 
     def small_memory(model, pixels, device):
         if len(pixels) > 3:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         seen.append(len(pixels))
-        return real(model, pixels, device)
+        return embed_pixels(model, pixels, device)
 
-    monkeypatch.setattr(embed, "embed_pixels", small_memory)
     idx = tmp_path / "idx"
-    run = cli("index", photos, "--index-dir", idx, "--model", "tiny", "--workers", "0",
-              "--batch-size", "8", "--json")
-    assert run.exit_code == 0, run.stderr
-    assert run.json()["embedded"] == 12 and sum(seen) == 12 and max(seen) <= 3
-    monkeypatch.setattr(embed, "embed_pixels", real)
+    run = sync(photos, idx, batch_size=8, embedders=partial(index_embedder, step=small_memory))
+    assert run["embedded"] == 12 and sum(seen) == 12 and max(seen) <= 3
     for p in sorted(photos.iterdir()):
         hit = cli("search", p, "--index-dir", idx, "--format", "json", "-k", "1", "--workers",
                   "0").json()["queries"][0]["matches"][0]

@@ -109,7 +109,7 @@ def test_changed_weights_are_refused_at_search(cli, tiny_model, photos, tmp_path
     idx = tmp_path / "idx"
     assert _index(cli, photos, idx).exit_code == 0
     other = tmp_path / "other.pt"
-    from deepvision import models
+    from deepvision.models import registry as models
 
     models.REGISTRY["tiny-b"].find_weights(other, False)  # writes tiny-b's weights there
     run = _search(cli, photos / "img_00.jpg", idx, "--weights", other)
@@ -117,8 +117,10 @@ def test_changed_weights_are_refused_at_search(cli, tiny_model, photos, tmp_path
     assert "rebuild" in run.stderr
 
 
-@pytest.mark.parametrize("schema", [99, None])
-def test_unknown_schema_is_refused(cli, tiny_model, photos, tmp_path, schema):
+@pytest.mark.parametrize(("schema", "code"), [(99, ExitCode.INCOMPATIBLE),
+                                              (None, ExitCode.CORRUPT)])
+def test_unknown_schema_is_refused(cli, tiny_model, photos, tmp_path, schema, code):
+    """A newer deepvision's index is incompatible; one without a schema version is damaged."""
     idx = tmp_path / "idx"
     assert _index(cli, photos, idx).exit_code == 0
     manifest = idx / "default" / "manifest.json"
@@ -126,7 +128,7 @@ def test_unknown_schema_is_refused(cli, tiny_model, photos, tmp_path, schema):
     data["schema_version"] = schema
     manifest.write_text(json.dumps(data))
     run = _search(cli, photos / "img_00.jpg", idx)
-    assert run.exit_code == ExitCode.INCOMPATIBLE and "rebuild" in run.stderr
+    assert run.exit_code == code and "rebuild" in run.stderr
 
 
 def test_exit_codes_for_bad_invocations(cli, tiny_model, photos, tmp_path):

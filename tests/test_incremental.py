@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import no_model
 from imagefactory import (
     AVIF_SUPPORTED,
     make_exif_rotated_pair,
@@ -24,6 +25,7 @@ from imagefactory import (
 from PIL import Image
 
 from deepvision.errors import ExitCode
+from deepvision.pipeline.hashing import hash_files
 
 N_PHOTOS = 12  # the `photos` fixture
 
@@ -77,16 +79,6 @@ def _counts(summary: dict) -> dict[str, int]:
     return {k: summary[k] for k in keys}
 
 
-def _no_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make any attempt to load the network fail the test: the run must not need it."""
-    from deepvision import models
-
-    def boom(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the model was loaded although nothing needed embedding")
-
-    monkeypatch.setattr(models, "load_model", boom)
-
-
 def _jpeg_bytes(seed: int, size: tuple[int, int] = (96, 72)) -> bytes:
     buf = io.BytesIO()
     photo_like_image(seed, size).save(buf, "JPEG", quality=92)
@@ -101,15 +93,14 @@ ZERO = dict.fromkeys(("added", "updated", "renamed", "removed", "unchanged", "em
 
 
 def test_rerun_without_changes_does_no_model_work(cli, tiny_model, photos, tmp_path,
-                                                  monkeypatch):
+                                                  sync):
     idx = tmp_path / "idx"
     first = _ok(_index(cli, photos, idx))
     assert _counts(first) == {**ZERO, "added": N_PHOTOS, "embedded": N_PHOTOS}
     assert first["device"] == "cpu" and first["model"] == "tiny"
     assert first["total_files"] == N_PHOTOS
 
-    _no_model(monkeypatch)
-    second = _ok(_index(cli, photos, idx))
+    second = sync(photos, idx, embedders=no_model)
     assert _counts(second) == {**ZERO, "unchanged": N_PHOTOS}
     assert second["device"] is None  # JSON null: the model was never loaded
     assert second["failures"] == [] and second["failed_by_reason"] == {}
@@ -164,30 +155,25 @@ def test_changed_content_is_reembedded_and_the_old_vector_dropped(cli, tiny_mode
 
 
 def test_touched_but_identical_file_is_not_reembedded(cli, tiny_model, photos, tmp_path,
-                                                     monkeypatch):
+                                                     sync):
     idx = tmp_path / "idx"
     _ok(_index(cli, photos, idx))
     touched = [photos / "img_00.jpg", photos / "img_07.png", photos / "img_11.tiff"]
     for path in touched:
         _bump_mtime(path)
 
-    _no_model(monkeypatch)
-    run = _ok(_index(cli, photos, idx))
+    run = sync(photos, idx, embedders=no_model)
     assert _counts(run) == {**ZERO, "unchanged": N_PHOTOS}
     assert run["device"] is None and run["total_files"] == N_PHOTOS
 
     # The catalog took the new mtimes, so the next run does not even hash them again.
-    from deepvision import indexer
-
     hashed: list[str] = []
-    real_hash = indexer.hash_files
 
     def counting(files):
         hashed.extend(f.path for f in files)
-        return real_hash(files)
+        return hash_files(files)
 
-    monkeypatch.setattr(indexer, "hash_files", counting)
-    again = _ok(_index(cli, photos, idx))
+    again = sync(photos, idx, hasher=counting, embedders=no_model)
     assert _counts(again) == {**ZERO, "unchanged": N_PHOTOS}
     assert hashed == []
     assert _matches(cli, touched[0], idx, k=1)[0]["path"] == str(touched[0])
@@ -220,7 +206,7 @@ def test_deleted_files_are_removed(cli, tiny_model, photos, tmp_path):
 
 
 def test_renamed_file_keeps_its_vector_under_the_new_path(cli, tiny_model, photos, tmp_path,
-                                                         monkeypatch):
+                                                         sync):
     idx = tmp_path / "idx"
     _ok(_index(cli, photos, idx))
     old = photos / "img_05.tiff"
@@ -228,8 +214,7 @@ def test_renamed_file_keeps_its_vector_under_the_new_path(cli, tiny_model, photo
     new.parent.mkdir()
     os.rename(old, new)
 
-    _no_model(monkeypatch)
-    run = _ok(_index(cli, photos, idx))
+    run = sync(photos, idx, embedders=no_model)
     assert _counts(run) == {**ZERO, "renamed": 1, "unchanged": N_PHOTOS - 1}
     assert run["device"] is None and run["total_files"] == N_PHOTOS
 
@@ -239,7 +224,7 @@ def test_renamed_file_keeps_its_vector_under_the_new_path(cli, tiny_model, photo
     assert _info(cli, idx)["vectors"] == N_PHOTOS
 
 
-def test_byte_identical_duplicates_share_one_vector(cli, tiny_model, tmp_path, monkeypatch):
+def test_byte_identical_duplicates_share_one_vector(cli, tiny_model, tmp_path, sync):
     folder = tmp_path / "dups"
     distinct = [make_photo_like(folder / f"p{i}.png", seed=i) for i in range(4)]
     twin = folder / "z_sub" / "twin of p1.png"
@@ -260,15 +245,14 @@ def test_byte_identical_duplicates_share_one_vector(cli, tiny_model, tmp_path, m
     assert hits[2]["score"] < hits[1]["score"]
 
     # A third copy arriving later needs no model work either.
-    _no_model(monkeypatch)
     third = Path(shutil.copy(distinct[1], folder / "third.png"))
-    again = _ok(_index(cli, folder, idx))
+    again = sync(folder, idx, embedders=no_model)
     assert _counts(again) == {**ZERO, "added": 1, "unchanged": 5}
     assert again["device"] is None
 
     # Deleting one copy keeps the shared vector for the others.
     twin.unlink()
-    after = _ok(_index(cli, folder, idx))
+    after = sync(folder, idx, embedders=no_model)
     assert _counts(after) == {**ZERO, "removed": 1, "unchanged": 5}
     hits = _matches(cli, distinct[1], idx, k=2)
     assert sorted(_paths(hits)) == sorted([str(distinct[1]), str(third)])
@@ -382,32 +366,19 @@ def test_indexed_file_that_gets_corrupted_leaves_the_index(cli, tiny_model, phot
     assert again["still_failing"] == 1 and again["failed"] == 0
 
 @pytest.mark.parametrize("when", ["before-hashing", "before-decoding"])
-def test_file_vanishing_mid_run_is_reported_and_the_rest_indexed(cli, tiny_model, photos,
-                                                                 tmp_path, monkeypatch, when):
-    from deepvision import embed, indexer
-
+def test_file_vanishing_mid_run_is_reported_and_the_rest_indexed(cli, sync, photos, tmp_path,
+                                                                 when):
     victim = photos / "img_04.gif"
-    if when == "before-hashing":
-        real_discover = indexer.discover
 
-        def discover_then_delete(*args, **kwargs):
-            found = real_discover(*args, **kwargs)
-            victim.unlink(missing_ok=True)  # only the first run finds it
-            return found
-
-        monkeypatch.setattr(indexer, "discover", discover_then_delete)
-    else:
-        real_load = embed.load_rgb
-
-        def delete_then_load(path, *args, **kwargs):
-            if path == str(victim):
-                victim.unlink()
-            return real_load(path, *args, **kwargs)
-
-        monkeypatch.setattr(embed, "load_rgb", delete_then_load)
+    def vanishing(files):  # discovery saw it; it goes before it is hashed, or after
+        if when == "before-hashing":
+            victim.unlink(missing_ok=True)
+        hashed = hash_files(files)
+        victim.unlink(missing_ok=True)
+        return hashed
 
     idx = tmp_path / "idx"
-    run = _partial(_index(cli, photos, idx))
+    run = sync(photos, idx, hasher=vanishing)
     assert run["failed"] == 1 and run["failed_by_reason"] == {"vanished": 1}
     assert run["failures"][0]["path"] == str(victim)
     assert run["added"] == N_PHOTOS - 1 and run["embedded"] == N_PHOTOS - 1

@@ -1,0 +1,102 @@
+"""An index written by an older deepvision is opened, searched and upgraded in place.
+
+tests/fixtures/index_v1 was written by schema version 1 (commit a7de753, see
+tests/fixtures/README.md): six shipped photos and one failed file, efficientnet-lite0.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from deepvision.errors import CorruptIndexError, IncompatibleIndexError
+from deepvision.pipeline.transforms import PREPROCESS_VERSION
+from deepvision.store.manifest import SCHEMA_VERSION, parse_manifest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def old_index(tmp_path: Path) -> Path:
+    """A copy of the schema-1 index (as `--index-dir`; the index is named v1)."""
+    root = tmp_path / "indexes"
+    shutil.copytree(FIXTURES / "index_v1", root / "v1")
+    return root
+
+
+def _manifest(root: Path) -> dict:
+    return json.loads((root / "v1" / "manifest.json").read_text())
+
+
+def test_schema_1_index_is_read_and_searched_without_rebuild(cli, old_index):
+    info = cli("info", "--index-dir", old_index, "--name", "v1", "--json", "--failed")
+    assert info.exit_code == 0, info.stderr
+    data = info.json()
+    assert data["schema_version"] == SCHEMA_VERSION and data["preprocess_version"] is None
+    assert (data["files"], data["vectors"], data["failed"]) == (6, 6, 1)
+    assert data["index_type"] == "flat" and data["failures"][0]["reason"] == "not-an-image"
+
+    run = cli("search", REPO / "bulk_images" / "coffee_cup.jpg", "--index-dir", old_index,
+              "--name", "v1", "--format", "json", "-k", "3", "--workers", "0")
+    assert run.exit_code == 0, run.stderr
+    expected = json.loads((FIXTURES / "index_v1_search.json").read_text())
+    got, want = run.json()["queries"][0]["matches"], expected["queries"][0]["matches"]
+    assert [m["path"] for m in got] == [m["path"] for m in want]
+    assert [m["score"] for m in got] == pytest.approx([m["score"] for m in want], abs=1e-4)
+    assert "unrecorded preprocessing version" in run.stderr  # named, not silent
+    assert _manifest(old_index)["schema_version"] == 1  # readers never write
+
+
+def test_the_next_index_run_migrates_in_place(cli, old_index, tmp_path):
+    photos = tmp_path / "new"
+    photos.mkdir()
+    shutil.copy(REPO / "bulk_images" / "dahlia_flower.jpg", photos / "dahlia.jpg")
+    run = cli("index", photos, "--index-dir", old_index, "--name", "v1", "--workers", "0",
+              "--json")
+    assert run.exit_code == 0, run.stderr
+    assert run.json()["added"] == 1 and run.json()["total_files"] == 7
+
+    manifest = _manifest(old_index)
+    assert manifest["schema_version"] == SCHEMA_VERSION and "index_plan" not in manifest
+    assert manifest["preprocess_version"] is None  # still unknown for the old vectors
+    catalog = old_index / "v1" / manifest["catalog"]
+    with sqlite3.connect(catalog) as db:
+        (value,) = db.execute("SELECT value FROM meta WHERE key = 'faiss'").fetchone()
+        (old_keys,) = db.execute("SELECT COUNT(*) FROM meta WHERE key LIKE 'faiss_%'").fetchone()
+    record = json.loads(value)
+    assert record["checksum"] and record["plan"]["kind"] == "flat" and old_keys == 0
+
+    queries = cli("search", REPO / "bulk_images" / "coffee_cup.jpg", photos / "dahlia.jpg",
+                  "--index-dir", old_index, "--name", "v1", "--format", "json", "-k", "1",
+                  "--workers", "0").json()["queries"]
+    top = {Path(q["query"]).name: q["matches"][0]["path"] for q in queries}
+    assert top == {"coffee_cup.jpg": "/tmp/fx/photos/coffee_cup.jpg",
+                   "dahlia.jpg": str(photos / "dahlia.jpg")}
+    again = cli("index", photos, "--index-dir", old_index, "--name", "v1", "--workers", "0",
+                "--json")
+    assert again.exit_code == 0 and again.json()["unchanged"] == 1
+
+
+def test_manifest_migrations_and_refusals(tmp_path):
+    path = tmp_path / "manifest.json"
+    v1 = json.loads((FIXTURES / "index_v1" / "manifest.json").read_text())
+    m = parse_manifest(json.dumps(v1), path, "rebuild it")
+    assert (m.schema_version, m.preprocess_version, m.dim) == (SCHEMA_VERSION, None, 1280)
+    assert m.descriptor.label == "avg" and m.catalog == v1["catalog"]
+    assert json.loads(m.to_json())["preprocess_version"] is None
+
+    current = json.loads(m.to_json())
+    current["preprocess_version"] = PREPROCESS_VERSION
+    assert parse_manifest(json.dumps(current), path, "x").preprocessing_note() is None
+
+    with pytest.raises(IncompatibleIndexError, match="newer deepvision"):
+        parse_manifest(json.dumps({**current, "schema_version": SCHEMA_VERSION + 1}), path, "x")
+    for broken in ("[]", "null", "{", json.dumps({**current, "dim": "1280"}),
+                   json.dumps({k: v for k, v in current.items() if k != "model"})):
+        with pytest.raises(CorruptIndexError, match="rebuild it"):
+            parse_manifest(broken, path, "rebuild it")
