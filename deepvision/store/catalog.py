@@ -326,8 +326,9 @@ def sqlite_damage(path: Path) -> str | None:
         return "is empty (0 bytes)"
     if not header.startswith(b"SQLite format 3\0") or len(header) < 100:
         return "is not an sqlite database"
-    if header[24:28] != header[92:96]:  # sqlite's rule: the size field is stale, skip it
-        return None
+    wal = path.with_name(path.name + "-wal")
+    if header[24:28] != header[92:96] or (wal.exists() and wal.stat().st_size > 0):
+        return None  # the size field is stale (sqlite's rule), or pages still live in the WAL
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")

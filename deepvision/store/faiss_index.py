@@ -6,6 +6,7 @@ The catalog keeps the vectors themselves, so any structure can be rebuilt withou
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -251,10 +252,17 @@ class VectorIndex:
         return VectorIndex(faiss.index_cpu_to_all_gpus(self._index), self.plan)
 
     def save(self, path: Path) -> None:
-        """Atomic (atomic.atomic_write); OSError (a full disk) propagates."""
+        """Atomic (atomic.atomic_write). A failed write (a full disk) is an OSError with its
+        errno: FAISS reports it as a RuntimeError that only names it in the text."""
         faiss = load_faiss()
 
-        atomic_write(path, lambda tmp: faiss.write_index(self._index, tmp))
+        def write(tmp: str) -> None:
+            try:
+                faiss.write_index(self._index, tmp)
+            except RuntimeError as exc:
+                raise _as_os_error(exc, tmp) from exc
+
+        atomic_write(path, write)
 
     def top(self, queries: np.ndarray, k: int,
             stored: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -276,6 +284,14 @@ class VectorIndex:
             flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
             return cls(faiss.read_index(str(path), flags), plan)
         return cls(faiss.read_index(str(path)), plan)
+
+
+def _as_os_error(exc: RuntimeError, path: str) -> Exception:
+    text = str(exc)
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES):
+        if f"({os.strerror(code)})" in text:
+            return OSError(code, os.strerror(code), path)
+    return exc
 
 
 RERANK_FACTOR = 20  # compressed (PQ) types fetch 20x the candidates, then rescore exactly

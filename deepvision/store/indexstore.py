@@ -54,9 +54,16 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # file that happens to sit there (catalog-notes.pdf, faiss-x.txt, .s.tmp) is never touched.
 OWN_FILE = re.compile(r"catalog-[0-9a-f]{8}\.sqlite(-wal|-shm|-journal)?|faiss-\d+\.bin"
                       r"|\.(manifest\.json|faiss-\d+\.bin|\.lock\.owner)\.[a-z0-9_]{8}\.tmp")
-_STORAGE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
-                   errno.EROFS: "the filesystem is read-only", errno.EIO: "an I/O error occurred",
-                   errno.EACCES: "permission was denied", errno.EPERM: "permission was denied"}
+_FREE = "free some space and run again"
+_STORAGE_ERRNOS = {
+    errno.ENOSPC: ("the disk is full", _FREE),
+    errno.EDQUOT: ("the disk quota is used up", _FREE),
+    errno.EROFS: ("the filesystem is read-only", "searching it works; to update it, index into "
+                  "a writable --index-dir"),
+    errno.EIO: ("an I/O error occurred", "check the disk, then run again"),
+    errno.EACCES: ("permission was denied", "run as the index's owner or fix its permissions"),
+    errno.EPERM: ("permission was denied", "run as the index's owner or fix its permissions"),
+}
 
 
 def validate_name(name: str) -> str:
@@ -458,10 +465,9 @@ def storage_errors(store: IndexStore) -> Iterator[None]:
     except OSError as exc:
         if exc.errno not in _STORAGE_ERRNOS:
             raise
-        what = _STORAGE_ERRNOS[exc.errno]
-        raise StorageError(
-            f"index {store.dir}: {what} ({exc.filename or exc.strerror}); "
-            "what was committed before is kept: fix that and run again") from exc
+        what, fix = _STORAGE_ERRNOS[exc.errno]
+        raise StorageError(f"index {store.dir}: {what} ({exc.filename or exc.strerror}); "
+                           f"what was committed before is kept; {fix}") from exc
 
 
 def _sqlite_error(store: IndexStore, exc: sqlite3.DatabaseError) -> DeepVisionError:
