@@ -88,7 +88,7 @@ def search_csv(result: SearchResult) -> str:
 
 
 def search_html(result: SearchResult, out: Path) -> None:
-    from deepvision.html import Gallery, Section, Tile
+    from deepvision.output.html import Gallery, Section, Tile
 
     sections = [
         Section(q.query, [Tile(q.query, "query", query=True),
@@ -132,7 +132,7 @@ def print_dupes_table(result: DupesResult) -> None:
 
 
 def dupes_html(result: DupesResult, out: Path) -> None:
-    from deepvision.html import Gallery, Section, Tile
+    from deepvision.output.html import Gallery, Section, Tile
 
     sections = [Section(f"group {i}: {g.size} files",
                         [Tile(m.path, f"{m.score:.4f}", query=(j == 0))

@@ -319,7 +319,7 @@ def _embed_all(embedder: Embedder, items: Sequence[EvalItem],
 
 def pca_whiten(vectors: np.ndarray, dims: int) -> np.ndarray:
     """PCA-whitening learned from the collection itself (no labels), then L2-normalised."""
-    from deepvision.index import load_faiss
+    from deepvision.store.faiss_index import load_faiss
 
     faiss = load_faiss()
     dims = min(dims, vectors.shape[1], len(vectors))
@@ -347,7 +347,7 @@ def score_rankings(vectors: np.ndarray, groups: Sequence[str | None], paths: Seq
     (row-aligned with vectors) replaces the query side, e.g. after query expansion.
     """
     queries = vectors if queries is None else queries
-    from deepvision.index import VectorIndex
+    from deepvision.store.faiss_index import VectorIndex
 
     labels = _labels(groups)
     grouped = labels >= 0
