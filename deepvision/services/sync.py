@@ -11,12 +11,18 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from deepvision.errors import IncompatibleIndexError, MassDeleteError, NoImagesError, UsageError
+from deepvision.errors import (
+    CorruptIndexError,
+    IncompatibleIndexError,
+    MassDeleteError,
+    NoImagesError,
+    UsageError,
+)
 from deepvision.models import registry as models
 from deepvision.models.descriptor import Descriptor
 from deepvision.models.weights import file_identity
@@ -167,8 +173,6 @@ class IndexRun:
     def _existing(self, writer: Writer) -> Manifest | None:
         """The live manifest. For `rebuild`, unreadable state is set aside, not fatal: the run
         starts over from the folders (which must then be given)."""
-        from deepvision.errors import CorruptIndexError
-
         try:
             existing = writer.existing()
             if existing is not None and self.req.rebuild:
@@ -216,8 +220,6 @@ class IndexRun:
             changes["index_type"] = req.index_type
         if req.max_memory is not None:
             changes["max_memory"] = req.max_memory
-        from dataclasses import replace
-
         return replace(manifest, **changes) if changes else manifest  # type: ignore[arg-type]
 
     def _new_manifest(self) -> Manifest:
