@@ -142,4 +142,4 @@ class Embedder:
             raise DecodeError(Reason.CORRUPT, f"expected an HxWx3 uint8 RGB array, got shape "
                               f"{array.shape} of {array.dtype}")
         check_pixels(Size(array.shape[1], array.shape[0]), limit, pre.resize)
-        return resize_crop(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1), pre)
+        return resize_crop(torch.from_numpy(array.copy()).permute(2, 0, 1), pre)  # own it
