@@ -62,7 +62,7 @@ class SearchRequest:
 
 def run_search(req: SearchRequest, rep: Reporter,
                embedders: EmbedderFactory = index_embedder) -> SearchResult:
-    manifest = req.store.read_manifest()  # before any heavy work: is there an index at all?
+    manifest = req.store.check()  # before any heavy work: is there an index, is it intact?
     found = discover(req.queries)
     if not found.files and not found.failures:
         raise NoImagesError(f"no query images found in {', '.join(map(str, req.queries))}")

@@ -37,6 +37,7 @@ from deepvision.errors import (
     StorageError,
     UsageError,
 )
+from deepvision.models.registry import REGISTRY
 from deepvision.store.catalog import Catalog, FaissRecord, sqlite_damage
 from deepvision.store.faiss_index import (
     FLAT_PLAN,
@@ -134,6 +135,12 @@ class IndexStore:
                                     f"{self.advice()}") from None
         return parse_manifest(text, self.manifest_path, self.advice())
 
+    def check(self) -> Manifest:
+        """Open and close a snapshot: the cheap checks a service runs before loading a model,
+        so a damaged index fails in a blink. Returns the manifest."""
+        with self.open_read() as snap:
+            return snap.manifest
+
     @contextmanager
     def open_read(self) -> Iterator[Snapshot]:
         """One consistent generation: manifest, catalog (in a read transaction) and FAISS."""
@@ -178,6 +185,11 @@ class IndexStore:
         if missing:
             raise CorruptIndexError(f"catalog {catalog.path} lacks its {', '.join(missing)} "
                                     f"table(s) (damaged or not ours); {self.advice()}")
+        spec = REGISTRY.get(manifest.model)
+        if spec is not None and spec.dim != manifest.dim:
+            raise CorruptIndexError(
+                f"{self.manifest_path} says dim {manifest.dim}, but model {manifest.model} "
+                f"makes {spec.dim}-d vectors (was the manifest edited?); {self.advice()}")
         width = catalog.vector_width()
         if width is not None and width != 2 * manifest.dim:
             raise CorruptIndexError(
