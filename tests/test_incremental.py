@@ -573,3 +573,12 @@ def test_rebuild_from_a_recorded_folder_that_is_gone_keeps_the_index(cli, tiny_m
     assert run.exit_code in (ExitCode.USAGE, ExitCode.NO_IMAGES), run.stdout
     assert "Traceback" not in run.stderr and str(folder) in run.stderr
     assert _info(cli, idx)["files"] == N_PHOTOS  # the old index still answers
+
+
+def test_commit_every_is_honoured_whatever_the_batch_size(sync, photos, tmp_path):
+    """12 images, batches of 32, --commit-every 5: commits of 5, 5 and 2. Each commit that adds
+    vectors moves the catalog generation on, and the FAISS file is named after it."""
+    idx = tmp_path / "idx"
+    run = sync(photos, idx, commit_every=5, batch_size=32)
+    assert run["embedded"] == N_PHOTOS
+    assert sorted(p.name for p in (idx / "default").glob("faiss-*.bin")) == ["faiss-3.bin"]
