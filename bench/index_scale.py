@@ -25,14 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import cpu_name, publish
 
-from deepvision.index import (
-    RERANK_FACTOR,
+from deepvision.store.faiss_index import (
     TRAIN_POINTS_PER_CENTROID,
     VectorIndex,
     default_max_memory,
     parse_size,
     plan_index,
-    rerank,
 )
 
 NPROBE_SWEEP = (8, 16, 32, 64, 128)
@@ -94,10 +92,8 @@ def measure(kind: str, db: np.ndarray, q: np.ndarray, truth: np.ndarray, budget:
     index.configure()
 
     def top10(queries: np.ndarray) -> np.ndarray:
-        if plan.kind == "ivfpq":  # what `search` does: PQ candidates, exact rerank
-            _, cand = index.search(queries, 10 * RERANK_FACTOR)
-            return rerank(queries, cand, lambda u: db[u], 10)[1]
-        return index.search(queries, 10)[1]
+        # What `search` does: for PQ, candidates from the codes, re-ranked with stored vectors.
+        return index.top(queries, 10, lambda u: db[u])[1]
 
     lat = []
     for i in range(min(200, len(q))):

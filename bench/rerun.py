@@ -32,18 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import cpu_name, publish
 
-from deepvision import models
-from deepvision.catalog import Catalog
-from deepvision.discover import discover
-from deepvision.index import VectorIndex
-from deepvision.indexer import hash_files
-from deepvision.storage import (
-    Location,
-    Manifest,
-    new_catalog_name,
-    save_vectors,
-    write_manifest,
-)
+from deepvision.models.registry import REGISTRY
+from deepvision.pipeline.discover import discover
+from deepvision.pipeline.hashing import hash_files
+from deepvision.store.indexstore import IndexStore, new_catalog_name
+from deepvision.store.manifest import Manifest
 
 
 def write_images(folder: Path, n: int, size: tuple[int, int] = (16, 12), seed: int = 0) -> None:
@@ -56,39 +49,39 @@ def write_images(folder: Path, n: int, size: tuple[int, int] = (16, 12), seed: i
         Image.fromarray(pixels).save(sub / f"img_{i:07d}.png", compress_level=1)
 
 
-def seed_index(folder: Path, loc: Location) -> None:
-    """A complete index of `folder` without running the model (see module docstring)."""
-    spec = models.REGISTRY["efficientnet-lite0"]
+def seed_index(folder: Path, store: IndexStore) -> None:
+    """A complete index of `folder` without running the model (see module docstring): the
+    writer's own steps (catalog, then FAISS file and manifest), vectors from a random source."""
+    spec = REGISTRY["efficientnet-lite0"]
     weights = spec.find_weights(None, False)
-    manifest = Manifest(name=loc.name, model=spec.name, weights=weights.identity,
+    manifest = Manifest(name=store.name, model=spec.name, weights=weights.identity,
                         weights_origin=weights.origin, weights_path=str(weights.path),
                         dim=spec.dim, catalog=new_catalog_name())
-    loc.dir.mkdir(parents=True, exist_ok=True)
     files = discover([folder]).files
     hashed = hash_files(files)
+    assert not [h.failure for h in hashed if h.failure is not None]
     rng = np.random.default_rng(1)
-    catalog = Catalog(loc.dir / manifest.catalog)
-    index = VectorIndex.new(spec.dim)
-    with catalog.write():
-        ids = []
-        vecs = rng.standard_normal((len(hashed), spec.dim)).astype(np.float32)
-        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-        for (rec, digest, _), vec in zip(hashed, vecs, strict=True):
-            vid = catalog.add_vector(digest, vec)
-            catalog.upsert_file(rec.path, rec.size, rec.mtime_ns, digest, vid)
-            ids.append(vid)
-        catalog.add_root(str(folder))
-    index.add(np.asarray(ids, np.int64), vecs)
-    save_vectors(catalog, index, loc.dir)
-    catalog.close()
-    write_manifest(loc, manifest)
+    vecs = rng.standard_normal((len(hashed), spec.dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    with store.open_write() as writer:
+        catalog = writer.begin(manifest, fresh=True)
+        with catalog.write():
+            for h, vec in zip(hashed, vecs, strict=True):
+                vid = catalog.add_vector(h.digest, vec)
+                catalog.upsert_file(h.record.path, h.record.size, h.record.mtime_ns, h.digest,
+                                    vid)
+            catalog.add_root(str(folder))
+        # The FAISS file of the structure `auto` picks for this many vectors, as `index` would
+        # leave it (else the first timed rerun would restructure), then the manifest.
+        writer.finish()
 
 
-def run_index(folder: Path, loc: Location, *extra: str) -> tuple[float, dict]:
+def run_index(folder: Path, store: IndexStore, *extra: str) -> tuple[float, dict]:
     env = dict(os.environ, DEEPVISION_OFFLINE="1")
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "deepvision", "index", str(folder),
-                           "--index-dir", str(loc.root), "--name", loc.name, "--json", *extra],
+                           "--index-dir", str(store.root), "--name", store.name, "--json",
+                           *extra],
                           capture_output=True, text=True, env=env, check=False)
     seconds = time.perf_counter() - start
     if proc.returncode not in (0, 3):
@@ -98,14 +91,14 @@ def run_index(folder: Path, loc: Location, *extra: str) -> tuple[float, dict]:
 
 def no_change(work: Path, n: int, repeats: int = 3) -> dict:
     folder = work / f"photos_{n}"
-    loc = Location(work / "indexes", f"nochange_{n}")
+    store = IndexStore(work / "indexes", f"nochange_{n}")
     t0 = time.perf_counter()
     write_images(folder, n)
-    seed_index(folder, loc)
+    seed_index(folder, store)
     setup = time.perf_counter() - t0
     times = []
     for _ in range(repeats):
-        seconds, summary = run_index(folder, loc)
+        seconds, summary = run_index(folder, store)
         assert summary["embedded"] == 0 and summary["unchanged"] == n, summary
         assert summary["device"] is None  # the model was never loaded
         times.append(seconds)
@@ -114,15 +107,15 @@ def no_change(work: Path, n: int, repeats: int = 3) -> dict:
 
 def one_percent(work: Path, n: int) -> dict:
     folder = work / f"changed_{n}"
-    loc = Location(work / "indexes", f"changed_{n}")
+    store = IndexStore(work / "indexes", f"changed_{n}")
     write_images(folder, n, size=(64, 48), seed=7)
-    full_s, full = run_index(folder, loc, "--model", "efficientnet-lite0", "--quiet")
+    full_s, full = run_index(folder, store, "--model", "efficientnet-lite0", "--quiet")
     assert full["embedded"] == n, full
     changed = sorted(folder.rglob("*.png"))[:: 100][: max(1, n // 100)]
     rng = np.random.default_rng(99)
     for path in changed:
         Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(path)
-    rerun_s, rerun = run_index(folder, loc, "--quiet")
+    rerun_s, rerun = run_index(folder, store, "--quiet")
     assert rerun["updated"] == len(changed) and rerun["embedded"] == len(changed), rerun
     return {"files": n, "changed": len(changed), "full_s": full_s, "rerun_s": rerun_s}
 

@@ -65,31 +65,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import command_line, machine, publish
 
-from deepvision import models
-from deepvision.decode import DEFAULT_MAX_MEGAPIXELS, load_rgb, read_file
-from deepvision.devicedecode import (
+from deepvision.errors import UsageError
+from deepvision.models import registry as models
+from deepvision.models.weights import Weights
+from deepvision.pipeline.decode import DEFAULT_MAX_MEGAPIXELS, load_rgb, read_file
+from deepvision.pipeline.embedder import EmbedOptions
+from deepvision.pipeline.feeder import Feeder, default_decode_bytes
+from deepvision.pipeline.gpudecode import (
     DeviceDecoder,
     JpegHeader,
     decoder_available,
     device_jpeg_header,
     make_decoder,
-    orient,
-    resize_crop_grouped,
 )
-from deepvision.embed import (
-    EmbedOptions,
-    Feeder,
-    decode_loader,
-    default_batch_size,
-    default_decode_bytes,
-    default_workers,
-    embed_pixels,
-    pick_device,
-)
-from deepvision.errors import UsageError
-from deepvision.indexer import IndexRequest, run_index
-from deepvision.render import Reporter
-from deepvision.storage import Location
+from deepvision.pipeline.loader import decode_loader, default_workers
+from deepvision.pipeline.network import default_batch_size, embed_pixels, pick_device
+from deepvision.pipeline.transforms import Preprocess, orient, resize_crop_grouped
+from deepvision.progress import Silent
+from deepvision.services.sync import IndexRequest, run_index
+from deepvision.store.indexstore import IndexStore
 
 if TYPE_CHECKING:
     import torch
@@ -260,14 +254,14 @@ def stage_read(paths: list[str]) -> float:
     return rate(len(paths), time.perf_counter() - start)
 
 
-def preload(paths: list[str]) -> list[tuple[torch.Tensor, JpegHeader]]:
+def preload(paths: list[str], pre: Preprocess) -> list[tuple[torch.Tensor, JpegHeader]]:
     """Every file's bytes and JPEG header in memory, for the decoder-alone ceiling."""
     import torch
 
     out = []
     for p in paths:
         data = read_file(p)
-        header = device_jpeg_header(data, DEFAULT_MAX_MEGAPIXELS)
+        header = device_jpeg_header(data, DEFAULT_MAX_MEGAPIXELS, pre)
         if header is not None:
             out.append((torch.frombuffer(bytearray(data), dtype=torch.uint8), header))
     expect("preload", len(out), 0, len(paths))
@@ -294,7 +288,7 @@ class Bench:
     """What every stage needs: the model, the device and how the index run is configured."""
 
     spec: models.ModelSpec
-    weights: models.Weights
+    weights: Weights
     weights_file: Path | None
     model: models.LoadedModel
     device: torch.device
@@ -325,8 +319,9 @@ class Bench:
     def pillow_workers(self, paths: list[str]) -> tuple[int, float]:
         """Decode + resize + crop by Pillow in the loader workers, as `index --decoder pil` runs
         them; no network. Returns (images, seconds)."""
-        loader = decode_loader(paths, self.model.preprocess, self.device, self.options(),
-                         jpeg_bytes=False)
+        opts = self.options()
+        loader = decode_loader(paths, self.model.preprocess, self.device, opts.max_megapixels,
+                               opts.workers, jpeg_bytes=False)
         got = failed = 0
         start = time.perf_counter()
         for chunk in loader:
@@ -340,10 +335,11 @@ class Bench:
         """Workers read each file and parse its header, JPEG bytes go to the Feeder, which
         decodes, orients and resizes them in batches on the device: `index` without the
         network. Synchronised at the end, so queued device work is counted."""
-        loader = decode_loader(paths, self.model.preprocess, self.device, self.options(),
-                         jpeg_bytes=True)
+        opts = self.options()
+        loader = decode_loader(paths, self.model.preprocess, self.device, opts.max_megapixels,
+                               opts.workers, jpeg_bytes=True)
         feeder = Feeder(decoder, paths, self.model.preprocess, self.device,
-                        DEFAULT_MAX_MEGAPIXELS, self.batch, default_decode_bytes(self.device))
+                        opts.max_megapixels, self.batch, default_decode_bytes(self.device))
         got = failed = 0
         start = time.perf_counter()
         for piece in feeder.pieces(loader):
@@ -375,7 +371,7 @@ class Bench:
         return rate(got, time.perf_counter() - start)
 
     def device_decode(self, paths: list[str], head: int) -> dict[str, DeviceDecode]:
-        items = preload(paths)
+        items = preload(paths, self.model.preprocess)
         out = {}
         for name, decoder in self.decoders.items():
             self.device_ceiling(items[:16], decoder)  # warm-up: handles, kernels, this shape
@@ -426,11 +422,11 @@ class Bench:
         runs = []
         for root in (head, folder):
             self.free_cache()  # run_index sizes its decode batches from free GPU memory
-            loc = Location(work / "idx", f"e2e_{root.name}_{decoder}")
-            req = IndexRequest(roots=(root,), location=loc, model=self.spec.name,
+            store = IndexStore(work / "idx", f"e2e_{root.name}_{decoder}")
+            req = IndexRequest(roots=(root,), store=store, model=self.spec.name,
                                weights=self.weights_file, embed=self.options(decoder),
                                commit_every=100_000)
-            summary = run_index(req, Reporter(quiet=True))
+            summary = run_index(req, Silent())
             if summary.failures:
                 print(f"WARNING e2e {decoder}: {len(summary.failures)} failures, first: "
                       f"{summary.failures[0]}", file=sys.stderr, flush=True)
@@ -508,7 +504,7 @@ def median_rate(model: models.LoadedModel, inputs: list[torch.Tensor], device: t
     return statistics.median(rates)
 
 
-def compiled_network(spec: models.ModelSpec, weights: models.Weights, device: torch.device,
+def compiled_network(spec: models.ModelSpec, weights: Weights, device: torch.device,
                      batch: int, repeats: int) -> tuple[float, Network]:
     """torch.compile: seconds of the first batch (the compile), then the compiled rates."""
     import torch
@@ -734,7 +730,7 @@ def write_sets(work: Path, texts: list[str], n: int) -> list[ImageSet]:
     return sets
 
 
-def make_bench(args: argparse.Namespace, spec: models.ModelSpec, weights: models.Weights
+def make_bench(args: argparse.Namespace, spec: models.ModelSpec, weights: Weights
                ) -> tuple[Bench, dict[str, str]]:
     """The model on its device, configured as `index` would be, and the decoders to time."""
     device = pick_device(args.device)

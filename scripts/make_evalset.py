@@ -38,7 +38,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCE_DIR = REPO_ROOT / "bulk_images"
 MARKER = "evalset.json"
-DISTRACTOR_DIR = "distractors"  # the name deepvision.evaluate treats as "no relevant items"
+DISTRACTOR_DIR = "distractors"  # services/evaluate.py: "no relevant items"
 ORIGINAL = "original"
 DEFAULT_MAX_SIDE = 512
 DEFAULT_DISTRACTORS = 50

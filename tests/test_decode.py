@@ -9,7 +9,8 @@ import pytest
 from imagefactory import make_bad_files, make_exif_rotated_pair, make_good_set
 from PIL import Image
 
-from deepvision.decode import DecodeError, load_rgb
+from deepvision.pipeline.decode import DecodeError, load_rgb
+from deepvision.types import Reason
 
 
 def test_every_tricky_good_file_decodes_to_rgb(tmp_path):
@@ -56,7 +57,7 @@ def test_draft_mode_keeps_at_least_the_requested_size(tmp_path):
 def test_bad_files_raise_decode_error_with_their_reason(tmp_path):
     expected = make_bad_files(tmp_path)
     for name, reason in expected.items():
-        if reason in ("unsupported-format", "broken-symlink"):
+        if reason in (Reason.UNSUPPORTED_FORMAT, Reason.BROKEN_SYMLINK):
             continue  # decided from the extension / link at discovery (test_bad_input)
         with pytest.raises(DecodeError) as info:
             load_rgb(str(tmp_path / name))
@@ -67,14 +68,14 @@ def test_pixel_limit_is_configurable(tmp_path):
     Image.new("RGB", (1000, 1000)).save(tmp_path / "one_mp.png")
     with pytest.raises(DecodeError) as info:
         load_rgb(str(tmp_path / "one_mp.png"), max_megapixels=0.5)
-    assert info.value.reason == "too-large" and "--max-megapixels" in info.value.message
+    assert info.value.reason == Reason.TOO_LARGE and "--max-megapixels" in info.value.message
     assert load_rgb(str(tmp_path / "one_mp.png"), max_megapixels=2).size == (1000, 1000)
 
 
 def test_permission_and_vanished_reasons(tmp_path, monkeypatch):
     with pytest.raises(DecodeError) as info:
         load_rgb(str(tmp_path / "never-existed.jpg"))
-    assert info.value.reason == "vanished"
+    assert info.value.reason == Reason.VANISHED
     path = tmp_path / "locked.png"
     Image.new("RGB", (4, 4)).save(path)
 
@@ -85,7 +86,7 @@ def test_permission_and_vanished_reasons(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "open", deny)
     with pytest.raises(DecodeError) as info:
         load_rgb(str(path))
-    assert info.value.reason == "permission-denied"
+    assert info.value.reason == Reason.PERMISSION_DENIED
 
 
 def test_unreadable_file_mode_when_not_root(tmp_path):
@@ -98,4 +99,4 @@ def test_unreadable_file_mode_when_not_root(tmp_path):
     path.chmod(0)
     with pytest.raises(DecodeError) as info:
         load_rgb(str(Path(path)))
-    assert info.value.reason == "permission-denied"
+    assert info.value.reason == Reason.PERMISSION_DENIED

@@ -1,4 +1,5 @@
-"""The device decode road (devicedecode.py and the Feeder in embed.py), run on the CPU.
+"""The device decode road (pipeline/gpudecode.py, transforms.py, the loader's worker chunks and
+the Feeder), run on the CPU.
 
 On a CPU device torchvision's decoder is libjpeg-turbo and nvImageCodec runs its CPU backend, so
 the whole road a GPU takes (JPEG bytes from the workers, batched decode, EXIF orientation, one
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import io
 import struct
+import sys
 import threading
+import types
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -25,27 +28,26 @@ from imagefactory import (
 )
 from PIL import Image, ImageOps
 
-from deepvision import embed, models
-from deepvision.decode import DecodeError, load_rgb
-from deepvision.devicedecode import (
+from deepvision.errors import ExitCode, UsageError
+from deepvision.models import registry as models
+from deepvision.pipeline.decode import DecodeError, load_rgb
+from deepvision.pipeline.embedder import Embedder, EmbedOptions
+from deepvision.pipeline.feeder import Feeder, background
+from deepvision.pipeline.gpudecode import (
     JpegHeader,
     TorchvisionDecoder,
     device_jpeg_header,
     make_decoder,
+)
+from deepvision.pipeline.loader import FileChunks
+from deepvision.pipeline.transforms import (
+    Preprocess,
     orient,
+    pil_crop,
     resize_crop,
     resize_crop_grouped,
 )
-from deepvision.embed import (
-    EmbedOptions,
-    Feeder,
-    FileChunks,
-    background,
-    embed_with,
-    pil_pixels,
-)
-from deepvision.errors import ExitCode, UsageError
-from deepvision.models import Preprocess
+from deepvision.types import Reason
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parent.parent
@@ -53,6 +55,8 @@ ORIENTATION = 0x0112
 DEVICE_DECODERS = ["torchvision", "nvimgcodec"]
 PILLOW_DEFAULT_MAX_PIXELS = 89_478_485  # PIL.Image.MAX_IMAGE_PIXELS as Pillow ships it
 LIMIT_MP = 0.07  # mixed folder: over 256x256 (bad/truncated.jpg), under 320x240 (too_large.jpg)
+# What the header tests resize to: the pixel limit also holds for the resized image.
+PRE = Preprocess(40, 32, (0.5,) * 3, (0.25,) * 3, "bilinear")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -131,7 +135,7 @@ def _run(model, paths: Sequence[Path], decoder, **opts: object
     seen: list[int] = []
     vectors: dict[str, np.ndarray] = {}
     reasons: dict[str, str] = {}
-    for batch in embed_with(model, names, CPU, options, decoder):
+    for batch in Embedder(model, CPU, options, decoder=decoder).embed_files(names):
         assert len(batch.items) == len(batch.vectors)
         for pos, vec in zip(batch.items, batch.vectors, strict=True):
             vectors[names[pos]] = vec
@@ -229,10 +233,10 @@ def test_orient_matches_pillow_exif_transpose(orientation):
 
 def test_header_routes_baseline_rgb_and_grey_jpegs_to_the_device():
     photo = photo_like_image(1, (40, 24))  # width 40, height 24
-    header = device_jpeg_header(_jpeg_bytes(photo, exif=_exif(6)), 120)
+    header = device_jpeg_header(_jpeg_bytes(photo, exif=_exif(6)), 120, PRE)
     assert header == JpegHeader(height=24, width=40, orientation=6)  # as stored
-    assert device_jpeg_header(_jpeg_bytes(photo), 120) == JpegHeader(24, 40, 1)
-    assert device_jpeg_header(_jpeg_bytes(photo.convert("L")), 120) == JpegHeader(24, 40, 1)
+    assert device_jpeg_header(_jpeg_bytes(photo), 120, PRE) == JpegHeader(24, 40, 1)
+    assert device_jpeg_header(_jpeg_bytes(photo.convert("L")), 120, PRE) == JpegHeader(24, 40, 1)
 
 
 def test_header_sends_everything_else_to_pillow():
@@ -254,20 +258,28 @@ def test_header_sends_everything_else_to_pillow():
         "jpeg markers around garbage": b"\xff\xd8" + bytes(range(256)) * 4 + b"\xff\xd9",
         "empty": b"",
     }
-    assert device_jpeg_header(whole, 120) is not None  # the same photo, whole, does go
+    assert device_jpeg_header(whole, 120, PRE) is not None  # the same photo, whole, does go
     for kind, data in others.items():
-        assert device_jpeg_header(data, 120) is None, kind
+        assert device_jpeg_header(data, 120, PRE) is None, kind
 
 
 def test_header_enforces_the_pixel_limit_like_pillow():
     data = _jpeg_bytes(Image.new("RGB", (1000, 600), (90, 20, 200)))
     with pytest.raises(DecodeError) as info:
-        device_jpeg_header(data, max_megapixels=0.5)
-    assert info.value.reason == "too-large" and "--max-megapixels" in info.value.message
+        device_jpeg_header(data, max_megapixels=0.5, pre=PRE)
+    assert info.value.reason == Reason.TOO_LARGE and "--max-megapixels" in info.value.message
     with pytest.raises(DecodeError) as pillow:
-        load_rgb("x.jpg", max_megapixels=0.5, data=data)
+        load_rgb("x.jpg", max_megapixels=0.5, data=data, resize_short=PRE.resize)
     assert pillow.value.reason == info.value.reason
-    assert device_jpeg_header(data, max_megapixels=0.6) == JpegHeader(600, 1000, 1)
+    assert device_jpeg_header(data, max_megapixels=0.6, pre=PRE) == JpegHeader(600, 1000, 1)
+    # An extreme aspect ratio: 0.12 MP as stored, 48 MP once its short side is resized to 40.
+    strip = _header_only_jpeg(60_000, 2)
+    with pytest.raises(DecodeError) as info:
+        device_jpeg_header(strip, max_megapixels=10, pre=PRE)
+    assert info.value.reason == Reason.TOO_LARGE and "aspect ratio" in info.value.message
+    with pytest.raises(DecodeError) as pillow:
+        load_rgb("x.jpg", max_megapixels=10, data=strip, resize_short=PRE.resize)
+    assert pillow.value.reason == info.value.reason
 
 
 def _header_only_jpeg(width: int, height: int) -> bytes:
@@ -286,12 +298,13 @@ def test_header_pixel_limit_holds_in_a_fresh_process(tmp_path, monkeypatch, tiny
     (tmp_path / "huge.jpg").write_bytes(huge)
     make_photo_like(tmp_path / "fine.jpg", seed=1)
     with pytest.raises(DecodeError) as info:
-        device_jpeg_header(huge, max_megapixels=120)
-    assert info.value.reason == "too-large"
-    assert device_jpeg_header(huge, max_megapixels=500) == JpegHeader(10_000, 20_000, 1)
+        device_jpeg_header(huge, max_megapixels=120, pre=tiny.preprocess)
+    assert info.value.reason == Reason.TOO_LARGE
+    assert device_jpeg_header(huge, max_megapixels=500, pre=tiny.preprocess) == \
+        JpegHeader(10_000, 20_000, 1)
     files = [tmp_path / "huge.jpg", tmp_path / "fine.jpg"]
     vectors, reasons = _run(tiny, files, TorchvisionDecoder(CPU))
-    assert reasons == {str(files[0]): "too-large"} and list(vectors) == [str(files[1])]
+    assert reasons == {str(files[0]): Reason.TOO_LARGE} and list(vectors) == [str(files[1])]
 
 
 def test_make_decoder_names():
@@ -307,17 +320,13 @@ def test_make_decoder_names():
 
 @pytest.mark.parametrize("budget", [1 << 30, 3 * 50 * 70 * 4 * 2])  # default; 2 images a call
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
-def test_grouped_resize_keeps_order_and_equals_one_at_a_time(monkeypatch, budget,
-                                                            interpolation):
-    import deepvision.devicedecode as dd
-
-    monkeypatch.setattr(dd, "RESIZE_BYTES", budget)
+def test_grouped_resize_keeps_order_and_equals_one_at_a_time(budget, interpolation):
     pre = Preprocess(40, 32, (0.5,) * 3, (0.25,) * 3, interpolation)
     rng = np.random.default_rng(0)
     shapes = [(50, 70), (70, 50), (50, 70), (33, 90), (50, 70), (70, 50), (50, 70), (40, 40)]
     images = [torch.from_numpy(rng.integers(0, 256, (3, h, w), dtype=np.uint8))
               for h, w in shapes]
-    out = resize_crop_grouped(images, pre)
+    out = resize_crop_grouped(images, pre, budget=budget)
     assert out.shape == (len(images), 3, 32, 32) and out.dtype == torch.uint8
     for i, image in enumerate(images):
         assert torch.equal(out[i], resize_crop(image, pre)), (i, shapes[i])
@@ -355,15 +364,15 @@ def test_file_chunks_split_and_carry_jpeg_bytes_exactly(tmp_path):
             assert sorted(pos for part in parts for pos in part) == sorted(span)
             assert chunk.encoded == sorted(span & device if jpeg_bytes else set())
             assert [(pos, f.reason) for pos, f in chunk.failures] == \
-                ([(5, "truncated")] if 5 in span else [])
+                ([(5, Reason.TRUNCATED)] if 5 in span else [])
             for j, pos in enumerate(chunk.decoded):
-                assert torch.equal(chunk.pixels[j], pil_pixels(names[pos], pre, 120))
+                assert torch.equal(chunk.pixels[j], pil_crop(names[pos], pre, 120))
             assert len(chunk.offsets) == (len(chunk.encoded) + 1 if jpeg_bytes else 1)
             for j, pos in enumerate(chunk.encoded):
                 lo, hi = chunk.offsets[j], chunk.offsets[j + 1]
                 data = files[pos].read_bytes()
                 assert chunk.blob[lo:hi].numpy().tobytes() == data
-                assert chunk.headers[j] == device_jpeg_header(data, 120)
+                assert chunk.headers[j] == device_jpeg_header(data, 120, pre)
     assert FileChunks(names, pre, 120, 7, jpeg_bytes=True)[0].headers[2].orientation == 8
 
 
@@ -395,31 +404,36 @@ def test_device_crops_equal_pillow_crops(tmp_path, decoder, tiny):
 
 @pytest.mark.parametrize(("decoder", "workers"),
                          [("torchvision", 0), ("torchvision", 2), ("nvimgcodec", 0)])
-def test_whole_road_agrees_with_pillow_road(tmp_path, monkeypatch, tiny, decoder, workers):
-    """Good, tricky and broken files together, through embed_paths with --decoder NAME: every
+def test_whole_road_agrees_with_pillow_road(tmp_path, tiny, decoder, workers):
+    """Good, tricky and broken files together, through the Embedder with --decoder NAME: every
     file comes back once, broken ones with Pillow's reasons, good ones with Pillow's vectors.
-    Small worker tasks and decode batches make JPEGs cross chunk and batch boundaries."""
+    Then again with small worker tasks (5 files) and decode batches (4), so that JPEGs cross
+    chunk and batch boundaries."""
     _needs(decoder)
-    monkeypatch.setattr(embed, "BYTES_CHUNK", 5)
     files, _ = _mixed_folder(tmp_path)
     names = [str(p) for p in files]
     opts = EmbedOptions(device="cpu", batch_size=4, workers=workers, max_megapixels=LIMIT_MP,
                         decoder=decoder)
-    vectors, reasons, seen = {}, {}, []
-    for batch in embed.embed_paths(tiny, names, CPU, opts):
-        vectors.update({names[pos]: v for pos, v in zip(batch.items, batch.vectors, strict=True)})
-        reasons.update({names[pos]: f.reason for pos, f in batch.failures})
-        seen += batch.items + [pos for pos, _ in batch.failures]
-    assert sorted(seen) == list(range(len(files)))
-
+    embedder = Embedder(tiny, CPU, opts, decoder=make_decoder(decoder, CPU))
     pil_vectors, pil_reasons = _run(tiny, files, None, batch_size=4, max_megapixels=LIMIT_MP)
-    assert reasons == pil_reasons
-    assert reasons[str(tmp_path / "undecodable.jpg")] == "corrupt"
-    assert reasons[str(tmp_path / "too_large.jpg")] == "too-large"
-    assert reasons[str(tmp_path / "bad" / "truncated.jpg")] == "truncated"
-    cosines = _cosines(vectors, pil_vectors)
-    assert min(cosines.values()) >= 0.99, cosines
-    assert len(vectors) == 12
+    assert pil_reasons[str(tmp_path / "undecodable.jpg")] == Reason.CORRUPT
+    assert pil_reasons[str(tmp_path / "too_large.jpg")] == Reason.TOO_LARGE
+    assert pil_reasons[str(tmp_path / "bad" / "truncated.jpg")] == Reason.TRUNCATED
+
+    small = Embedder(tiny, CPU, opts, decoder=make_decoder(decoder, CPU), chunk_size=5)
+    for road, batches in (("embed_files", lambda: embedder.embed_files(names)),
+                          ("5-file tasks", lambda: small.embed_files(names))):
+        vectors, reasons, seen = {}, {}, []
+        for batch in batches():
+            vectors.update({names[pos]: v
+                            for pos, v in zip(batch.items, batch.vectors, strict=True)})
+            reasons.update({names[pos]: f.reason for pos, f in batch.failures})
+            seen += batch.items + [pos for pos, _ in batch.failures]
+        assert sorted(seen) == list(range(len(files))), road
+        assert reasons == pil_reasons, road
+        cosines = _cosines(vectors, pil_vectors)
+        assert min(cosines.values()) >= 0.99, (road, cosines)
+        assert len(vectors) == 12, road
 
 
 def test_refused_images_fall_back_to_pillow(tmp_path, tiny):
@@ -430,7 +444,8 @@ def test_refused_images_fall_back_to_pillow(tmp_path, tiny):
     files.append(make_photo_like(tmp_path / "turned.jpg", seed=7, exif=_exif(6)))
     broken = _undecodable_jpeg(tmp_path / "undecodable.jpg")
     files.append(broken)
-    assert device_jpeg_header(broken.read_bytes(), 120) is not None  # goes to the decoder
+    # It goes to the decoder.
+    assert device_jpeg_header(broken.read_bytes(), 120, tiny.preprocess) is not None
     with pytest.raises(DecodeError) as pillow:
         load_rgb(str(broken))
 
@@ -464,7 +479,7 @@ def test_pillow_fallback_decodes_the_bytes_the_worker_read(tmp_path, tiny):
     assert [p.failures for p in pieces] == [[]]
     for j, pos in enumerate(pieces[0].items):
         data = chunk.blob[chunk.offsets[pos]:chunk.offsets[pos + 1]].numpy().tobytes()
-        assert torch.equal(pieces[0].pixels[j], pil_pixels("unused.jpg", pre, 120, data))
+        assert torch.equal(pieces[0].pixels[j], pil_crop("unused.jpg", pre, 120, data))
 
 
 # --------------------------------------------------------------------------- OOM back-off
@@ -499,7 +514,7 @@ def test_decode_oom_halves_the_decode_batch(tmp_path, tiny):
     assert sorted(tight.decoded) == sorted(flaky.decoded)
     assert all(torch.equal(crops[name], expected[name]) for name in expected)
 
-    # Through embed_with: same vectors as a run without the failures.
+    # Through the Embedder: same vectors as a run without the failures.
     vectors, _ = _run(tiny, files, Watched(TorchvisionDecoder(CPU), oom=lambda call, n: n > 3),
                       batch_size=16)
     plain, _ = _run(tiny, files, TorchvisionDecoder(CPU), batch_size=16)
@@ -592,7 +607,7 @@ def test_real_model_device_road_agrees_with_pillow(tmp_path, lite0):
                     tmp_path / "cup_12mp.jpg", quality=90)
     files += [rotated, big]
     for path in files:
-        assert device_jpeg_header(path.read_bytes(), 120) is not None, path
+        assert device_jpeg_header(path.read_bytes(), 120, lite0.preprocess) is not None, path
 
     pil_vectors, reasons = _run(lite0, files, None, batch_size=32)
     assert reasons == {}
@@ -649,13 +664,22 @@ def test_cli_index_with_device_decoder_matches_pillow(cli, tiny_model, photos, t
 
 def test_a_decoder_that_cannot_start_is_a_usage_error_not_a_crash(monkeypatch):
     """nvImageCodec installed but unable to start (driver too old, no device) must give a clear
-    message for an explicit --decoder, never a traceback."""
-    import deepvision.devicedecode as dd
+    message for an explicit --decoder, never a traceback. A stand-in `nvidia.nvimgcodec` whose
+    Decoder fails the way the real one does on such a machine (installed or not here)."""
 
     class Broken:
-        def __init__(self, device):
+        def __init__(self, *args, **kwargs):
             raise RuntimeError("CUDA Runtime failure: '#35'")
 
-    monkeypatch.setattr(dd, "NvImageCodecDecoder", Broken)
+    codec = types.ModuleType("nvidia.nvimgcodec")
+    codec.BackendKind = types.SimpleNamespace(CPU_ONLY="cpu", HW_GPU_ONLY="hw", GPU_ONLY="gpu",
+                                              HYBRID_CPU_GPU="hybrid")
+    codec.Backend = lambda kind: kind
+    codec.NVIMGCODEC_DEVICE_CPU_ONLY = -99999
+    codec.Decoder = Broken
+    nvidia = types.ModuleType("nvidia")
+    nvidia.nvimgcodec = codec
+    monkeypatch.setitem(sys.modules, "nvidia", nvidia)
+    monkeypatch.setitem(sys.modules, "nvidia.nvimgcodec", codec)
     with pytest.raises(UsageError, match=r"nvimgcodec cannot start.*#35.*--decoder pil"):
         make_decoder("nvimgcodec", CPU)

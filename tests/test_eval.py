@@ -16,7 +16,7 @@ import pytest
 from imagefactory import make_photo_like, photo_like_image
 
 from deepvision.errors import ExitCode, UsageError
-from deepvision.evaluate import (
+from deepvision.services.evaluate import (
     average_precision,
     edit_name,
     load_evalset,
@@ -25,6 +25,7 @@ from deepvision.evaluate import (
     recall_at_k,
     score_rankings,
 )
+from deepvision.types import Reason
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -187,7 +188,8 @@ def test_csv_layout_relative_paths_distractors_and_missing_files(tmp_path: Path)
     evalset = load_evalset(listing)
     assert [(Path(i.path).name, i.group) for i in evalset.items] == [
         ("a1.png", "a"), ("a2.png", "a"), ("d.png", None), ("x.png", None)]
-    assert [(Path(f.path).name, f.reason) for f in evalset.failures] == [("gone.png", "missing")]
+    assert [(Path(f.path).name, f.reason) for f in evalset.failures] == [
+        ("gone.png", Reason.MISSING)]
 
 
 def test_csv_without_the_columns_or_with_a_path_twice_is_a_usage_error(tmp_path: Path) -> None:
@@ -262,7 +264,7 @@ def test_eval_reports_a_broken_file_and_still_scores(cli, tiny_model, tmp_path: 
     assert run.exit_code == ExitCode.PARTIAL, run.stderr
     doc = run.json()
     assert [(Path(f["path"]).name, f["reason"]) for f in doc["failures"]] == [
-        ("pic0__broken.jpg", "empty")]
+        ("pic0__broken.jpg", Reason.EMPTY)]
     assert doc["overall"]["queries"] == 12 and doc["overall"]["mAP"] == 1.0
     assert "pic0__broken.jpg" in run.stderr
 

@@ -29,8 +29,8 @@ def _gpu_decoders() -> list[str]:
     """Device decoders that work on this machine's GPU (nvimgcodec only where installed)."""
     import torch
 
-    from deepvision.devicedecode import make_decoder
     from deepvision.errors import UsageError
+    from deepvision.pipeline.gpudecode import make_decoder
 
     names = []
     for name in ("torchvision", "nvimgcodec"):
@@ -42,19 +42,29 @@ def _gpu_decoders() -> list[str]:
     return names
 
 
-def _embed(model_name: str, paths: list[str], device: str, decoder: str, **kw):
-    """Vectors by position (NaN rows for failures), failures by path, and every position seen."""
+def _embed(model_name: str, paths: list[str], device: str, decoder: str, *,
+           device_decoder=None, step=None, **kw):
+    """Vectors by position (NaN rows for failures), failures by path, and every position seen.
+    device_decoder, step: stand-ins for the device JPEG decoder and the network step, given to
+    the Embedder (otherwise Embedder.load picks the decoder --decoder DECODER names)."""
     import torch
 
-    from deepvision import models
-    from deepvision.embed import EmbedOptions, embed_paths
+    from deepvision.models import registry
+    from deepvision.models.descriptor import Descriptor
+    from deepvision.pipeline.embedder import Embedder, EmbedOptions
 
-    spec, weights, _ = models.resolve(model_name, None)
-    model = models.load_model(spec, weights, torch.device(device))
+    spec, weights, _ = registry.resolve(model_name, None)
+    opts = EmbedOptions(device=device, decoder=decoder, **kw)
+    if device_decoder is None:
+        embedder = Embedder.load(spec, weights, Descriptor(), opts, step=step)
+    else:
+        dev = torch.device(device)
+        embedder = Embedder(registry.load_model(spec, weights, dev), dev, opts,
+                            decoder=device_decoder, step=step)
+    assert embedder.device.type == torch.device(device).type
     vectors = np.full((len(paths), spec.dim), np.nan, np.float32)
     failures, seen = {}, []
-    opts = EmbedOptions(device=device, decoder=decoder, **kw)
-    for batch in embed_paths(model, paths, torch.device(device), opts):
+    for batch in embedder.embed_files(paths):
         vectors[batch.items] = batch.vectors
         seen += batch.items + [i for i, _ in batch.failures]
         failures.update((paths[i], f.reason) for i, f in batch.failures)
@@ -132,15 +142,15 @@ def test_rejected_and_broken_jpegs_fall_back_with_pillows_reasons(tmp_path):
         assert ((ref[ok] * vectors[ok]).sum(axis=1) >= 0.99).all(), name
 
 
-def test_decode_and_network_oom_back_off_on_cuda(tmp_path, monkeypatch):
+def test_decode_and_network_oom_back_off_on_cuda(tmp_path):
     """Injected CUDA out-of-memory in the device decoder and in the network, with the real
     streams: every image exactly once, the same vectors as a run without OOM."""
     _cuda()
     import torch
     from imagefactory import make_photo_like
 
-    from deepvision import embed
-    from deepvision.devicedecode import make_decoder
+    from deepvision.pipeline.gpudecode import make_decoder
+    from deepvision.pipeline.network import embed_pixels
 
     paths = [str(make_photo_like(tmp_path / f"p{i:02d}.jpg", seed=i, size=(320 + i, 240)))
              for i in range(40)]
@@ -156,17 +166,13 @@ def test_decode_and_network_oom_back_off_on_cuda(tmp_path, monkeypatch):
                 raise torch.cuda.OutOfMemoryError("injected")
             return real.decode(data)
 
-    real_embed = embed.embed_pixels
-
     def small_memory(model, pixels, device):
         if len(pixels) > 8:
             raise torch.cuda.OutOfMemoryError("injected")
-        return real_embed(model, pixels, device)
+        return embed_pixels(model, pixels, device)
 
-    monkeypatch.setattr(embed, "make_decoder", lambda name, device: Tight())
-    monkeypatch.setattr(embed, "embed_pixels", small_memory)
     vectors, failures, seen = _embed("efficientnet-lite0", paths, "cuda", "auto",
-                                     batch_size=32)
+                                     device_decoder=Tight(), step=small_memory, batch_size=32)
     assert seen == list(range(len(paths))) and not failures
     np.testing.assert_allclose((clean * vectors).sum(axis=1), 1.0, atol=1e-3)
 
@@ -195,7 +201,7 @@ def test_gpu_faiss_search_matches_cpu_and_saves_a_cpu_index(tmp_path):
     faiss = pytest.importorskip("faiss")
     if faiss.get_num_gpus() == 0:
         pytest.skip("the installed FAISS sees no GPU (faiss-cpu, or both builds installed)")
-    from deepvision.index import VectorIndex, plan_index
+    from deepvision.store.faiss_index import VectorIndex, plan_index
 
     rng = np.random.default_rng(0)
     db = rng.standard_normal((20_000, 128)).astype(np.float32)

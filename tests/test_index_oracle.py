@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepvision.index import VectorIndex
+from deepvision.store.faiss_index import VectorIndex
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

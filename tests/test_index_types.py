@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from deepvision.index import (
+from deepvision.store.faiss_index import (
     FLAT_MAX,
     RERANK_FACTOR,
     IndexPlan,
@@ -110,9 +110,17 @@ def test_pq_candidates_reranked_with_stored_vectors_recover_recall():
     ids = np.arange(4000, dtype=np.int64) * 7 + 3
     index = build("ivfpq", db, ids)
     _, cand = index.search(q, 10 * RERANK_FACTOR)
-    scores, got = rerank(q, cand, lambda u: db[(u - 3) // 7], 10)
+
+    def stored(u: np.ndarray) -> np.ndarray:
+        return db[(u - 3) // 7]
+
+    scores, got = rerank(q, cand, stored, 10)
     assert recall(got, brute(db, ids, q, 10)) >= 0.9
     np.testing.assert_allclose(scores, np.take_along_axis(q @ db.T, (got - 3) // 7, 1), atol=1e-5)
+    # VectorIndex.top is what search uses: for PQ it is exactly this re-ranking.
+    top_scores, top_ids = index.top(q, 10, stored)
+    np.testing.assert_array_equal(top_ids, got)
+    np.testing.assert_allclose(top_scores, scores, atol=1e-6)
 
 
 def test_hnsw_refuses_in_place_removal():
@@ -182,7 +190,7 @@ def test_cli_ivfpq_grows_from_flat_and_reranks(cli, tiny_model, tmp_path):
     candidates search re-ranks with the stored vectors (top hit is the exact duplicate)."""
     from imagefactory import make_photo_like
 
-    from deepvision.index import PQ_MIN_VECTORS
+    from deepvision.store.faiss_index import PQ_MIN_VECTORS
 
     folder, idx = tmp_path / "many", tmp_path / "idx"
     for i in range(20):

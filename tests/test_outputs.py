@@ -23,7 +23,7 @@ EVIL = '"><img src=x onerror=alert(1)>.jpg'
 
 
 def schema(name: str) -> dict:
-    return json.loads(resources.files("deepvision").joinpath(f"schemas/{name}.schema.json")
+    return json.loads(resources.files("deepvision.output").joinpath(f"schemas/{name}.schema.json")
                       .read_text(encoding="utf-8"))
 
 

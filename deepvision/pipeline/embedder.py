@@ -52,14 +52,17 @@ class EmbedOptions:
 
 class Embedder:
     """Embeds files or in-memory images with one loaded model. Build it with `Embedder.load`;
-    tests pass a stub network `step` or a device `decoder` to the constructor."""
+    tests pass a stub network `step`, a device `decoder` or small worker tasks (`chunk_size`
+    files each) to the constructor."""
 
     def __init__(self, model: LoadedModel, device: torch.device, opts: EmbedOptions,
-                 decoder: DeviceDecoder | None = None, step: NetworkStep | None = None) -> None:
+                 decoder: DeviceDecoder | None = None, step: NetworkStep | None = None,
+                 chunk_size: int | None = None) -> None:
         self.model = model
         self.device = device
         self.opts = opts
         self.decoder = decoder
+        self.chunk_size = chunk_size
         batch = opts.batch_size or default_batch_size(device)
         self.network = Network(model, device, batch, step)
 
@@ -95,7 +98,7 @@ class Embedder:
             return
         pre = self.model.preprocess
         loader = decode_loader(paths, pre, self.device, self.opts.max_megapixels,
-                               self.opts.workers, jpeg_bytes=self.decoder is not None)
+                               self.opts.workers, self.decoder is not None, self.chunk_size)
         feeder = Feeder(self.decoder, paths, pre, self.device, self.opts.max_megapixels,
                         self.network.batch, default_decode_bytes(self.device))
         # The worker processes are forked here, on the caller's thread, before the feeder thread

@@ -130,11 +130,13 @@ def default_workers(device: torch.device | None = None) -> int:
 
 
 def decode_loader(paths: Sequence[str], pre: Preprocess, device: torch.device,
-                  max_megapixels: float, workers: int, jpeg_bytes: bool) -> Any:
-    """A DataLoader of Chunks over `paths`; workers < 0: default_workers(device)."""
+                  max_megapixels: float, workers: int, jpeg_bytes: bool,
+                  chunk_size: int | None = None) -> Any:
+    """A DataLoader of Chunks over `paths`; workers < 0: default_workers(device); chunk_size:
+    files per worker task (default PILLOW_CHUNK, or BYTES_CHUNK for JPEG bytes)."""
     from torch.utils.data import DataLoader
 
-    size = BYTES_CHUNK if jpeg_bytes else PILLOW_CHUNK
+    size = chunk_size or (BYTES_CHUNK if jpeg_bytes else PILLOW_CHUNK)
     chunks = FileChunks(paths, pre, max_megapixels, size, jpeg_bytes)
     workers = default_workers(device) if workers < 0 else workers
     workers = min(workers, len(chunks))

@@ -484,7 +484,7 @@ def storage_errors(store: IndexStore) -> Iterator[None]:
 
 def _sqlite_error(store: IndexStore, exc: sqlite3.DatabaseError) -> DeepVisionError:
     text = str(exc)
-    if "full" in text:
+    if "full" in text or "disk I/O" in text:
         return StorageError(f"cannot write index {store.dir}: the disk is full ({text}); what "
                             "was committed before is kept: free some space and run again")
     if "readonly" in text or "read-only" in text or "unable to open" in text:
