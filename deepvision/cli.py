@@ -431,6 +431,58 @@ def info(
     typer.echo(info_json(data) if as_json else info_text(data))
 
 
+@app.command()
+def serve(
+    index_dir: IndexDir = Path("indexes"),
+    name: Name = "default",
+    host: Annotated[str, typer.Option(
+        help="Address to listen on; anything but loopback needs --token (or --no-token).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8000,
+    token: Annotated[Optional[str], typer.Option(
+        envvar="DEEPVISION_TOKEN", help="Require `Authorization: Bearer TOKEN` (the page: "
+        "open it once with ?token=TOKEN).", show_default=False)] = None,
+    no_token: Annotated[bool, typer.Option(
+        "--no-token", help="Serve a non-loopback --host without a token, on purpose.")] = False,
+    allow_path: Annotated[list[Path], typer.Option(
+        "--allow-path", help="Folder whose files GET /api/search?path= may read; repeatable "
+        "(default: none).")] = [],  # noqa: B006
+    cors: Annotated[list[str], typer.Option(
+        "--cors", help="Allow this browser origin to call the API; repeatable.")] = [],  # noqa: B006
+    max_upload_mb: Annotated[float, typer.Option(
+        min=0.01, help="Largest upload accepted (413 above).")] = 50.0,
+    weights: Weights = None,
+    device: Device = "auto",
+    batch_size: BatchSize = 0,
+    workers: Workers = -1,
+    max_megapixels: MaxMP = DEFAULT_MAX_MEGAPIXELS,
+    decoder: Decoder = DecoderChoice.auto,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No access log.")] = False,
+) -> None:
+    """Serve an index over HTTP: a JSON API and a search page, model and index loaded once."""
+    rep = ConsoleReporter(quiet=quiet)
+    with _errors(rep):
+        try:
+            from deepvision.server.app import ServeConfig
+            from deepvision.server.run import ServeRequest, is_loopback
+            from deepvision.server.run import serve as run_server
+        except ImportError as exc:
+            raise UsageError(f"the search service needs its extra ({exc.name} is missing): "
+                             "pip install 'deepvision[serve]'") from None
+        for folder in allow_path:
+            _folders([folder])
+        embed = _embed_options(device=device, batch_size=batch_size, workers=workers,
+                               max_megapixels=max_megapixels, decoder=decoder)
+        config = ServeConfig(
+            host=host, port=port, token=token,
+            allow_paths=tuple(Path(os.path.realpath(p)) for p in allow_path), cors=tuple(cors),
+            max_upload_bytes=int(max_upload_mb * (1 << 20)),
+            max_batch=embed.batch_size or 32, loopback=is_loopback(host))
+        run_server(ServeRequest(store=_store(index_dir, name), config=config, embed=embed,
+                                weights=_weights(weights), no_token=no_token,
+                                access_log=not quiet), rep)
+
+
 class EvalFormat(str, Enum):
     table = "table"
     json = "json"

@@ -77,6 +77,7 @@ class Match:
     rank: int
     path: str
     score: float  # cosine similarity, higher is more similar
+    file_id: int | None = None  # the catalog's id of the file (what `serve` addresses images by)
 
 
 @dataclass(frozen=True)

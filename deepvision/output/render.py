@@ -27,6 +27,7 @@ from deepvision.output.console import (
 from deepvision.services.dupes import DupesResult
 from deepvision.services.search import SearchResult
 from deepvision.services.sync import IndexSummary, RestructureSummary
+from deepvision.types import Match
 
 
 def index_summary_text(s: IndexSummary) -> str:
@@ -37,25 +38,35 @@ def index_summary_text(s: IndexSummary) -> str:
             f"({s.images_per_second:.1f} img/s); index holds {s.total_files} files")
 
 
-def index_summary_json(s: IndexSummary) -> str:
+def index_summary_document(s: IndexSummary) -> dict[str, Any]:
+    """`index --json` (schemas/index.schema.json)."""
     data = asdict(s)
     data["failures"] = [asdict(f) for f in s.failures]
     data["failed"] = len(s.failures)
     data["failed_by_reason"] = {r: len(g) for r, g in failures_by_reason(s.failures).items()}
-    return json.dumps(data, indent=2)
+    return data
+
+
+def index_summary_json(s: IndexSummary) -> str:
+    return json.dumps(index_summary_document(s), indent=2)
+
+
+def search_document(result: SearchResult, with_ids: bool = False) -> dict[str, Any]:
+    """`search --format json` (schemas/search.schema.json); with_ids: each match also carries
+    the file id that `serve`'s image endpoints take."""
+    def match(m: Match) -> dict[str, Any]:
+        doc: dict[str, Any] = {"rank": m.rank, "path": m.path, "score": round(m.score, 6)}
+        if with_ids:
+            doc["id"] = m.file_id
+        return doc
+
+    return {"index": result.index, "model": result.model,
+            "queries": [{"query": q.query, "error": q.error,
+                         "matches": [match(m) for m in q.matches]} for q in result.queries]}
 
 
 def search_json(result: SearchResult) -> str:
-    return json.dumps({
-        "index": result.index,
-        "model": result.model,
-        "queries": [
-            {"query": q.query, "error": q.error,
-             "matches": [{"rank": m.rank, "path": m.path, "score": round(m.score, 6)}
-                         for m in q.matches]}
-            for q in result.queries
-        ],
-    }, indent=2)
+    return json.dumps(search_document(result), indent=2)
 
 
 def print_search_table(result: SearchResult) -> None:

@@ -48,6 +48,9 @@ class EmbedOptions:
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
     compile: bool = False  # torch.compile the network (index/rebuild)
     decoder: str = "auto"  # auto | pil | torchvision | nvimgcodec (gpudecode.DECODERS)
+    # How decode workers start: None (fork, the default) or "forkserver"/"spawn" for a process
+    # with many threads (a server), where a forked child could inherit a lock held elsewhere.
+    start_method: str | None = None
 
 
 class Embedder:
@@ -98,7 +101,8 @@ class Embedder:
             return
         pre = self.model.preprocess
         loader = decode_loader(paths, pre, self.device, self.opts.max_megapixels,
-                               self.opts.workers, self.decoder is not None, self.chunk_size)
+                               self.opts.workers, self.decoder is not None, self.chunk_size,
+                               self.opts.start_method)
         feeder = Feeder(self.decoder, paths, pre, self.device, self.opts.max_megapixels,
                         self.network.batch, default_decode_bytes(self.device))
         # The worker processes are forked here, on the caller's thread, before the feeder thread
@@ -117,17 +121,29 @@ class Embedder:
         crops, items, failures = [], [], []
         for pos, image in enumerate(images):
             try:
-                crops.append(self._crop(image, labels[pos]))
+                crops.append(self.prepare(image, labels[pos]))
             except DecodeError as exc:
                 failures.append((pos, Failure(labels[pos], exc.reason, exc.message)))
                 continue
             items.append(pos)
+        out = self.embed_crops([labels[i] for i in items], crops)
+        return EmbeddedBatch([items[i] for i in out.items], out.vectors,
+                             [*failures, *((items[i], f) for i, f in out.failures)])
+
+    def prepare(self, image: InMemoryImage, name: str) -> torch.Tensor:
+        """One image in memory -> the model's uint8 crop (3, crop, crop), decoded and checked
+        as a file would be. Raises DecodeError with the reason. Thread-safe: a service decodes
+        uploads on its request threads and batches only the network."""
+        return self._crop(image, name)
+
+    def embed_crops(self, names: Sequence[str], crops: Sequence[torch.Tensor]) -> EmbeddedBatch:
+        """Crops from `prepare`, through the network in one go (positions as in `crops`)."""
         if not crops:
-            return EmbeddedBatch([], np.zeros((0, self.dim), np.float32), failures)
+            return EmbeddedBatch([], np.zeros((0, self.dim), np.float32), [])
         import torch
 
-        out = self.network.checked(labels, items, torch.stack(crops).to(self.device))
-        return EmbeddedBatch(out.items, out.vectors, [*failures, *out.failures])
+        return self.network.checked(names, list(range(len(crops))),
+                                    torch.stack(list(crops)).to(self.device))
 
     def _crop(self, image: InMemoryImage, label: str) -> torch.Tensor:
         import torch

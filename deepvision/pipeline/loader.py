@@ -131,9 +131,10 @@ def default_workers(device: torch.device | None = None) -> int:
 
 def decode_loader(paths: Sequence[str], pre: Preprocess, device: torch.device,
                   max_megapixels: float, workers: int, jpeg_bytes: bool,
-                  chunk_size: int | None = None) -> Any:
+                  chunk_size: int | None = None, start_method: str | None = None) -> Any:
     """A DataLoader of Chunks over `paths`; workers < 0: default_workers(device); chunk_size:
-    files per worker task (default PILLOW_CHUNK, or BYTES_CHUNK for JPEG bytes)."""
+    files per worker task (default PILLOW_CHUNK, or BYTES_CHUNK for JPEG bytes); start_method:
+    how worker processes start (None: the platform's default, fork on Linux)."""
     from torch.utils.data import DataLoader
 
     size = chunk_size or (BYTES_CHUNK if jpeg_bytes else PILLOW_CHUNK)
@@ -142,4 +143,5 @@ def decode_loader(paths: Sequence[str], pre: Preprocess, device: torch.device,
     workers = min(workers, len(chunks))
     return DataLoader(chunks, batch_size=None, collate_fn=_keep, num_workers=workers,
                       pin_memory=device.type == "cuda",
-                      prefetch_factor=4 if workers else None)  # bounded read-ahead
+                      prefetch_factor=4 if workers else None,  # bounded read-ahead
+                      multiprocessing_context=start_method if workers else None)

@@ -7,6 +7,7 @@ snapshot of the index each time; the one-shot `search` command builds one and as
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from deepvision.progress import Reporter
 from deepvision.services.embedding import EmbedderFactory, index_embedder
 from deepvision.services.ranking import expand_queries
 from deepvision.store.faiss_index import VectorIndex
-from deepvision.store.indexstore import IndexStore
+from deepvision.store.indexstore import IndexStore, Snapshot
 from deepvision.types import Failure, Match
 
 
@@ -89,6 +90,10 @@ class Searcher:
     def __init__(self, store: IndexStore, embedder: Embedder) -> None:
         self.store = store
         self.embedder = embedder
+        # The FAISS structure of the last generation searched: a long-lived Searcher (serve)
+        # reloads it only when a writer has committed or a rebuild has switched catalogs.
+        self._cached: tuple[tuple[str, int], VectorIndex] | None = None
+        self._lock = threading.Lock()
 
     def search_files(self, paths: Sequence[str], opts: RankOptions,
                      rep: Reporter) -> dict[str, QueryResult]:
@@ -111,16 +116,24 @@ class Searcher:
         return results
 
     def rank(self, vectors: np.ndarray, opts: RankOptions) -> tuple[list[list[Match]], list[str]]:
-        """Ranked matches for each query vector, and notes for the user (a repaired cache)."""
-        with self.store.open_read() as snap:  # FAISS and id -> path map of one commit
-            index = snap.vectors(mmap=True).on_gpu()
+        """Ranked matches for each query vector, and notes for the user (a repaired cache).
+        All of them see one committed generation: FAISS and the id -> path map alike."""
+        with self.store.open_read() as snap:
+            index = self._index(snap)
             index.configure(opts.nprobe, opts.ef_search)
             if opts.qe:
                 vectors = _expand(index, vectors, opts.qe, snap.stored)
             scores, ids = index.top(vectors, opts.top_k, snap.stored)
-            names = snap.catalog.paths_for(ids[ids >= 0].ravel())
+            hits = snap.catalog.hits_for(ids[ids >= 0].ravel())
             notes = list(snap.notes)
-        return [matches(s, i, names, opts) for s, i in zip(scores, ids, strict=True)], notes
+        return [matches(s, i, hits, opts) for s, i in zip(scores, ids, strict=True)], notes
+
+    def _index(self, snap: Snapshot) -> VectorIndex:
+        key = (snap.manifest.catalog, snap.catalog.generation)
+        with self._lock:
+            if self._cached is None or self._cached[0] != key:
+                self._cached = (key, snap.vectors(mmap=True).on_gpu())
+            return self._cached[1]
 
 
 def _expand(index: VectorIndex, queries: np.ndarray, n: int,
@@ -135,15 +148,15 @@ def _expand(index: VectorIndex, queries: np.ndarray, n: int,
     return expand_queries(queries, np.where(valid, scores, 0.0), neighbours)
 
 
-def matches(scores: np.ndarray, ids: np.ndarray, names: dict[int, list[str]],
+def matches(scores: np.ndarray, ids: np.ndarray, hits: dict[int, list[tuple[str, int]]],
             opts: RankOptions) -> list[Match]:
-    """Expand vector hits to file paths (byte-identical files share a vector), rank, cut."""
+    """Expand vector hits to files (byte-identical files share a vector), rank, cut."""
     out: list[Match] = []
     for score, vid in zip(scores, ids, strict=True):
         if vid < 0 or (opts.min_score is not None and score < opts.min_score):
             continue
-        for path in names.get(int(vid), []):
+        for path, file_id in hits.get(int(vid), []):
             if len(out) == opts.top_k:
                 return out
-            out.append(Match(len(out) + 1, path, float(score)))
+            out.append(Match(len(out) + 1, path, float(score), file_id))
     return out

@@ -200,6 +200,25 @@ class Catalog:
                 out.setdefault(vid, []).append(path)
         return out
 
+    def hits_for(self, vector_ids: Iterable[int]) -> dict[int, list[tuple[str, int]]]:
+        """(path, file id) of the indexed files behind each vector id, paths sorted."""
+        ids = sorted(set(int(i) for i in vector_ids))
+        out: dict[int, list[tuple[str, int]]] = {}
+        for start in range(0, len(ids), 500):  # stay under sqlite's bound-parameter limit
+            part = ids[start:start + 500]
+            marks = ",".join("?" * len(part))
+            for vid, path, fid in self._db.execute(
+                    f"SELECT vector_id, path, rowid FROM files WHERE status = 'ok' AND vector_id "
+                    f"IN ({marks}) ORDER BY path", part):
+                out.setdefault(vid, []).append((path, fid))
+        return out
+
+    def file_by_id(self, file_id: int) -> FileRow | None:
+        """An indexed (status ok) file by its id; None for any other id."""
+        row = self._db.execute("SELECT * FROM files WHERE rowid = ? AND status = 'ok'",
+                               (int(file_id),)).fetchone()
+        return FileRow(*row) if row else None
+
     def failed_files(self) -> list[FileRow]:
         cur = self._db.execute("SELECT * FROM files WHERE status = 'failed' ORDER BY path")
         return [FileRow(*r) for r in cur]

@@ -1,0 +1,209 @@
+// deepvision serve: progressive enhancement of the search form.
+//
+// Without this file the form posts to "/" and the server renders the results. With it, choosing,
+// dropping or pasting an image searches at once through POST /api/search and the grid is built
+// here with the same markup as deepvision/output/web.py (keep the two in step). Data only ever
+// reaches the page through textContent and attributes, never through innerHTML.
+"use strict";
+
+(() => {
+  const form = document.getElementById("search");
+  const input = document.getElementById("image");
+  const statusLine = document.getElementById("status");
+  const results = document.getElementById("results");
+  const preview = document.getElementById("preview");
+  const fileName = document.getElementById("file-name");
+  if (!form || !input || !statusLine || !results) return;
+
+  const k = Number.parseInt(form.dataset.k || "24", 10) || 24;
+  let inFlight = null; // the AbortController of the running search
+  let previewUrl = null;
+  let dragDepth = 0;
+
+  // Control characters as \xNN, as the server's safe_text shows them.
+  const safeText = (text) =>
+    String(text).replace(/[\u0000-\u001f\u007f-\u009f]/g,
+      (c) => "\\x" + c.charCodeAt(0).toString(16).padStart(2, "0"));
+
+  const setStatus = (text, state) => {
+    statusLine.textContent = safeText(text);
+    statusLine.dataset.state = state;
+  };
+
+  const el = (tag, attrs = {}, children = []) => {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, String(value));
+    for (const child of children) node.append(child);
+    return node;
+  };
+
+  const splitPath = (path) => {
+    const cut = path.lastIndexOf("/");
+    return cut < 0 ? ["", path] : [path.slice(0, cut + 1), path.slice(cut + 1)];
+  };
+
+  // A file name that wraps after _ - . rather than inside a word, as web.py writes it.
+  const breakable = (name) => name.split(/(?<=[_\-.])/).flatMap(
+    (part, i) => (i ? [document.createElement("wbr"), part] : [part]));
+
+  const figure = (match) => {
+    const rank = Number.isInteger(match.rank) ? match.rank : 0;
+    const score = Number.isFinite(match.score) ? match.score : 0;
+    const path = String(match.path ?? "");
+    const [dir, name] = splitPath(path);
+    let picture;
+    if (Number.isInteger(match.id)) {
+      const img = el("img", {
+        src: `/api/images/${match.id}/thumbnail`, alt: "", loading: "lazy",
+        decoding: "async", width: 256, height: 256,
+      });
+      picture = el("a", {
+        class: "thumb", href: `/api/images/${match.id}`, target: "_blank", rel: "noopener",
+      }, [img]);
+    } else {
+      picture = el("div", { class: "thumb missing" }, ["no preview"]);
+    }
+    const meter = el("meter", { min: 0, max: 1, value: Math.min(Math.max(score, 0), 1).toFixed(4) });
+    const caption = el("figcaption", {}, [
+      el("span", { class: "path", title: safeText(path) }, [
+        el("span", { class: "dir" }, [safeText(dir)]),
+        el("span", { class: "name" }, breakable(safeText(name))),
+      ]),
+      el("span", { class: "score-row" }, [meter, el("span", { class: "score" }, [score.toFixed(4)])]),
+    ]);
+    return el("figure", { class: "match", "data-rank": rank, "data-score": score.toFixed(4) }, [
+      picture, el("span", { class: "rank", "aria-label": "rank" }, [String(rank)]), caption,
+    ]);
+  };
+
+  const showPreview = (file) => {
+    if (!preview) return;
+    if (previewUrl) URL.revokeObjectURL(previewUrl);
+    previewUrl = URL.createObjectURL(file);
+    preview.src = previewUrl;
+    preview.hidden = false;
+    form.classList.add("has-preview");
+    const title = form.querySelector(".drop-title");
+    if (title) title.textContent = "Choose another image";
+  };
+
+  const errorMessage = async (response) => {
+    try {
+      const body = await response.json();
+      if (body && typeof body.message === "string" && body.message) return body.message;
+      if (body && Array.isArray(body.detail)) {
+        return body.detail.map((d) => d && d.msg).filter(Boolean).join("; ");
+      }
+      if (body && typeof body.error === "string") return `Search failed (${body.error}).`;
+    } catch (_) {
+      // not JSON: fall through to the HTTP status
+    }
+    return `Search failed (HTTP ${response.status}).`;
+  };
+
+  const search = async (file) => {
+    if (!file) {
+      setStatus("Choose an image first.", "error");
+      return;
+    }
+    if (inFlight) inFlight.abort();
+    const controller = new AbortController();
+    inFlight = controller;
+    showPreview(file);
+    if (fileName) fileName.textContent = safeText(file.name || "pasted image");
+    setStatus("Searching…", "busy");
+    results.setAttribute("aria-busy", "true");
+    form.classList.add("busy");
+    const body = new FormData();
+    body.append("image", file, file.name || "pasted image");
+    const started = performance.now();
+    try {
+      const response = await fetch(`/api/search?k=${k}`, {
+        method: "POST", body, signal: controller.signal, credentials: "same-origin",
+        headers: { Accept: "application/json" },
+      });
+      if (!response.ok) {
+        results.replaceChildren();
+        setStatus(await errorMessage(response), "error");
+        return;
+      }
+      render(await response.json(), performance.now() - started);
+    } catch (err) {
+      if (err && err.name === "AbortError") return;
+      results.replaceChildren();
+      setStatus("The server could not be reached; is `deepvision serve` still running?", "error");
+    } finally {
+      if (inFlight === controller) {
+        inFlight = null;
+        results.removeAttribute("aria-busy");
+        form.classList.remove("busy");
+      }
+    }
+  };
+
+  const render = (doc, elapsed) => {
+    const query = (doc && Array.isArray(doc.queries) && doc.queries[0]) || {};
+    if (query.error) {
+      results.replaceChildren();
+      setStatus(`Could not search: ${query.error}`, "error");
+      return;
+    }
+    const matches = Array.isArray(query.matches) ? query.matches : [];
+    results.replaceChildren(...matches.map(figure));
+    const ms = Math.round(elapsed);
+    const n = matches.length;
+    setStatus(n ? `${n} ${n === 1 ? "match" : "matches"} in ${ms} ms` : `No matches (${ms} ms)`,
+      "done");
+  };
+
+  const firstImage = (files) =>
+    Array.from(files || []).find((f) => f.type.startsWith("image/")) || null;
+
+  // The no-JS form still posts when fetch is missing; with it, the page never reloads.
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    search(input.files && input.files[0]);
+  });
+
+  input.addEventListener("change", () => {
+    if (input.files && input.files[0]) search(input.files[0]);
+  });
+
+  const hasFiles = (event) =>
+    event.dataTransfer && Array.from(event.dataTransfer.types || []).includes("Files");
+
+  document.addEventListener("dragenter", (event) => {
+    if (!hasFiles(event)) return;
+    event.preventDefault();
+    dragDepth += 1;
+    document.body.classList.add("dragging");
+  });
+  document.addEventListener("dragover", (event) => {
+    if (!hasFiles(event)) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = "copy";
+  });
+  document.addEventListener("dragleave", () => {
+    dragDepth = Math.max(0, dragDepth - 1);
+    if (dragDepth === 0) document.body.classList.remove("dragging");
+  });
+  document.addEventListener("drop", (event) => {
+    event.preventDefault(); // a dropped file must not replace the page
+    dragDepth = 0;
+    document.body.classList.remove("dragging");
+    const file = firstImage(event.dataTransfer && event.dataTransfer.files);
+    if (file) search(file);
+    else setStatus("Drop an image file (JPEG, PNG, WebP, …).", "error");
+  });
+
+  document.addEventListener("paste", (event) => {
+    const items = Array.from((event.clipboardData && event.clipboardData.items) || []);
+    const item = items.find((i) => i.kind === "file" && i.type.startsWith("image/"));
+    const file = item && item.getAsFile();
+    if (!file) return; // pasting text stays pasting text
+    event.preventDefault();
+    search(file);
+  });
+
+  document.documentElement.classList.add("js");
+})();

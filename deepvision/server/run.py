@@ -1,0 +1,148 @@
+"""Starting the service: load the model and the index once, bind, serve until SIGTERM."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from deepvision.errors import UsageError
+from deepvision.pipeline.embedder import Embedder, EmbedOptions
+from deepvision.progress import Reporter
+from deepvision.server.app import ServeConfig, Service, create_app
+from deepvision.services.batching import QueryBatcher
+from deepvision.services.embedding import index_embedder
+from deepvision.services.jobs import JobRunner
+from deepvision.services.search import Searcher
+from deepvision.services.sync import IndexRequest, IndexRun
+from deepvision.store.indexstore import IndexStore
+
+
+@dataclass(frozen=True)
+class ServeRequest:
+    store: IndexStore
+    config: ServeConfig
+    embed: EmbedOptions = EmbedOptions()
+    weights: Path | None = None
+    no_token: bool = False  # a non-loopback bind without a token, asked for explicitly
+    access_log: bool = True
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_security(host: str, token: str | None, no_token: bool) -> str | None:
+    """UsageError for an open non-loopback bind; a warning line for an explicit --no-token."""
+    if is_loopback(host) or token:
+        return None
+    if not no_token:
+        raise UsageError(f"--host {host} is reachable from other machines: pass --token T "
+                         "(clients send Authorization: Bearer T), or --no-token to serve it "
+                         "without one")
+    return (f"warning: serving {host} without a token (--no-token): anyone who can reach this "
+            "port can search the index and download its images")
+
+
+def serve(req: ServeRequest, rep: Reporter) -> None:
+    """Blocks until SIGTERM / Ctrl-C. Library errors are raised before anything is bound."""
+    import uvicorn
+
+    warning = check_security(req.config.host, req.config.token, req.no_token)
+    manifest = req.store.check()  # a missing or damaged index fails before the model loads
+    embedder = index_embedder(manifest, req.weights, req.embed)
+    searcher = Searcher(req.store, embedder)
+    sock = _bind(req.config.host, req.config.port)
+    url = f"http://{_url_host(req.config.host)}:{sock.getsockname()[1]}/"
+    service = Service(
+        searcher=searcher, batcher=QueryBatcher(searcher, embedder.network.batch),
+        jobs=JobRunner(partial(_lock_held, req.store)),
+        index_job=partial(_index_job, req, embedder), config=req.config,
+        on_ready=partial(_ready, rep, req.store, embedder, url, warning))
+    config = uvicorn.Config(create_app(service), log_config=_log_config(req.access_log),
+                            access_log=req.access_log, timeout_graceful_shutdown=30,
+                            lifespan="on")
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+
+
+def _log_config(access: bool) -> dict[str, Any]:
+    """uvicorn's logging, with one line per request (access) and only problems otherwise."""
+    from copy import deepcopy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = deepcopy(LOGGING_CONFIG)
+    config["loggers"]["uvicorn.error"]["level"] = "WARNING"
+    config["loggers"]["uvicorn.access"]["level"] = "INFO" if access else "WARNING"
+    config["handlers"]["access"]["stream"] = "ext://sys.stderr"  # results go nowhere near stdout
+    return config
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror} (another server "
+                         "there? pick --port)") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _ready(rep: Reporter, store: IndexStore, embedder: Embedder, url: str,
+           warning: str | None) -> None:
+    with store.open_read() as snap:
+        files = snap.catalog.counts()["files"]
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    rep.info(embedder.describe())
+    # Always printed (also with --quiet): scripts and tests read the URL from this line.
+    print(f"serving index {os.path.abspath(store.dir)} (model {embedder.model.spec.name}, "
+          f"{files} files) on {url}", file=sys.stderr, flush=True)
+
+
+def _lock_held(store: IndexStore) -> bool:
+    """Whether another process holds the index's writer lock (probed, released at once)."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(store.dir / ".lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def _index_job(req: ServeRequest, embedder: Embedder, rep: Any) -> dict[str, Any]:
+    """An incremental `index` of the recorded folders, sharing the loaded model. Its decode
+    workers start by forkserver: forking this many-threaded process could copy a held lock."""
+    from deepvision.output.render import index_summary_document
+
+    opts = EmbedOptions(device=req.embed.device, batch_size=req.embed.batch_size,
+                        workers=req.embed.workers, max_megapixels=req.embed.max_megapixels,
+                        decoder=req.embed.decoder, start_method="forkserver")
+    shared: Callable[..., Embedder] = lambda *_: Embedder(  # noqa: E731
+        embedder.model, embedder.device, opts, embedder.decoder)
+    run = IndexRun(IndexRequest(roots=(), store=req.store, embed=opts), rep, embedders=shared)
+    return index_summary_document(run.run())

@@ -1,0 +1,114 @@
+"""Dynamic batching for a live service: queries that arrive together share one network pass
+and one FAISS search.
+
+Request threads decode their uploads themselves (`Embedder.prepare`) and hand the crop to the
+batcher; one worker thread takes the first waiting query, gathers more for up to `max_wait`
+seconds or `max_batch` queries, embeds them in one batch and ranks them against one snapshot
+of the index (so every query of a batch sees the same generation, whole).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from deepvision.services.search import RankOptions, Searcher
+from deepvision.types import Failure, Match
+
+if TYPE_CHECKING:
+    import torch
+
+MAX_WAIT = 0.005  # seconds a batch waits for company: small next to a ~30 ms network pass
+
+
+@dataclass
+class _Query:
+    name: str
+    crop: torch.Tensor
+    opts: RankOptions
+    done: Future = field(default_factory=Future)
+
+
+class QueryBatcher:
+    """Queries in, ranked matches (or a Failure) out, through one worker thread."""
+
+    def __init__(self, searcher: Searcher, max_batch: int, max_wait: float = MAX_WAIT) -> None:
+        self.searcher = searcher
+        self.max_batch = max(1, max_batch)
+        self.max_wait = max_wait
+        self._queue: queue.Queue[_Query | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="deepvision-batcher", daemon=True)
+        self._thread.start()
+        self.batches = 0  # for the stats: how many network passes served how many queries
+        self.queries = 0
+
+    def submit(self, name: str, crop: torch.Tensor, opts: RankOptions) -> Future:
+        """A Future of list[Match], or of a Failure the network reported for this image."""
+        query = _Query(name, crop, opts)
+        self._queue.put(query)
+        return query.done
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while (first := self._queue.get()) is not None:
+            batch = [first, *self._gather()]
+            if batch[-1] is None:  # closing: answer what was asked, then stop
+                self._answer(batch[:-1])
+                return
+            self._answer(batch)
+
+    def _gather(self) -> list[_Query | None]:
+        out: list[_Query | None] = []
+        deadline = time.monotonic() + self.max_wait
+        while len(out) < self.max_batch - 1:
+            left = deadline - time.monotonic()
+            try:
+                item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            out.append(item)
+            if item is None:
+                break
+        return out
+
+    def _answer(self, batch: list[_Query]) -> None:
+        live = [q for q in batch if q.done.set_running_or_notify_cancel()]
+        if not live:
+            return
+        try:
+            results = self._search(live)
+        except Exception as exc:  # a query must never hang: every waiter hears about it
+            for q in live:
+                q.done.set_exception(exc)
+            return
+        for q, result in zip(live, results, strict=True):
+            q.done.set_result(result)
+
+    def _search(self, batch: list[_Query]) -> list[list[Match] | Failure]:
+        embedded = self.searcher.embedder.embed_crops([q.name for q in batch],
+                                                      [q.crop for q in batch])
+        results: list[list[Match] | Failure] = [[] for _ in batch]
+        for pos, failure in embedded.failures:
+            results[pos] = failure
+        if embedded.items:
+            widest = replace(batch[0].opts, top_k=max(q.opts.top_k for q in batch),
+                             min_score=None)
+            ranked, _ = self.searcher.rank(embedded.vectors, widest)
+            for pos, matches in zip(embedded.items, ranked, strict=True):
+                results[pos] = _cut(matches, batch[pos].opts)
+        self.batches += 1
+        self.queries += len(batch)
+        return results
+
+
+def _cut(matches: list[Match], opts: RankOptions) -> list[Match]:
+    """One query's share of a batch ranked for the widest k: its own k and min_score."""
+    kept = [m for m in matches if opts.min_score is None or m.score >= opts.min_score]
+    return kept[:opts.top_k]
