@@ -195,7 +195,11 @@ def _emit(result: Any, output: Format, html: Path | None, rep: ConsoleReporter,
     else:
         renderers["table"](result)
     if html is not None:
-        renderers["html"](result, html)
+        try:
+            renderers["html"](result, html)
+        except OSError as exc:  # a full disk, a read-only folder: the user's to fix
+            rep.error(f"cannot write the HTML report {html}: {exc.strerror}")
+            raise typer.Exit(int(ExitCode.STORAGE)) from None
         rep.info(f"HTML report: {html}")
 
 
@@ -557,6 +561,7 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
 
 
 if __name__ == "__main__":
