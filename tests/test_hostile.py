@@ -426,6 +426,16 @@ def test_full_disk_is_a_storage_error_and_recoverable(cli, tiny_model, photos, t
         _every_photo_finds_itself(cli, photos, idx)
 
 
+def test_a_report_on_a_full_disk_is_a_storage_error(cli, tiny_model, photos, tmp_path):
+    idx = tmp_path / "idx"
+    _ok(_index(cli, photos, idx))
+    with tmpfs(tmp_path / "tiny", "16k") as disk:
+        run = cli("search", photos / "img_00.jpg", "--index-dir", idx, "--workers", "0",
+                  "--html", disk / "report.html")
+        line = expect_error(run, Exit.STORAGE)
+        assert "report" in line and re.search(r"no space", line, re.I), line
+
+
 # --------------------------------------------------------------------------- 9. corrupt state
 
 
