@@ -225,6 +225,8 @@ async def _search(service: Service, name: str, data: bytes, opts: RankOptions) -
     """Decode on a worker thread, then the batcher: the document `search --format json` prints
     for one query, with file ids."""
     embedder = service.searcher.embedder
+    if not data:
+        raise ApiError("empty", "the upload is empty (0 bytes)")
     try:
         crop = await asyncio.to_thread(embedder.prepare, data, name)
     except DecodeError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+import uvicorn
 
 from deepvision.errors import UsageError
 from deepvision.pipeline.embedder import Embedder, EmbedOptions
@@ -57,8 +60,6 @@ def check_security(host: str, token: str | None, no_token: bool) -> str | None:
 
 def serve(req: ServeRequest, rep: Reporter) -> None:
     """Blocks until SIGTERM / Ctrl-C. Library errors are raised before anything is bound."""
-    import uvicorn
-
     warning = check_security(req.config.host, req.config.token, req.no_token)
     manifest = req.store.check()  # a missing or damaged index fails before the model loads
     embedder = index_embedder(manifest, req.weights, req.embed)
@@ -73,8 +74,20 @@ def serve(req: ServeRequest, rep: Reporter) -> None:
     config = uvicorn.Config(create_app(service), log_config=_log_config(req.access_log),
                             access_log=req.access_log, timeout_graceful_shutdown=30,
                             lifespan="on")
-    server = uvicorn.Server(config)
+    server = _Server(config)
     server.run(sockets=[sock])
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-sends a captured SIGTERM to itself after its graceful shutdown (so the
+    process dies by the signal); a service stopped by its supervisor has finished cleanly and
+    exits 0. Ctrl-C (SIGINT) keeps uvicorn's behaviour."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        captured = getattr(self, "_captured_signals", None)
+        if sig == signal.SIGTERM and captured and captured[-1] == sig:
+            captured.pop()
 
 
 def _log_config(access: bool) -> dict[str, Any]:
