@@ -138,8 +138,8 @@ def _figure(match: Mapping[str, Any]) -> str:
     meter = min(max(score, 0.0), 1.0)
     return (f'<figure class="match" data-rank="{rank}" data-score="{score:.4f}">{picture}'
             f'<span class="rank" aria-label="rank">{rank}</span><figcaption>'
-            f'<span class="path" title="{_text(path)}"><span class="dir">'
-            f'{_text(head + os.sep if head else "")}</span>'
+            f'<span class="path" title="{_text(path)}"><span class="dir"><span>'
+            f'{_text(head + os.sep if head else "")}</span></span>'
             f'<span class="name">{_breakable(tail)}</span></span>'
             f'<span class="score-row"><meter min="0" max="1" value="{meter:.4f}"></meter>'
             f'<span class="score">{score:.4f}</span></span></figcaption></figure>')

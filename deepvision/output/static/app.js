@@ -66,7 +66,7 @@
     const meter = el("meter", { min: 0, max: 1, value: Math.min(Math.max(score, 0), 1).toFixed(4) });
     const caption = el("figcaption", {}, [
       el("span", { class: "path", title: safeText(path) }, [
-        el("span", { class: "dir" }, [safeText(dir)]),
+        el("span", { class: "dir" }, [el("span", {}, [safeText(dir)])]),
         el("span", { class: "name" }, breakable(safeText(name))),
       ]),
       el("span", { class: "score-row" }, [meter, el("span", { class: "score" }, [score.toFixed(4)])]),
