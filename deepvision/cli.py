@@ -473,15 +473,13 @@ def serve(
         except ImportError as exc:
             raise UsageError(f"the search service needs its extra ({exc.name} is missing): "
                              "pip install 'deepvision[serve]'") from None
-        for folder in allow_path:
-            _folders([folder])
+        _folders(allow_path)
         embed = _embed_options(device=device, batch_size=batch_size, workers=workers,
                                max_megapixels=max_megapixels, decoder=decoder)
         config = ServeConfig(
             host=host, port=port, token=token,
             allow_paths=tuple(Path(os.path.realpath(p)) for p in allow_path), cors=tuple(cors),
-            max_upload_bytes=int(max_upload_mb * (1 << 20)),
-            max_batch=embed.batch_size or 32, loopback=is_loopback(host))
+            max_upload_bytes=int(max_upload_mb * (1 << 20)), loopback=is_loopback(host))
         run_server(ServeRequest(store=_store(index_dir, name), config=config, embed=embed,
                                 weights=_weights(weights), no_token=no_token,
                                 access_log=not quiet), rep)

@@ -6,7 +6,6 @@ Nothing here imports deepvision, so the helpers keep working while the package i
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import resource
@@ -15,13 +14,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
 import pytest
+from conftest import REPO, Run
 
-REPO = Path(__file__).resolve().parent.parent
 TRACEBACK = "Traceback (most recent call last)"
 
 # Real offline weights: the only model a subprocess can use (the stub `tiny` is in-process).
@@ -97,22 +95,12 @@ def control_chars(text: str) -> list[str]:
 # --------------------------------------------------------------------------- subprocesses
 
 
-@dataclass
-class Ran:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> dict:
-        return json.loads(self.stdout)
-
-
 def _cap_memory(limit: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def run_capped(*args: object, timeout: float = SUBPROCESS_TIMEOUT,
-               memory: int = MEMORY_CAP) -> Ran:
+               memory: int = MEMORY_CAP) -> Run:
     """`python -m deepvision ARGS` with an address-space cap and a wall-clock limit.
 
     The process gets its own session so that a timeout kills it and its decode workers; a
@@ -132,7 +120,7 @@ def run_capped(*args: object, timeout: float = SUBPROCESS_TIMEOUT,
     if hung:
         pytest.fail(f"`deepvision {' '.join(map(str, args))}` did not finish within {timeout:g} s"
                     f" (hung?); stderr so far:\n{err[-3000:]}", pytrace=False)
-    run = Ran(proc.returncode, out, err)
+    run = Run(proc.returncode, out, err)
     assert_no_traceback(run)
     return run
 

@@ -33,11 +33,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 def safe_text(text: str) -> str:
     """Control characters as \\xNN escapes, undecodable bytes (surrogate escapes) as \\xNN:
     what is printed is what the name contains, and nothing in it acts on the terminal."""
-    if not text.isprintable() or _has_surrogates(text):
-        text = os.fsencode(text).decode("utf-8", "backslashreplace") if _has_surrogates(
-            text) else text
-        text = _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
-    return text
+    if _has_surrogates(text):
+        text = os.fsencode(text).decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
 
 
 def _has_surrogates(text: str) -> bool:

@@ -55,7 +55,6 @@ class ServeConfig:
     allow_paths: tuple[Path, ...] = ()
     cors: tuple[str, ...] = ()
     max_upload_bytes: int = 50 << 20
-    max_batch: int = 32
     loopback: bool = True  # bound to a loopback address: the Host header is checked
 
 

@@ -7,8 +7,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -68,7 +67,7 @@ def serve(req: ServeRequest, rep: Reporter) -> None:
     url = f"http://{_url_host(req.config.host)}:{sock.getsockname()[1]}/"
     service = Service(
         searcher=searcher, batcher=QueryBatcher(searcher, embedder.network.batch),
-        jobs=JobRunner(partial(_lock_held, req.store)),
+        jobs=JobRunner(req.store.lock_held),
         index_job=partial(_index_job, req, embedder), config=req.config,
         on_ready=partial(_ready, rep, req.store, embedder, url, warning))
     config = uvicorn.Config(create_app(service), log_config=_log_config(req.access_log),
@@ -134,28 +133,15 @@ def _ready(rep: Reporter, store: IndexStore, embedder: Embedder, url: str,
           f"{files} files) on {url}", file=sys.stderr, flush=True)
 
 
-def _lock_held(store: IndexStore) -> bool:
-    """Whether another process holds the index's writer lock (probed, released at once)."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(str(store.dir / ".lock"), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        return True
-    lock.release()
-    return False
-
-
 def _index_job(req: ServeRequest, embedder: Embedder, rep: Any) -> dict[str, Any]:
     """An incremental `index` of the recorded folders, sharing the loaded model. Its decode
     workers start by forkserver: forking this many-threaded process could copy a held lock."""
     from deepvision.output.render import index_summary_document
 
-    opts = EmbedOptions(device=req.embed.device, batch_size=req.embed.batch_size,
-                        workers=req.embed.workers, max_megapixels=req.embed.max_megapixels,
-                        decoder=req.embed.decoder, start_method="forkserver")
-    shared: Callable[..., Embedder] = lambda *_: Embedder(  # noqa: E731
-        embedder.model, embedder.device, opts, embedder.decoder)
+    opts = replace(req.embed, start_method="forkserver")
+
+    def shared(*_: object) -> Embedder:
+        return Embedder(embedder.model, embedder.device, opts, embedder.decoder)
+
     run = IndexRun(IndexRequest(roots=(), store=req.store, embed=opts), rep, embedders=shared)
     return index_summary_document(run.run())

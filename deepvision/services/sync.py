@@ -466,11 +466,10 @@ def restructure(store: IndexStore, index_type: str | None, max_memory: int | Non
     """Rebuild only the FAISS structure from the stored vectors: no decoding, no model."""
     start = time.perf_counter()
     with store.open_write(wait) as writer:
-        writer.begin(store.read_manifest(), fresh=False)
-        if index_type is not None:
-            writer.update_manifest(index_type=index_type)
-        if max_memory is not None:
-            writer.update_manifest(max_memory=max_memory)
+        manifest = store.read_manifest()
+        changes = {"index_type": index_type, "max_memory": max_memory}
+        writer.begin(replace(manifest, **{k: v for k, v in changes.items() if v is not None}),
+                     fresh=False)
         plan = writer.finish(replan=True)
         assert writer.catalog is not None
         n = writer.catalog.vector_count()

@@ -22,9 +22,9 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -50,6 +50,7 @@ from deepvision.store.faiss_index import (
 from deepvision.store.manifest import MANIFEST, Manifest, now_iso, parse_manifest, write_manifest
 
 DEFAULT_NAME = "default"
+LOCK = ".lock"  # held by the one writer
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # Everything deepvision writes in an index folder. Cleanup deletes nothing else, so a user's
 # file that happens to sit there (catalog-notes.pdf, faiss-x.txt, .s.tmp) is never touched.
@@ -198,14 +199,32 @@ class IndexStore:
 
     # ---- writing --------------------------------------------------------------------------
 
+    def _lock(self, wait: bool) -> Any:
+        from filelock import FileLock
+
+        return FileLock(str(self.dir / LOCK), timeout=-1 if wait else 0)
+
+    def lock_held(self) -> bool:
+        """Whether a writer (another process, or this one) holds the lock now; probed and
+        released at once."""
+        from filelock import Timeout
+
+        lock = self._lock(wait=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            return True
+        lock.release()
+        return False
+
     @contextmanager
     def open_write(self, wait: bool = False) -> Iterator[Writer]:
         """The one writer (flock on .lock: the kernel drops it when a holder dies)."""
-        from filelock import FileLock, Timeout
+        from filelock import Timeout
 
         with storage_errors(self):
             self.dir.mkdir(parents=True, exist_ok=True)
-            lock = FileLock(str(self.dir / ".lock"), timeout=-1 if wait else 0)
+            lock = self._lock(wait)
             owner = self.dir / ".lock.owner"
             try:
                 lock.acquire()
@@ -280,7 +299,7 @@ class Snapshot:
     def vectors(self, mmap: bool = False) -> VectorIndex:
         """The FAISS structure of this generation: its file when current and intact, else
         rebuilt from the stored vectors (a killed run, a damaged file) without the model."""
-        index, problem = load_cached(self.catalog, self.dim, self.store.dir, mmap)
+        index, problem, _ = load_cached(self.catalog, self.dim, self.store.dir, mmap)
         if problem:
             self.notes.append(f"{problem}: searching the stored vectors instead (the next "
                               "`deepvision index` writes a new FAISS file)")
@@ -291,11 +310,16 @@ class Snapshot:
         return self.catalog.vectors_for(ids, self.dim)
 
 
-def load_cached(catalog: Catalog, dim: int, folder: Path,
-                mmap: bool = False) -> tuple[VectorIndex, str | None]:
-    """(index, None) from the FAISS file when it is the catalog's current generation and its
-    checksum matches; else (index rebuilt from the vectors, why the file was not used), where
-    a file that is merely behind (after a killed run) is no problem worth telling."""
+class Cached(NamedTuple):
+    index: VectorIndex
+    problem: str | None  # why the FAISS file was not used; None also when it is merely behind
+    verified: bool  # loaded from the current file, its checksum checked
+
+
+def load_cached(catalog: Catalog, dim: int, folder: Path, mmap: bool = False) -> Cached:
+    """The FAISS file when it is the catalog's current generation and its checksum matches;
+    else the structure rebuilt from the vectors, and why the file was not used (a file that is
+    merely behind, after a killed run, is no problem worth telling)."""
     record = catalog.faiss_record()
     problem = None
     if record is not None and record.generation == catalog.generation:
@@ -303,11 +327,13 @@ def load_cached(catalog: Catalog, dim: int, folder: Path,
         problem = _file_problem(path, record)
         if problem is None:
             try:
-                return VectorIndex.load(path, record.plan, mmap), None
+                # Verified only with a checksum: an older catalog's file still gets one.
+                verified = record.checksum is not None
+                return Cached(VectorIndex.load(path, record.plan, mmap), None, verified)
             except RuntimeError as exc:
                 problem = f"FAISS file {path} cannot be read ({str(exc).splitlines()[0]})"
     plan = record.plan if record else FLAT_PLAN
-    return build_from_catalog(catalog, dim, plan), problem
+    return Cached(build_from_catalog(catalog, dim, plan), problem, False)
 
 
 def _file_problem(path: Path, record: FaissRecord) -> str | None:
@@ -359,13 +385,6 @@ class Writer:
         self.cache = VectorCache(self.catalog, manifest, self.store.dir)
         return self.catalog
 
-    def update_manifest(self, **changes: object) -> Manifest:
-        assert self.manifest is not None
-        self.manifest = replace(self.manifest, **changes)  # type: ignore[arg-type]
-        if self.cache is not None:
-            self.cache.manifest = self.manifest
-        return self.manifest
-
     def finish(self, replan: bool = False) -> IndexPlan:
         """FAISS file, then manifest, then cleanup: each step leaves a searchable index.
         replan: build the structure the index type calls for now, even if the current one
@@ -393,6 +412,7 @@ class VectorCache:
     def __init__(self, catalog: Catalog, manifest: Manifest, folder: Path) -> None:
         self.catalog, self.manifest, self.folder = catalog, manifest, folder
         self._index: VectorIndex | None = None
+        self._verified = False  # the loaded structure is the saved file, checksum and all
         self.dirty = False
         self.rebuild = False
 
@@ -400,7 +420,8 @@ class VectorCache:
         """Call before a catalog transaction: FAISS must not already hold what it commits."""
         if self._index is None and not self.rebuild:
             with self.catalog.snapshot():
-                self._index, problem = load_cached(self.catalog, self.manifest.dim, self.folder)
+                self._index, problem, self._verified = load_cached(
+                    self.catalog, self.manifest.dim, self.folder)
             self.dirty = self.dirty or problem is not None
         return None if self.rebuild else self._index
 
@@ -434,7 +455,7 @@ class VectorCache:
             with self.catalog.snapshot():
                 self._index = build_from_catalog(self.catalog, m.dim, wanted)
             self.rebuild = False
-        elif not self.dirty and self._saved_ok(record):
+        elif not self.dirty and (self._verified or self._saved_ok(record)):
             return current
         index = self.load()
         assert index is not None
