@@ -145,13 +145,19 @@ def _embed_options(*, device: str, batch_size: int, workers: int, max_megapixels
                         max_megapixels=max_megapixels, compile=compile, decoder=decoder.value)
 
 
-def _descriptor(pooling: str | None, flip: bool | None, scales: str | None) -> Any:
-    """The descriptor options, or None when none was given (an index keeps its own)."""
+def _descriptor(pooling: str | None, flip: bool | None, scales: str | None,
+                model: str = AUTO) -> Any:
+    """The descriptor options, or None when none was given (an index keeps its own); checked
+    against a named model (a CLIP model takes no --pooling/--scales)."""
     from deepvision.models.descriptor import parse_descriptor
+    from deepvision.models.registry import check_descriptor
 
     if pooling is None and flip is None and scales is None:
         return None
-    return parse_descriptor(pooling or "avg", bool(flip), scales)
+    descriptor = parse_descriptor(pooling or "avg", bool(flip), scales)
+    if model != AUTO:
+        check_descriptor(get_spec(model), descriptor)
+    return descriptor
 
 
 def _max_memory(index_type: str | None, max_memory: str | None) -> int | None:
@@ -269,7 +275,8 @@ def index(
             filters=Filters(tuple(include), tuple(exclude), hidden, follow_links),
             retry_failed=retry_failed, commit_every=commit_every, wait=wait,
             index_type=index_type, max_memory=_max_memory(index_type, max_memory),
-            descriptor=_descriptor(pooling, flip, scales), allow_mass_delete=allow_mass_delete)
+            descriptor=_descriptor(pooling, flip, scales, model),
+            allow_mass_delete=allow_mass_delete)
         rep.info(f"index {req.store.dir}: {', '.join(map(str, dirs))}")
     _sync(req, rep, as_json)
 
@@ -326,7 +333,7 @@ def rebuild(
                                  compile=compile),
             filters=Filters(tuple(include), tuple(exclude), hidden, follow_links),
             retry_failed=True, commit_every=commit_every, wait=wait, index_type=index_type,
-            max_memory=budget, descriptor=_descriptor(pooling, flip, scales), rebuild=True)
+            max_memory=budget, descriptor=_descriptor(pooling, flip, scales, model), rebuild=True)
         rep.info(f"rebuild {store.dir}: {', '.join(map(str, dirs or [])) or 'recorded folders'}")
     _sync(req, rep, as_json)
 
@@ -344,8 +351,11 @@ def _restructure(store: Any, index_type: str | None, budget: int | None, wait: b
 
 @app.command()
 def search(
-    paths: Annotated[list[Path], typer.Argument(
-        help="Query image(s) or folder(s) of query images.", show_default=False)],
+    paths: Annotated[Optional[list[Path]], typer.Argument(
+        help="Query image(s) or folder(s) of query images.", show_default=False)] = None,
+    text: Annotated[list[str], typer.Option(
+        "--text", "-t", help="A text query, e.g. \"a red bicycle\" (repeatable; needs an index "
+        "built with a CLIP model, see --model).")] = [],  # noqa: B006
     index_dir: IndexDir = Path("indexes"),
     name: Name = "default",
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Matches per query.")] = 10,
@@ -369,17 +379,22 @@ def search(
         "before ranking (scores are then similarities to the expanded query; 0: off).")] = 0,
     quiet: Quiet = False,
 ) -> None:
-    """Print the most similar indexed images for every query image."""
+    """Print the most similar indexed images for every query image and every --text."""
     from deepvision.output import render
     from deepvision.services.search import RankOptions, SearchRequest, run_search
 
     rep = ConsoleReporter(quiet=quiet)
     with _errors(rep):
+        paths = paths or []
+        if not paths and not text:
+            raise UsageError("give query images (PATHS) or a text query (--text \"...\")")
         for p in paths:
             if not p.exists() and not p.is_symlink():
                 raise UsageError(f"{p} does not exist (check the path)")
+        if any(not t.strip() for t in text):
+            raise UsageError("--text is empty; give the words to search for")
         req = SearchRequest(
-            queries=tuple(paths), store=_store(index_dir, name),
+            queries=tuple(paths), texts=tuple(text), store=_store(index_dir, name),
             rank=RankOptions(top_k=top_k, min_score=min_score, nprobe=nprobe,
                              ef_search=ef_search, qe=qe),
             weights=_weights(weights),
@@ -529,7 +544,7 @@ def eval_(
             source=source, model=_model(model), weights=_weights(weights),
             embed=_embed_options(device=device, batch_size=batch_size, workers=workers,
                                  max_megapixels=max_megapixels, decoder=decoder),
-            ks=parse_ks(ks), descriptor=_descriptor(pooling, flip, scales) or Descriptor(),
+            ks=parse_ks(ks), descriptor=_descriptor(pooling, flip, scales, model) or Descriptor(),
             whiten=whiten, qe=qe)
         result = run_eval(req, rep)
     rep.failures(result.failures)

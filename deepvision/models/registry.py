@@ -8,17 +8,20 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deepvision.errors import IncompatibleIndexError, UsageError, WeightsUnavailableError
-from deepvision.models import backbones
+from deepvision.models import backbones, openclip
 from deepvision.models.descriptor import Descriptor, extractor
 from deepvision.models.weights import Weights, user_file
 from deepvision.pipeline.transforms import Preprocess
 
 if TYPE_CHECKING:
     import torch
+
+    from deepvision.models.openclip import TextEncoder
 
 AUTO = "auto"
 
@@ -31,6 +34,15 @@ class ModelSpec:
     preprocess: Callable[[], Preprocess]
     find_weights: Callable[[Path | None, bool], Weights]
     build: Callable[[Weights], torch.nn.Module]  # normalised float NCHW -> feature map NCHW
+    # The trunk's text tower (CLIP family): what `search --text` embeds with; None: images only.
+    text: Callable[[torch.nn.Module], TextEncoder] | None = None
+    # The trunk gives one finished embedding (a 1x1 map), not a feature map to pool: GeM and
+    # other scales do not apply (a ViT takes one input size).
+    pooled: bool = False
+
+    @property
+    def has_text(self) -> bool:
+        return self.text is not None
 
 
 @dataclass
@@ -40,6 +52,15 @@ class LoadedModel:
     preprocess: Preprocess
     network: torch.nn.Module  # uint8 NCHW -> (N, dim) descriptors, on its device
     descriptor: Descriptor = Descriptor()
+    text: TextEncoder | None = None  # strings -> (N, dim) on its device, not normalised
+
+
+def clip_spec(name: str, dim: int, description: str, arch: str, tag: str | None) -> ModelSpec:
+    """A registry row for an open_clip architecture + pretrained tag (models/openclip.py)."""
+    m = openclip.OpenClipModel(arch, tag)
+    return ModelSpec(name, dim, description, partial(openclip.preprocess, m),
+                     partial(openclip.find_weights, m), partial(openclip.build, m),
+                     text=partial(openclip.text_encoder, m), pooled=True)
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -51,7 +72,31 @@ REGISTRY: dict[str, ModelSpec] = {
                                     backbones.lite0_preprocess, backbones.lite0_weights,
                                     backbones.build_lite0),
 }
+# CLIP family (open_clip): deepvision name, embedding size, open_clip architecture and weights tag.
+# Never picked by `auto`: a text-capable index is asked for with --model.
+CLIP_MODELS = (
+    ("clip-vit-b-32", 512, "ViT-B-32", "laion2b_s34b_b79k", "LAION-2B"),
+    ("clip-vit-b-32-openai", 512, "ViT-B-32-quickgelu", "openai", "OpenAI"),
+    ("clip-vit-b-16", 512, "ViT-B-16", "laion2b_s34b_b88k", "LAION-2B"),
+    ("clip-vit-l-14", 768, "ViT-L-14", "laion2b_s32b_b82k", "LAION-2B"),
+    ("siglip-vit-b-16", 768, "ViT-B-16-SigLIP", "webli", "WebLI"),
+)
+REGISTRY.update({
+    name: clip_spec(name, dim, f"open_clip {arch}, {data} ({tag}); text + image", arch, tag)
+    for name, dim, arch, tag, data in CLIP_MODELS})
 MODEL_CHOICES = (AUTO, *REGISTRY)
+
+
+def text_models() -> list[str]:
+    """The registered models that can embed text (`search --text`)."""
+    return [name for name, spec in REGISTRY.items() if spec.has_text]
+
+
+def check_descriptor(spec: ModelSpec, descriptor: Descriptor) -> None:
+    """A model that gives one finished embedding takes the default descriptor (or --flip)."""
+    if spec.pooled and (descriptor.pooling != "avg" or descriptor.scales != (1.0,)):
+        raise UsageError(f"{spec.name} gives one embedding per image: --pooling and --scales "
+                         "do not apply to it (--flip does)")
 
 
 def downloads_allowed() -> bool:
@@ -120,6 +165,7 @@ def load_model(spec: ModelSpec, weights: Weights, device: torch.device,
     compile: torch.compile it (pays a one-off compile on the first batches; see bench/)."""
     import torch
 
+    check_descriptor(spec, descriptor)
     pre = spec.preprocess()
     trunk = spec.build(weights)
     # channels_last: faster convolutions with cuDNN (bf16) and with oneDNN on the CPU alike.
@@ -127,6 +173,7 @@ def load_model(spec: ModelSpec, weights: Weights, device: torch.device,
                                                             memory_format=torch.channels_last)
     if compile:
         wrapped = torch.compile(wrapped, dynamic=False)  # one graph per batch shape
-    return LoadedModel(spec, weights, pre, wrapped, descriptor)
+    text = spec.text(trunk) if spec.text is not None else None  # the trunk is on `device` now
+    return LoadedModel(spec, weights, pre, wrapped, descriptor, text)
 
 

@@ -25,7 +25,7 @@ from deepvision.output.console import (
     stdout_console,
 )
 from deepvision.services.dupes import DupesResult
-from deepvision.services.search import SearchResult
+from deepvision.services.search import IMAGE, TEXT, QueryResult, SearchResult
 from deepvision.services.sync import IndexSummary, RestructureSummary
 from deepvision.types import Match
 
@@ -61,7 +61,7 @@ def search_document(result: SearchResult, with_ids: bool = False) -> dict[str, A
         return doc
 
     return {"index": result.index, "model": result.model,
-            "queries": [{"query": q.query, "error": q.error,
+            "queries": [{"query": q.query, "kind": q.kind, "error": q.error,
                          "matches": [match(m) for m in q.matches]} for q in result.queries]}
 
 
@@ -72,7 +72,7 @@ def search_json(result: SearchResult) -> str:
 def print_search_table(result: SearchResult) -> None:
     out = stdout_console()
     for q in result.queries:
-        title = escape(display_path(q.query))
+        title = escape(query_label(q))
         if q.error:
             out.print(f"[bold]{title}[/]: [red]{markup(q.error)}[/]")
             continue
@@ -88,13 +88,18 @@ def print_search_table(result: SearchResult) -> None:
         out.print()
 
 
+def query_label(q: QueryResult) -> str:
+    """How a query is named on screen: its path, or the text in quotes."""
+    return f"text {safe_text(q.query)!r}" if q.kind == TEXT else display_path(q.query)
+
+
 def search_csv(result: SearchResult) -> str:
-    """One row per match: query, rank, path, score, error (a failed query gets one row)."""
-    rows: list[list[Any]] = [["query", "rank", "path", "score", "error"]]
+    """One row per match: query, rank, path, score, error, kind (a failed query gets one row)."""
+    rows: list[list[Any]] = [["query", "rank", "path", "score", "error", "kind"]]
     for q in result.queries:
         if q.error:
-            rows.append([q.query, "", "", "", q.error])
-        rows.extend([q.query, m.rank, m.path, f"{m.score:.6f}", ""] for m in q.matches)
+            rows.append([q.query, "", "", "", q.error, q.kind])
+        rows.extend([q.query, m.rank, m.path, f"{m.score:.6f}", "", q.kind] for m in q.matches)
     return csv_text(rows)
 
 
@@ -102,8 +107,9 @@ def search_html(result: SearchResult, out: Path) -> None:
     from deepvision.output.html import Gallery, Section, Tile
 
     sections = [
-        Section(q.query, [Tile(q.query, "query", query=True),
-                          *(Tile(m.path, f"#{m.rank}  {m.score:.4f}") for m in q.matches)],
+        Section(q.query if q.kind == IMAGE else query_label(q),
+                [*([Tile(q.query, "query", query=True)] if q.kind == IMAGE else []),
+                 *(Tile(m.path, f"#{m.rank}  {m.score:.4f}") for m in q.matches)],
                 note=q.error or "")
         for q in result.queries
     ]

@@ -25,7 +25,14 @@ from deepvision.pipeline.decode import (
 from deepvision.pipeline.feeder import Feeder, background, default_decode_bytes
 from deepvision.pipeline.gpudecode import DeviceDecoder, decoding_note, make_decoder
 from deepvision.pipeline.loader import decode_loader
-from deepvision.pipeline.network import Network, NetworkStep, default_batch_size, pick_device
+from deepvision.pipeline.network import (
+    Network,
+    NetworkStep,
+    TextStep,
+    default_batch_size,
+    embed_text,
+    pick_device,
+)
 from deepvision.pipeline.transforms import pil_crop, resize_crop
 from deepvision.types import EmbeddedBatch, Failure, Reason
 
@@ -56,12 +63,13 @@ class EmbedOptions:
 class Embedder:
     """Embeds files or in-memory images with one loaded model. Build it with `Embedder.load`;
     tests pass a stub network `step`, a device `decoder` or small worker tasks (`chunk_size`
-    files each) to the constructor."""
+    files each) to the constructor, and a `text_step` for the text side."""
 
     def __init__(self, model: LoadedModel, device: torch.device, opts: EmbedOptions,
                  decoder: DeviceDecoder | None = None, step: NetworkStep | None = None,
-                 chunk_size: int | None = None) -> None:
+                 chunk_size: int | None = None, text_step: TextStep | None = None) -> None:
         self.model = model
+        self.text_step = text_step or embed_text
         self.device = device
         self.opts = opts
         self.decoder = decoder
@@ -71,7 +79,8 @@ class Embedder:
 
     @classmethod
     def load(cls, spec: ModelSpec, weights: Weights, descriptor: Descriptor,
-             opts: EmbedOptions, step: NetworkStep | None = None) -> Embedder:
+             opts: EmbedOptions, step: NetworkStep | None = None,
+             text_step: TextStep | None = None) -> Embedder:
         """Pick the device and decoder, build the network with its weights: the expensive part,
         done once."""
         from deepvision.models.registry import load_model
@@ -79,11 +88,27 @@ class Embedder:
         device = pick_device(opts.device)
         decoder = make_decoder(opts.decoder, device)
         model = load_model(spec, weights, device, descriptor, compile=opts.compile)
-        return cls(model, device, opts, decoder, step)
+        return cls(model, device, opts, decoder, step, text_step=text_step)
 
     @property
     def dim(self) -> int:
         return self.model.spec.dim
+
+    @property
+    def has_text(self) -> bool:
+        return self.model.spec.has_text
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 (len(texts), dim) L2-normalised text embeddings, in input order, in batches
+        of the network's size. UsageError for a model without a text encoder."""
+        if not self.has_text:
+            from deepvision.errors import UsageError
+
+            raise UsageError(f"model {self.model.spec.name} has no text encoder")
+        step = self.network.batch
+        parts = [self.text_step(self.model, texts[i:i + step], self.device)
+                 for i in range(0, len(texts), step)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
 
     @property
     def decoder_name(self) -> str:

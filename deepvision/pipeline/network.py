@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 # What embeds one batch of uint8 crops: `embed_pixels`, or a stand-in a test injects.
 NetworkStep = Callable[[LoadedModel, "torch.Tensor", "torch.device"], np.ndarray]
+# What embeds a batch of texts (CLIP family): `embed_text`, or a test's stand-in.
+TextStep = Callable[[LoadedModel, Sequence[str], "torch.device"], np.ndarray]
 
 
 def pick_device(requested: str) -> torch.device:
@@ -125,6 +127,22 @@ def embed_pixels(model: LoadedModel, pixels: torch.Tensor, device: torch.device)
     dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=amp):
         feats = model.network(x)
+    feats = torch.nn.functional.normalize(feats.float(), dim=1)
+    return feats.cpu().numpy().astype(np.float32, copy=False)
+
+
+def embed_text(model: LoadedModel, texts: Sequence[str], device: torch.device) -> np.ndarray:
+    """The text side of the one inference function: the model's text tower, L2-normalised."""
+    import torch
+
+    if model.text is None:
+        from deepvision.errors import UsageError
+
+        raise UsageError(f"model {model.spec.name} has no text encoder")
+    amp = device.type == "cuda"
+    dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=amp):
+        feats = model.text(texts, device)
     feats = torch.nn.functional.normalize(feats.float(), dim=1)
     return feats.cpu().numpy().astype(np.float32, copy=False)
 

@@ -38,6 +38,9 @@ class Preprocess:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str  # "bilinear" | "bicubic"
+    # "shortest": short side to `resize`, aspect kept, then the centre crop (torchvision, CLIP);
+    # "squash": straight to crop x crop, aspect not kept (open_clip's SigLIP recipe).
+    resize_mode: str = "shortest"
 
     @property
     def draft_size(self) -> int:
@@ -86,12 +89,15 @@ def orient(image: torch.Tensor, orientation: int) -> torch.Tensor:
 
 def resize_crop(images: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     """uint8 (N, 3, H, W) or (3, H, W) -> uint8 crops: the short side to pre.resize (aspect kept,
-    antialiased), then the centre pre.crop square. The one resize both decode roads use."""
+    antialiased), then the centre pre.crop square; or, for resize_mode "squash", the whole image
+    to pre.crop x pre.crop. The one resize both decode roads use."""
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms.v2 import functional as F  # noqa: N812
 
-    resized = F.resize(images, [pre.resize], interpolation=InterpolationMode(pre.interpolation),
-                       antialias=True)
+    mode = InterpolationMode(pre.interpolation)
+    if pre.resize_mode == "squash":
+        return F.resize(images, [pre.crop, pre.crop], interpolation=mode, antialias=True)
+    resized = F.resize(images, [pre.resize], interpolation=mode, antialias=True)
     return F.center_crop(resized, [pre.crop, pre.crop])
 
 

@@ -26,6 +26,7 @@ def describe(store: IndexStore, with_failures: bool = False) -> dict[str, Any]:
         "weights": f"{manifest.weights} ({manifest.weights_origin})",
         "dim": manifest.dim,
         "descriptor": manifest.descriptor.to_dict(),
+        "text_encoder": manifest.text_encoder,
         "index_type": plan.kind,
         "index_requested": manifest.index_type,
         "index_factory": plan.factory,

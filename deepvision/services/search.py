@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deepvision.errors import NoImagesError
+from deepvision.errors import NoImagesError, UsageError
+from deepvision.models.registry import text_models
 from deepvision.pipeline.discover import discover
 from deepvision.pipeline.embedder import Embedder, EmbedOptions
 from deepvision.progress import Reporter
@@ -22,14 +23,18 @@ from deepvision.services.embedding import EmbedderFactory, index_embedder
 from deepvision.services.ranking import expand_queries
 from deepvision.store.faiss_index import VectorIndex
 from deepvision.store.indexstore import IndexStore, Snapshot
+from deepvision.store.manifest import Manifest
 from deepvision.types import Failure, Match
+
+IMAGE, TEXT = "image", "text"  # QueryResult.kind: what the query was
 
 
 @dataclass
 class QueryResult:
-    query: str
+    query: str  # the query image's path, or the text itself
     error: str | None = None
     matches: list[Match] = field(default_factory=list)
+    kind: str = IMAGE
 
 
 @dataclass
@@ -59,13 +64,17 @@ class SearchRequest:
     rank: RankOptions = RankOptions()
     weights: Path | None = None
     embed: EmbedOptions = EmbedOptions()
+    texts: tuple[str, ...] = ()  # text queries (a model with a text encoder), after the images
 
 
 def run_search(req: SearchRequest, rep: Reporter,
                embedders: EmbedderFactory = index_embedder) -> SearchResult:
+    """Image queries (sorted by path), then text queries in the order given."""
     manifest = req.store.check()  # before any heavy work: is there an index, is it intact?
-    found = discover(req.queries)
-    if not found.files and not found.failures:
+    if req.texts and not manifest.text_encoder:
+        raise UsageError(no_text_encoder(manifest))
+    found = discover(req.queries) if req.queries else None
+    if found is not None and not found.files and not found.failures:
         raise NoImagesError(f"no query images found in {', '.join(map(str, req.queries))}")
     embedder = embedders(manifest, req.weights, req.embed)
     rep.info(f"index {req.store.dir}: {embedder.describe()}")
@@ -73,10 +82,23 @@ def run_search(req: SearchRequest, rep: Reporter,
     if note:
         rep.info(note)
     searcher = Searcher(req.store, embedder)
-    results = {f.path: failed_query(f) for f in found.failures}
-    results.update(searcher.search_files([f.path for f in found.files], req.rank, rep))
+    results: dict[str, QueryResult] = {}
+    if found is not None:
+        results.update((f.path, failed_query(f)) for f in found.failures)
+        results.update(searcher.search_files([f.path for f in found.files], req.rank, rep))
     ordered = [results[p] for p in sorted(results)]
+    if req.texts:
+        ordered += searcher.search_texts(req.texts, req.rank, rep)
     return SearchResult(os.path.abspath(req.store.dir), manifest.model, ordered)
+
+
+def no_text_encoder(manifest: Manifest) -> str:
+    """Why `--text` cannot work on this index, and the rebuild that makes it work."""
+    have = text_models()
+    return (f"index {manifest.name!r} was built with {manifest.model}, which has no text "
+            f"encoder; --text needs a model that has one ({', '.join(have)}): re-create the "
+            f"index with `deepvision rebuild --name {manifest.name} --model {have[0]}` "
+            "(its weights: see the README, \"CLIP models\")")
 
 
 def failed_query(failure: Failure) -> QueryResult:
@@ -114,6 +136,22 @@ class Searcher:
                 rep.info(note)
             results.update((p, QueryResult(p, None, m)) for p, m in zip(good, ranked, strict=True))
         return results
+
+    def search_texts(self, texts: Sequence[str], opts: RankOptions,
+                     rep: Reporter) -> list[QueryResult]:
+        """One result per text, in order. A non-finite embedding is that query's error."""
+        vectors = self.embedder.embed_texts(texts)
+        finite = np.isfinite(vectors).all(axis=1)
+        ranked: list[list[Match]] = []
+        if finite.any():
+            ranked, notes = self.rank(vectors[finite], opts)
+            for note in notes:
+                rep.info(note)
+        found = iter(ranked)
+        return [QueryResult(t, None, next(found), TEXT) if ok else
+                QueryResult(t, "corrupt: the model produced non-finite features for this text",
+                            [], TEXT)
+                for t, ok in zip(texts, finite, strict=True)]
 
     def rank(self, vectors: np.ndarray, opts: RankOptions) -> tuple[list[list[Match]], list[str]]:
         """Ranked matches for each query vector, and notes for the user (a repaired cache).

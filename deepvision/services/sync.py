@@ -230,7 +230,8 @@ class IndexRun:
         return Manifest(name=store.name, model=spec.name, weights=weights.identity,
                         weights_origin=weights.origin, weights_path=str(weights.path),
                         dim=spec.dim, catalog=new_catalog_name(),
-                        descriptor=self.req.descriptor or Descriptor())
+                        descriptor=self.req.descriptor or Descriptor(),
+                        text_encoder=spec.has_text)
 
     def _check_compatible(self, manifest: Manifest) -> None:
         req, name = self.req, self.req.store.name

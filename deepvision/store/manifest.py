@@ -43,6 +43,9 @@ class Manifest:
     index_type: str = "auto"  # what the user asked for; `auto` re-plans as the collection grows
     max_memory: int = 0  # bytes for the FAISS structure; 0: half the machine's RAM
     metric: str = "inner_product"
+    # The model can embed text (CLIP family): `search --text` works on this index. Optional, no
+    # schema bump: absent in manifests from before text search, whose models had none.
+    text_encoder: bool = False
     schema_version: int = SCHEMA_VERSION
     created: str = field(default_factory=now_iso)
     updated: str = field(default_factory=now_iso)
@@ -110,6 +113,8 @@ def _typed(data: dict[str, Any], path: Path, advice: str) -> Manifest:
         if not isinstance(value, kind) or isinstance(value, bool):
             raise CorruptIndexError(f"{path}: field {key!r} is missing or not a "
                                     f"{kind.__name__}; {advice}")
+    if not isinstance(data.get("text_encoder", False), bool):
+        raise CorruptIndexError(f"{path}: field 'text_encoder' is not a boolean; {advice}")
     if data["dim"] <= 0 or not Path(data["catalog"]).name == data["catalog"]:
         raise CorruptIndexError(f"{path}: dim or catalog name is invalid; {advice}")
     known = {k: v for k, v in data.items() if k in Manifest.__dataclass_fields__}
