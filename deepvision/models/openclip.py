@@ -117,9 +117,9 @@ def _missing_message(m: OpenClipModel, repo: str) -> str:
     if not m.tag:
         return f"{m.label} has no published weights: pass a state dict with --weights FILE"
     return (f"the {m.label} weights are not in the Hugging Face cache and cannot be downloaded "
-            f"here; on a machine with internet run `huggingface-cli download {repo} "
-            f"{HF_FILES[0]}` (or any deepvision command with this --model), then copy that file "
-            "here and pass it with --weights FILE, or copy the ~/.cache/huggingface/hub folder")
+            f"here; on a machine with internet run `hf download {repo} {HF_FILES[0]}` (it "
+            "prints the file's path), copy that file here and pass it with --weights FILE; or "
+            "copy that machine's ~/.cache/huggingface/hub folder here")
 
 
 def build(m: OpenClipModel, weights: Weights) -> torch.nn.Module:

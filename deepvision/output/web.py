@@ -24,6 +24,7 @@ _BREAKS = re.compile(r"(?<=[_\-.])")
 
 # How many results app.js asks for (the form's data-k); the no-JS form gets the server's default.
 K = 24
+MAX_TEXT = 2000  # the text box's maxlength: what the server accepts (server/app.py)
 
 # A magnifier over a picture, as a data: icon (the CSP allows data: images): no /favicon.ico
 # request, hence no 404 in the browser console.
@@ -42,9 +43,11 @@ _UPLOAD_SVG = ('<svg class="drop-icon" viewBox="0 0 48 48" aria-hidden="true" fo
 
 
 def page(stats: Mapping[str, Any], result: Mapping[str, Any] | None = None,
-         error: Mapping[str, Any] | None = None, token: str | None = None) -> str:
-    """The whole page: header from `stats`, the form, a status line, and the results of
-    `result` (a search document with one query) or the message of `error`.
+         error: Mapping[str, Any] | None = None, token: str | None = None,
+         text: str | None = None) -> str:
+    """The whole page: header from `stats`, the form (and the text box, where the index's
+    model has a text encoder, holding `text`), a status line, and the results of `result`
+    (a search document with one query) or the message of `error`.
 
     `token` is not used: the server turns `?token=` into a cookie, and every URL here is
     same-origin, so links and thumbnails carry it already.
@@ -59,7 +62,8 @@ def page(stats: Mapping[str, Any], result: Mapping[str, Any] | None = None,
             f'<link rel="icon" href="{_ICON}">'
             '<link rel="stylesheet" href="/static/app.css">'
             '<script src="/static/app.js" defer></script></head>\n'
-            f'<body>{_header(name, stats)}<main>{_form()}{status}{grid}</main>'
+            f'<body>{_header(name, stats)}<main>{_form()}{_text_form(stats, text)}'
+            f'{status}{grid}</main>'
             f'{_footer()}</body></html>\n')
 
 
@@ -93,6 +97,19 @@ def _form() -> str:
             '<button id="submit" type="submit">Search</button></div></form>')
 
 
+def _text_form(stats: Mapping[str, Any], text: str | None) -> str:
+    """Search by words (CLIP-family index): a GET form to `/`, so it works without JavaScript;
+    app.js sends it to /api/search?text= instead."""
+    if stats.get("text_encoder") is not True:
+        return ""
+    value = f' value="{_text(text)}"' if text else ""
+    return ('<form id="text-search" class="text-search" method="get" action="/" role="search">'
+            '<label for="text" class="text-label">or describe it</label>'
+            f'<input type="search" id="text" name="text" maxlength="{MAX_TEXT}" required '
+            f'placeholder="a red bicycle on a beach" autocomplete="off"{value}>'
+            '<button id="text-submit" type="submit">Search text</button></form>')
+
+
 def _outcome(stats: Mapping[str, Any], result: Mapping[str, Any] | None,
              error: Mapping[str, Any] | None) -> tuple[str, str]:
     """The status line and the results section for what happened."""
@@ -100,14 +117,16 @@ def _outcome(stats: Mapping[str, Any], result: Mapping[str, Any] | None,
         return _status(_error_text(error), "error"), _results("")
     if result is None:
         files = _count(stats.get("files"))
-        text = (f"Search {files} indexed {_plural(files, 'file')} by example."
+        how = "by example or by text" if stats.get("text_encoder") is True else "by example"
+        text = (f"Search {files} indexed {_plural(files, 'file')} {how}."
                 if files else "The index is empty: run `deepvision index` first.")
         return _status(text, "idle"), _results("")
     query = (result.get("queries") or [{}])[0]
     if query.get("error"):
         return _status(f"Could not search: {query['error']}", "error"), _results("")
     matches = query.get("matches") or []
-    label = os.path.basename(str(query.get("query") or "upload"))
+    label = (f"“{query.get('query')}”" if query.get("kind") == "text"
+             else os.path.basename(str(query.get("query") or "upload")))
     n = len(matches)
     text = f"{n} {_plural(n, 'match', 'matches')} for {label}" if n else f"No matches for {label}"
     return _status(text, "done"), _results("".join(_figure(m) for m in matches))

@@ -32,7 +32,14 @@ from deepvision.pipeline.decode import DecodeError, read_file
 from deepvision.services.batching import QueryBatcher
 from deepvision.services.info import describe
 from deepvision.services.jobs import JobRunner
-from deepvision.services.search import QueryResult, RankOptions, Searcher, SearchResult
+from deepvision.progress import Silent
+from deepvision.services.search import (
+    QueryResult,
+    RankOptions,
+    Searcher,
+    SearchResult,
+    no_text_encoder,
+)
 from deepvision.types import Failure
 
 STATIC = Path(__file__).resolve().parent.parent / "output" / "static"
@@ -42,6 +49,7 @@ PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; s
             "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 DOCS_CSP = PAGE_CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
 THUMB = 256
+MAX_TEXT = web.MAX_TEXT  # characters of a text query (CLIP's tokenizer keeps 77 tokens)
 # Decoded-image errors -> HTTP status: the upload is the client's problem (422), not ours.
 STATUS = {"too-large-upload": 413, "bad-request": 400, "forbidden-path": 403, "not-found": 404,
           "unauthorized": 401, "locked": 409, "bad-host": 400}
@@ -181,8 +189,17 @@ def _api_routes(app: FastAPI, service: Service) -> None:
         return JSONResponse(await _search(service, name, data, RankOptions(k, min_score)))
 
     @app.get("/api/search")
-    async def search_path(path: str, k: int = Query(10, ge=1, le=1000),
-                          min_score: float | None = Query(None, ge=-1, le=1)) -> JSONResponse:
+    async def search_get(path: str | None = None,
+                         text: str | None = Query(None, max_length=MAX_TEXT),
+                         k: int = Query(10, ge=1, le=1000),
+                         min_score: float | None = Query(None, ge=-1, le=1)) -> JSONResponse:
+        """?path= (a server-side image inside --allow-path) or ?text= (CLIP-family index)."""
+        if (path is None) == (text is None):
+            raise ApiError("bad-request", "pass one of ?path= (an image) or ?text= (words)")
+        if text is not None:
+            return JSONResponse(await asyncio.to_thread(
+                _search_text, service, text, RankOptions(k, min_score)))
+        assert path is not None
         data = await asyncio.to_thread(_allowed_file, service.config.allow_paths, path)
         return JSONResponse(await _search(service, path, data, RankOptions(k, min_score)))
 
@@ -238,6 +255,24 @@ async def _search(service: Service, name: str, data: bytes, opts: RankOptions) -
         raise ApiError(str(found.reason), found.message)
     result = SearchResult(os.path.abspath(service.store.dir), embedder.model.spec.name,
                           [QueryResult(name, None, found)])
+    return search_document(result, with_ids=True)
+
+
+def _search_text(service: Service, text: str, opts: RankOptions) -> dict[str, Any]:
+    """A text query (on a worker thread: the text tower is small next to the image batcher's
+    network, and runs beside it): the document `search --text --format json` prints."""
+    embedder = service.searcher.embedder
+    if not text.strip():
+        raise ApiError("bad-request", "the text is empty: type the words to search for")
+    if not embedder.has_text:
+        with service.store.open_read() as snap:
+            manifest = snap.manifest
+        raise ApiError("no-text-encoder", no_text_encoder(manifest, service.store))
+    try:
+        found = service.searcher.search_texts([text], opts, Silent())
+    except DeepVisionError as exc:
+        raise ApiError("index-unavailable", str(exc), 503) from None
+    result = SearchResult(os.path.abspath(service.store.dir), embedder.model.spec.name, found)
     return search_document(result, with_ids=True)
 
 
@@ -337,8 +372,16 @@ def _thumbnail(service: Service, path: str) -> bytes:
 
 def _page_routes(app: FastAPI, service: Service) -> None:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> HTMLResponse:
-        return _html(web.page(_stats(service)))
+    def page(text: str | None = Query(None, max_length=MAX_TEXT)) -> HTMLResponse:
+        """The page; with ?text= (the text form without JavaScript), its results too."""
+        if text is None:
+            return _html(web.page(_stats(service)))
+        try:
+            result = _search_text(service, text, RankOptions(web.K))
+            return _html(web.page(_stats(service), result=result, text=text))
+        except ApiError as exc:
+            error = {"error": exc.reason, "message": exc.message}
+            return _html(web.page(_stats(service), error=error, text=text), exc.status)
 
     @app.post("/", response_class=HTMLResponse, include_in_schema=False)
     async def page_search(request: Request) -> HTMLResponse:

@@ -7,6 +7,7 @@ snapshot of the index each time; the one-shot `search` command builds one and as
 from __future__ import annotations
 
 import os
+import shlex
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -72,7 +73,7 @@ def run_search(req: SearchRequest, rep: Reporter,
     """Image queries (sorted by path), then text queries in the order given."""
     manifest = req.store.check()  # before any heavy work: is there an index, is it intact?
     if req.texts and not manifest.text_encoder:
-        raise UsageError(no_text_encoder(manifest))
+        raise UsageError(no_text_encoder(manifest, req.store))
     found = discover(req.queries) if req.queries else None
     if found is not None and not found.files and not found.failures:
         raise NoImagesError(f"no query images found in {', '.join(map(str, req.queries))}")
@@ -92,13 +93,14 @@ def run_search(req: SearchRequest, rep: Reporter,
     return SearchResult(os.path.abspath(req.store.dir), manifest.model, ordered)
 
 
-def no_text_encoder(manifest: Manifest) -> str:
+def no_text_encoder(manifest: Manifest, store: IndexStore) -> str:
     """Why `--text` cannot work on this index, and the rebuild that makes it work."""
     have = text_models()
+    where = shlex.quote(str(store.dir.parent))
     return (f"index {manifest.name!r} was built with {manifest.model}, which has no text "
             f"encoder; --text needs a model that has one ({', '.join(have)}): re-create the "
-            f"index with `deepvision rebuild --name {manifest.name} --model {have[0]}` "
-            "(its weights: see the README, \"CLIP models\")")
+            f"index with `deepvision rebuild --index-dir {where} --name {manifest.name} "
+            f"--model {have[0]}` (its weights: see the README, \"CLIP models\")")
 
 
 def failed_query(failure: Failure) -> QueryResult:

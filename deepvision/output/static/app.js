@@ -106,20 +106,33 @@
       setStatus("Choose an image first.", "error");
       return;
     }
+    showPreview(file);
+    if (fileName) fileName.textContent = safeText(file.name || "pasted image");
+    const body = new FormData();
+    body.append("image", file, file.name || "pasted image");
+    await send(`/api/search?k=${k}`, { method: "POST", body });
+  };
+
+  // Search by words (the text box is there only for an index whose model embeds text).
+  const searchText = async (text) => {
+    if (!text.trim()) {
+      setStatus("Type the words to search for.", "error");
+      return;
+    }
+    await send(`/api/search?k=${k}&text=${encodeURIComponent(text)}`, { method: "GET" });
+  };
+
+  const send = async (url, init) => {
     if (inFlight) inFlight.abort();
     const controller = new AbortController();
     inFlight = controller;
-    showPreview(file);
-    if (fileName) fileName.textContent = safeText(file.name || "pasted image");
     setStatus("Searching…", "busy");
     results.setAttribute("aria-busy", "true");
     form.classList.add("busy");
-    const body = new FormData();
-    body.append("image", file, file.name || "pasted image");
     const started = performance.now();
     try {
-      const response = await fetch(`/api/search?k=${k}`, {
-        method: "POST", body, signal: controller.signal, credentials: "same-origin",
+      const response = await fetch(url, {
+        ...init, signal: controller.signal, credentials: "same-origin",
         headers: { Accept: "application/json" },
       });
       if (!response.ok) {
@@ -152,8 +165,9 @@
     results.replaceChildren(...matches.map(figure));
     const ms = Math.round(elapsed);
     const n = matches.length;
-    setStatus(n ? `${n} ${n === 1 ? "match" : "matches"} in ${ms} ms` : `No matches (${ms} ms)`,
-      "done");
+    const what = query.kind === "text" ? ` for “${query.query}”` : "";
+    setStatus(n ? `${n} ${n === 1 ? "match" : "matches"}${what} in ${ms} ms`
+      : `No matches${what} (${ms} ms)`, "done");
   };
 
   const firstImage = (files) =>
@@ -164,6 +178,15 @@
     event.preventDefault();
     search(input.files && input.files[0]);
   });
+
+  const textForm = document.getElementById("text-search");
+  const textInput = document.getElementById("text");
+  if (textForm && textInput) {
+    textForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      searchText(textInput.value);
+    });
+  }
 
   input.addEventListener("change", () => {
     if (input.files && input.files[0]) search(input.files[0]);
