@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,8 +56,9 @@ class Server:
         return "".join(self.log)
 
 
-def serve_argv(*args: object) -> list[str]:
-    return [sys.executable, "-m", "deepvision", "serve", *map(str, args)]
+def serve_argv(*args: object, program: Sequence[str] = ("-m", "deepvision")) -> list[str]:
+    """program: what runs the CLI (a test launcher that registers a test-only model)."""
+    return [sys.executable, *program, "serve", *map(str, args)]
 
 
 def _drain(stream: Iterable[str], log: list[str]) -> None:
@@ -118,10 +119,11 @@ def _stop(proc: subprocess.Popen[str]) -> tuple[int, bool]:
 
 
 @contextmanager
-def serving(*args: object, start_timeout: float = START_TIMEOUT) -> Iterator[Server]:
+def serving(*args: object, start_timeout: float = START_TIMEOUT,
+            program: Sequence[str] = ("-m", "deepvision")) -> Iterator[Server]:
     """`deepvision serve ARGS` (pass `--port 0`), until it answers /api/health; on exit SIGTERM
     and a check that it shut down cleanly (exit 0 within STOP_TIMEOUT)."""
-    argv = serve_argv(*args)
+    argv = serve_argv(*args, program=program)
     proc = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
                             start_new_session=True)

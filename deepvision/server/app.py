@@ -29,10 +29,10 @@ from deepvision.errors import DeepVisionError, IndexLockedError
 from deepvision.output import web
 from deepvision.output.render import search_document
 from deepvision.pipeline.decode import DecodeError, read_file
+from deepvision.progress import Silent
 from deepvision.services.batching import QueryBatcher
 from deepvision.services.info import describe
 from deepvision.services.jobs import JobRunner
-from deepvision.progress import Silent
 from deepvision.services.search import (
     QueryResult,
     RankOptions,
