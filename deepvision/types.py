@@ -35,6 +35,8 @@ class Reason(_Text):
     IO_ERROR = "io-error"
     BAD_FILENAME = "bad-filename"
     MISSING = "missing"  # listed in an eval CSV but not on disk
+    NO_VIDEO_STREAM = "no-video-stream"  # a video container with only audio (or nothing)
+    TIMEOUT = "timeout"  # a video that took longer than --video-timeout to sample
 
 
 class Change(_Text):
@@ -78,12 +80,42 @@ class Match:
     path: str
     score: float  # cosine similarity, higher is more similar
     file_id: int | None = None  # the catalog's id of the file (what `serve` addresses images by)
+    timestamp: float | None = None  # seconds into the matched video (its best frame); None: image
+    query_timestamp: float | None = None  # seconds into the query video of that best pair
+
+
+@dataclass(frozen=True)
+class FileVectors:
+    """What one input file became: one vector for an image, one per sampled frame for a
+    video (times[i] in seconds belongs to vectors[i]), or a failure."""
+
+    pos: int
+    vectors: np.ndarray  # float32 (n, dim); n == 0 exactly when failure is set
+    times: tuple[float | None, ...]  # (None,) for an image
+    failure: Failure | None = None
 
 
 @dataclass(frozen=True)
 class EmbeddedBatch:
-    """Items are positions in the input sequence; vectors[i] belongs to items[i]."""
+    """Items are positions in the input sequence; vectors[i] belongs to items[i]. A video's
+    sampled frames share its position (items repeat, times[i] tells them apart) and always
+    arrive together in one batch; times is None when the batch holds no frames."""
 
     items: list[int]
     vectors: np.ndarray  # float32 (len(items), dim), L2-normalised
     failures: list[tuple[int, Failure]]
+    times: list[float | None] | None = None
+
+    def files(self) -> list[FileVectors]:
+        """Per input file, in order of first appearance. A video with any failed frame fails
+        as a whole (its other frames are dropped): a file is indexed completely or not."""
+        failed = dict(self.failures)
+        rows: dict[int, list[int]] = {}
+        for row, pos in enumerate(self.items):
+            if pos not in failed:
+                rows.setdefault(pos, []).append(row)
+        times = self.times or [None] * len(self.items)
+        out = [FileVectors(pos, self.vectors[r], tuple(times[i] for i in r))
+               for pos, r in rows.items()]
+        empty = self.vectors[:0]
+        return out + [FileVectors(pos, empty, (), f) for pos, f in failed.items()]

@@ -1,0 +1,339 @@
+"""Video files -> a few upright frames as model crops, with their times, or a DecodeError.
+
+PyAV (FFmpeg bundled in its wheels) decodes on the CPU, in the decode workers. Which frames
+are kept is the `FrameSampler`'s rule: the first frame, a frame whose small grey thumbnail
+differs enough from the last kept one (a scene change), and at least one every `interval`
+seconds; at most `max_frames`, spread over the whole video. H.264 and friends must decode the
+frames between keyframes anyway, so every frame is decoded, but only the ones looked at are
+converted (a 16x16 grey thumbnail every SCENE_STEP seconds) and only the kept ones to RGB.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any
+
+import numpy as np
+
+from deepvision.pipeline.decode import DecodeError, Size, check_pixels
+from deepvision.pipeline.transforms import DRAFT_HEADROOM, Preprocess, resize_crop
+from deepvision.types import Reason
+
+if TYPE_CHECKING:
+    import torch
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"})
+# ISO-BMFF brands of still images (HEIC, AVIF): an `ftyp` box alone does not make a video.
+IMAGE_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1",
+                          b"msf1", b"avif", b"avis"})
+SNIFF_BYTES = 16
+
+# Mean absolute difference (0..1) of 16x16 grey thumbnails above which a frame is a new scene.
+# A cut between unrelated shots measures 0.15-0.45, a camera pan or a face talking 0.01-0.06.
+SCENE_THRESHOLD = 0.1
+SCENE_STEP = 0.25  # seconds between frames looked at for a scene change
+SCENE_MIN_GAP = 0.5  # seconds: a strobe or a flash does not fill the video's frame budget
+THUMB = 16
+# A truncated video decodes fine up to where it was cut: it is reported when its last frame
+# falls this far short of the duration its header declares (MAX(1 s, 5 %)).
+TRUNCATED_SLACK = (1.0, 0.05)
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    interval: float = 5.0  # seconds: at least one frame this often
+    max_frames: int = 200  # per video; spread over the whole video when it is long
+    timeout: float = 300.0  # seconds of decoding per file before it fails with `timeout`
+
+
+def is_video_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+
+
+def sniff_video(head: bytes) -> bool:
+    """Whether a file's first bytes are an MP4/MOV/M4V, Matroska/WebM or AVI container."""
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        return head[8:12] not in IMAGE_BRANDS
+    if len(head) >= 8 and head[4:8] in (b"moov", b"mdat", b"wide", b"free"):  # old QuickTime
+        return True
+    return head.startswith(b"\x1a\x45\xdf\xa3") or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
+
+
+def looks_like_video(path: str) -> bool:
+    """By name first; a file with a name that says nothing (no or an unknown extension) by
+    its first bytes. Never opens anything but a regular file."""
+    if is_video_name(path):
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return False
+        try:
+            return sniff_video(f.read(SNIFF_BYTES))
+        except OSError:
+            return False
+
+
+@dataclass
+class FrameSampler:
+    """The sampling rule, on (time, thumbnail) pairs: which frames to keep.
+
+    duration (seconds, None: unknown) stretches the interval so that a long video's frames
+    spread over all of it; `thin` keeps the count within max_frames whatever happens."""
+
+    interval: float
+    max_frames: int
+    duration: float | None = None
+    kept_at: list[float] = field(default_factory=list)
+    _last_thumb: np.ndarray | None = None
+    _last_look: float | None = None
+
+    @property
+    def every(self) -> float:
+        if self.duration and self.duration > 0:
+            return max(self.interval, self.duration / self.max_frames)
+        return self.interval
+
+    def looks_at(self, t: float) -> bool:
+        """Whether the frame at `t` needs a thumbnail (most frames do not)."""
+        return self._last_look is None or t - self._last_look >= SCENE_STEP or self._due(t)
+
+    def offer(self, t: float, thumb: np.ndarray) -> bool:
+        """Keep the frame at `t` (its thumbnail: float 0..1)?"""
+        self._last_look = t
+        if not self.kept_at or self._due(t) or self._new_scene(t, thumb):
+            self.kept_at.append(t)
+            self._last_thumb = thumb
+            return True
+        return False
+
+    def _due(self, t: float) -> bool:
+        return bool(self.kept_at) and t - self.kept_at[-1] >= self.every
+
+    def _new_scene(self, t: float, thumb: np.ndarray) -> bool:
+        if t - self.kept_at[-1] < SCENE_MIN_GAP or self._last_thumb is None:
+            return False
+        return float(np.abs(thumb - self._last_thumb).mean()) > SCENE_THRESHOLD
+
+
+def spread(n: int, limit: int) -> list[int]:
+    """`limit` indices out of range(n), evenly spread, first and last included."""
+    if n <= limit:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (limit - 1)) for i in range(limit)}) if limit > 1 else [0]
+
+
+@dataclass
+class SampledVideo:
+    times: list[float]
+    crops: list[torch.Tensor]  # uint8 (3, crop, crop), upright
+    decoded: int = 0  # frames the decoder produced
+    duration: float | None = None  # as the header declares it
+    end: float = 0.0  # time of the last decoded frame
+
+    def keep(self, rows: list[int]) -> None:
+        self.times = [self.times[i] for i in rows]
+        self.crops = [self.crops[i] for i in rows]
+
+
+def sample_video(path: str, pre: Preprocess, opts: VideoOptions,
+                 max_megapixels: float, clock: Any = time.monotonic) -> SampledVideo:
+    """Decode `path` and keep the frames the sampling rule picks, as model crops. Raises
+    DecodeError with the reason (empty, truncated, corrupt, no-video-stream,
+    unsupported-format, too-large, timeout, ...). clock: injectable for the timeout tests."""
+    deadline = clock() + opts.timeout
+    with _video_errors(), _open_regular(path) as f, _open_container(f, opts.timeout) as box:
+        stream = _video_stream(box, path)
+        check_pixels(Size(stream.codec_context.width, stream.codec_context.height),
+                     max_megapixels, pre.resize)
+        out = _decode(box, stream, pre, opts, max_megapixels,
+                      lambda: _check_deadline(clock, deadline, opts.timeout))
+    if not out.times:
+        raise DecodeError(Reason.CORRUPT, "no decodable video frame")
+    _check_complete(out)
+    return out
+
+
+def _decode(container: Any, stream: Any, pre: Preprocess, opts: VideoOptions,
+            max_megapixels: float, tick: Any) -> SampledVideo:
+    duration = _duration(container, stream)
+    sampler = FrameSampler(opts.interval, opts.max_frames, duration)
+    out = SampledVideo([], [], 0, duration)
+    stream.thread_type = "AUTO"  # frame threads: a long video is one worker's task
+    # Times count from the stream's start, as players (and frame_image's seek) show them.
+    start = float(stream.start_time * stream.time_base) if stream.start_time else None
+    for frame in container.decode(stream):
+        tick()
+        out.decoded += 1
+        if frame.time is None:
+            continue
+        start = frame.time if start is None else start
+        t = out.end = max(0.0, frame.time - start)
+        if not sampler.looks_at(t) or not sampler.offer(t, _thumb(frame)):
+            continue
+        check_pixels(Size(frame.width, frame.height), max_megapixels, pre.resize)
+        out.times.append(t)
+        out.crops.append(frame_crop(frame, pre))
+        if len(out.times) > 2 * opts.max_frames:  # bounded memory whatever the video does
+            out.keep(spread(len(out.times), opts.max_frames))
+    out.keep(spread(len(out.times), opts.max_frames))
+    return out
+
+
+def frame_crop(frame: Any, pre: Preprocess) -> torch.Tensor:
+    """One decoded frame -> the model's upright uint8 crop. FFmpeg scales it down to twice the
+    resize target first (as JPEG draft mode does for photos); the final resize is the one
+    every image gets (transforms.resize_crop)."""
+    import torch
+
+    w, h = frame.width, frame.height
+    scale = min(1.0, DRAFT_HEADROOM * pre.resize / max(1, min(w, h)))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    rgb = frame.reformat(width=size[0], height=size[1], format="rgb24",
+                         interpolation="AREA").to_ndarray()
+    turns = round((frame.rotation or 0) / 90) % 4  # display matrix: degrees counter-clockwise
+    upright = np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+    return resize_crop(torch.from_numpy(upright).permute(2, 0, 1), pre)
+
+
+def frame_image(path: str, at: float, long_side: int) -> Any:
+    """The upright frame nearest `at` seconds as a PIL image at most `long_side` px (for HTML
+    thumbnails). Raises DecodeError."""
+    with _video_errors(), _open_regular(path) as f, _open_container(f, 30) as box:
+        stream = _video_stream(box, path)
+        base = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+        if at > 0:
+            box.seek(int((base + at) / stream.time_base), stream=stream, backward=True,
+                     any_frame=False)
+        best = None
+        for frame in box.decode(stream):
+            if frame.time is None:
+                continue
+            best = frame
+            if frame.time - base >= at - 1e-3:
+                break
+        if best is None:
+            raise DecodeError(Reason.CORRUPT, "no decodable video frame")
+        image = best.to_image()
+        turns = round((best.rotation or 0) / 90) % 4
+    image = image.rotate(90 * turns, expand=True) if turns else image
+    image.thumbnail((long_side, long_side))
+    return image
+
+
+def _thumb(frame: Any) -> np.ndarray:
+    grey = frame.reformat(width=THUMB, height=THUMB, format="gray", interpolation="AREA")
+    return grey.to_ndarray().astype(np.float32) / 255.0
+
+
+def _duration(container: Any, stream: Any) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000  # AV_TIME_BASE
+    return None
+
+
+def _video_stream(container: Any, path: str) -> Any:
+    if not container.streams.video:
+        raise DecodeError(Reason.NO_VIDEO_STREAM, "no video stream (audio only?)")
+    stream = container.streams.video[0]
+    if stream.codec_context is None or not stream.codec_context.width:
+        codec = getattr(stream.codec_context, "name", None) or "unknown"
+        raise DecodeError(Reason.UNSUPPORTED_FORMAT,
+                          f"video codec {codec} cannot be decoded here (FFmpeg in PyAV)")
+    return stream
+
+
+def _check_deadline(clock: Any, deadline: float, limit: float) -> None:
+    if clock() > deadline:
+        raise DecodeError(Reason.TIMEOUT, f"sampling took longer than {limit:g} s; raise it "
+                          "with --video-timeout")
+
+
+def _check_complete(out: SampledVideo) -> None:
+    if not out.duration or out.decoded < 2:
+        return
+    slack = max(TRUNCATED_SLACK[0], TRUNCATED_SLACK[1] * out.duration)
+    if out.duration - out.end > slack:
+        raise DecodeError(Reason.TRUNCATED, f"video ends after {out.end:.1f} s of the "
+                          f"{out.duration:.1f} s its header declares (cut off?)")
+
+
+def _open_container(f: IO[bytes], timeout: float) -> Any:
+    import av
+
+    try:
+        return av.open(f, "r", timeout=timeout, buffer_size=1 << 20)
+    except av.error.InvalidDataError:
+        if _iso_cut_off(f):
+            raise DecodeError(Reason.TRUNCATED, "the file ends before its index (moov box): "
+                              "cut off while copying or recording?") from None
+        raise
+
+
+def _iso_cut_off(f: IO[bytes]) -> bool:
+    """An MP4/MOV whose top-level boxes run past the end of the file, or that has no moov
+    box: what a copy or a recording cut short looks like (reads 16 bytes per box)."""
+    size = os.fstat(f.fileno()).st_size
+    offset, kinds = 0, []
+    while offset + 8 <= size:
+        f.seek(offset)
+        head = f.read(16)
+        length, kind = int.from_bytes(head[:4], "big"), head[4:8]
+        if length == 1 and len(head) >= 16:
+            length = int.from_bytes(head[8:16], "big")
+        elif length == 0:
+            length = size - offset
+        if length < 8:
+            return False  # not boxes at all
+        kinds.append(kind)
+        offset += length
+    return bool(kinds) and kinds[0] == b"ftyp" and (offset > size or b"moov" not in kinds)
+
+
+@contextmanager
+def _open_regular(path: str) -> Iterator[IO[bytes]]:
+    """The file, if it is a non-empty regular file (a FIFO swapped in would block forever)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise DecodeError(Reason.SPECIAL_FILE,
+                              "not a regular file (a FIFO, device or socket): not read")
+        if st.st_size == 0:
+            raise DecodeError(Reason.EMPTY, "zero-byte file")
+        yield f
+
+
+@contextmanager
+def _video_errors() -> Iterator[None]:
+    """PyAV's and the file system's exceptions as DecodeErrors with their reasons."""
+    import av
+
+    try:
+        yield
+    except DecodeError:
+        raise
+    except FileNotFoundError as exc:
+        raise DecodeError(Reason.VANISHED, "file disappeared before it was read") from exc
+    except PermissionError as exc:
+        raise DecodeError(Reason.PERMISSION_DENIED,
+                          "permission denied: make the file readable") from exc
+    except (av.error.DecoderNotFoundError, av.error.PatchWelcomeError) as exc:
+        raise DecodeError(Reason.UNSUPPORTED_FORMAT, f"unsupported video: {exc}") from exc
+    except av.error.EOFError as exc:
+        raise DecodeError(Reason.TRUNCATED, f"video ends unexpectedly: {exc}") from exc
+    except MemoryError as exc:
+        raise DecodeError(Reason.TOO_LARGE, "out of memory decoding this video; lower "
+                          "--max-megapixels or --workers") from exc
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise DecodeError(Reason.CORRUPT, f"cannot decode video: {exc}") from exc
