@@ -26,6 +26,12 @@ UNSUPPORTED_EXTENSIONS = frozenset(
      ".pef", ".xcf", ".jxl", ".jp2", ".psb", ".exr", ".hdr"}
 )
 
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"})
+# ISO-BMFF brands of still images (HEIC, AVIF): an `ftyp` box alone does not make a video.
+IMAGE_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1",
+                          b"msf1", b"avif", b"avis"})
+SNIFF_BYTES = 16
+
 
 @dataclass(slots=True)
 class Discovery:
@@ -48,13 +54,22 @@ class Filters:
 
 
 def extension_kind(name: str) -> str | None:
-    """'image', 'unsupported' or None (not an image file at all), case-insensitively."""
+    """'image', 'video', 'unsupported' or None (not an image file at all), case-insensitively."""
     ext = os.path.splitext(name)[1].lower()
     if ext in IMAGE_EXTENSIONS:
         return "image"
+    if is_video_name(name):
+        return "video"
     if ext in UNSUPPORTED_EXTENSIONS:
         return "unsupported"
     return None
+
+
+def media_kind(path: str) -> str | None:
+    """extension_kind, and for a name that says nothing, a video by its first bytes (.3gp,
+    .qt, a copy without its extension; a sniff costs one 16-byte read)."""
+    kind = extension_kind(path)
+    return "video" if kind is None and looks_like_video(path) else kind
 
 
 def discover(roots: Iterable[Path], filters: Filters = Filters()) -> Discovery:
@@ -117,7 +132,7 @@ def _is_dir(entry: os.DirEntry[str], follow: bool) -> bool:
 
 
 def _consider_file(path: str, rel: str, filters: Filters, out: Discovery, direct: bool) -> None:
-    kind = extension_kind(path)
+    kind = media_kind(path)
     if kind is None and not direct:
         out.ignored += 1
         return
@@ -159,6 +174,38 @@ def _stat_regular(path: str) -> tuple[os.stat_result | None, Failure | None]:
     if not stat.S_ISREG(st.st_mode):
         return None, special_file_failure(path, st.st_mode)
     return st, None
+
+
+def is_video_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+
+
+def sniff_video(head: bytes) -> bool:
+    """Whether a file's first bytes are an MP4/MOV/M4V, Matroska/WebM or AVI container."""
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        return head[8:12] not in IMAGE_BRANDS
+    if len(head) >= 8 and head[4:8] in (b"moov", b"mdat", b"wide", b"free"):  # old QuickTime
+        return True
+    return head.startswith(b"\x1a\x45\xdf\xa3") or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
+
+
+def looks_like_video(path: str) -> bool:
+    """By name first (an image's name is trusted, as for any image); a file whose name says
+    nothing (no or an unknown extension) by its first bytes. Reads only regular files."""
+    kind = extension_kind(path)
+    if kind is not None:
+        return kind == "video"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return False
+        try:
+            return sniff_video(f.read(SNIFF_BYTES))
+        except OSError:
+            return False
 
 
 def special_file_failure(path: str, mode: int) -> Failure:

@@ -34,6 +34,7 @@ from deepvision.pipeline.network import (
     pick_device,
 )
 from deepvision.pipeline.transforms import pil_crop, resize_crop
+from deepvision.pipeline.video import VideoOptions
 from deepvision.types import EmbeddedBatch, Failure, Reason
 
 if TYPE_CHECKING:
@@ -119,15 +120,18 @@ class Embedder:
         return (f"model {self.model.spec.name} ({self.model.weights.origin}) on {self.device}; "
                 f"{decoding_note(self.decoder, self.opts.decoder, self.device)}")
 
-    def embed_files(self, paths: Sequence[str]) -> Iterator[EmbeddedBatch]:
+    def embed_files(self, paths: Sequence[str],
+                    video: VideoOptions | None = None) -> Iterator[EmbeddedBatch]:
         """Decode and embed `paths` in batches. Every position comes back once, in items or in
-        failures; batches are not in input order."""
+        failures; batches are not in input order. video: sample video files so (their frames
+        come back together, items repeating the position; EmbeddedBatch.files() groups them);
+        None: a video is decoded as an image, and fails."""
         if not paths:
             return
         pre = self.model.preprocess
         loader = decode_loader(paths, pre, self.device, self.opts.max_megapixels,
                                self.opts.workers, self.decoder is not None, self.chunk_size,
-                               self.opts.start_method)
+                               self.opts.start_method, video)
         feeder = Feeder(self.decoder, paths, pre, self.device, self.opts.max_megapixels,
                         self.network.batch, default_decode_bytes(self.device))
         # The worker processes are forked here, on the caller's thread, before the feeder thread

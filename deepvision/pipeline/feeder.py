@@ -33,6 +33,7 @@ class Piece:
     pixels: Any  # torch uint8 (len(items), 3, crop, crop) on the device, None if no items
     failures: list[tuple[int, Failure]]
     ready: Any = None  # torch.cuda.Event recorded after the pixels were written
+    times: list[float | None] | None = None  # per item: a video frame's time; None: no frames
 
 
 Pending = tuple[int, "torch.Tensor", JpegHeader]  # position, file bytes, header
@@ -99,7 +100,7 @@ class Feeder:
             return Piece([], None, chunk.failures)
         with self._on_stream():
             pixels = chunk.pixels.to(self.device, non_blocking=True)
-        return Piece(chunk.decoded, pixels, chunk.failures, self._done())
+        return Piece(chunk.decoded, pixels, chunk.failures, self._done(), chunk.times)
 
     def _decode(self, pending: list[Pending]) -> Iterator[Piece]:
         import torch

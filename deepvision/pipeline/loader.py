@@ -3,6 +3,8 @@
 A worker process reads a few files per task, so that every worker stays busy even when a batch
 is a handful of 12-megapixel photos. With a device decoder, a JPEG it can take leaves the worker
 as bytes; anything else is decoded there by Pillow (JPEG draft mode) to the model's crop.
+A video is a task of its own (pipeline/video.py samples it on the CPU): its kept frames leave
+the worker as crops sharing its position, each with its time.
 Failures travel with the images: every input position comes back once, as pixels or a failure.
 """
 
@@ -16,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from deepvision.pipeline.decode import DecodeError, read_file
+from deepvision.pipeline.discover import looks_like_video
 from deepvision.pipeline.gpudecode import JpegHeader, device_jpeg_header
 from deepvision.pipeline.transforms import Preprocess, pil_crop
+from deepvision.pipeline.video import VideoOptions, sample_video
 from deepvision.types import Failure
 
 if TYPE_CHECKING:
@@ -34,8 +38,9 @@ class Chunk:
     """What a decode worker returns for a few consecutive files (positions in the input)."""
 
     failures: list[tuple[int, Failure]] = field(default_factory=list)
-    decoded: list[int] = field(default_factory=list)  # decoded by Pillow in the worker
+    decoded: list[int] = field(default_factory=list)  # decoded in the worker (a video: repeated)
     pixels: Any = None  # torch uint8 (len(decoded), 3, crop, crop)
+    times: list[float | None] | None = None  # a frame's time per decoded crop; None: no frames
     encoded: list[int] = field(default_factory=list)  # JPEGs left for the device decoder
     blob: Any = None  # torch uint8: their bytes end to end, one shared-memory transfer
     offsets: list[int] = field(default_factory=list)  # encoded[i] is blob[offsets[i]:[i+1]]
@@ -46,29 +51,53 @@ class Chunk:
         return self if self.pixels is None else replace(self, pixels=self.pixels.pin_memory())
 
 
-class FileChunks:
-    """torch Dataset over file paths: item k -> the Chunk of paths[k*size:(k+1)*size].
+def tasks(paths: Sequence[str], size: int, video: VideoOptions | None) -> list[list[int]]:
+    """Positions per worker task: `size` consecutive images, or one video alone (its frames
+    are many crops; one per task bounds what a worker holds and hands over)."""
+    out: list[list[int]] = []
+    images: list[int] = []
+    for pos, path in enumerate(paths):
+        if video is not None and looks_like_video(path):
+            out.append([pos])
+            continue
+        images.append(pos)
+        if len(images) == size:
+            out.append(images)
+            images = []
+    return [*out, images] if images else out
 
-    jpeg_bytes: pass JPEGs a device decoder can take on as bytes instead of decoding them."""
+
+class FileChunks:
+    """torch Dataset over file paths: item k -> the Chunk of the positions in task k
+    (default: paths[k*size:(k+1)*size]).
+
+    jpeg_bytes: pass JPEGs a device decoder can take on as bytes instead of decoding them.
+    video: how video files are sampled; None: they are decoded as images (and fail so)."""
 
     def __init__(self, paths: Sequence[str], pre: Preprocess, max_megapixels: float,
-                 size: int, jpeg_bytes: bool = False) -> None:
+                 size: int, jpeg_bytes: bool = False, video: VideoOptions | None = None,
+                 plan: list[list[int]] | None = None) -> None:
         self.paths = paths
         self.pre = pre
         self.max_megapixels = max_megapixels
         self.size = size
         self.jpeg_bytes = jpeg_bytes
+        self.video = video
+        self.plan = plan if plan is not None else tasks(paths, size, None)
 
     def __len__(self) -> int:
-        return -(-len(self.paths) // self.size)
+        return len(self.plan)
 
     def __getitem__(self, k: int) -> Chunk:
         import torch
 
-        pillow = PillowRun(self.pre, self.max_megapixels)
+        pillow = PillowRun(self.pre, self.max_megapixels, self.video)
         encoded, blobs, headers = [], [], []
-        for pos in range(k * self.size, min(len(self.paths), (k + 1) * self.size)):
+        for pos in self.plan[k]:
             path = self.paths[pos]
+            if self.video is not None and looks_like_video(path):
+                pillow.add_video(pos, path)
+                continue
             try:
                 data = read_file(path, self.max_megapixels) if self.jpeg_bytes else None
                 header = (device_jpeg_header(data, self.max_megapixels, self.pre) if data
@@ -94,9 +123,11 @@ class PillowRun:
 
     pre: Preprocess
     max_megapixels: float
+    video: VideoOptions | None = None
     decoded: list[int] = field(default_factory=list)
     crops: list[Any] = field(default_factory=list)
     failures: list[tuple[int, Failure]] = field(default_factory=list)
+    times: list[float | None] = field(default_factory=list)
 
     def add(self, pos: int, path: str, data: bytes | None = None) -> None:
         try:
@@ -105,6 +136,18 @@ class PillowRun:
             self.fail(pos, path, exc)
             return
         self.decoded.append(pos)
+        self.times.append(None)
+
+    def add_video(self, pos: int, path: str) -> None:
+        assert self.video is not None
+        try:
+            sampled = sample_video(path, self.pre, self.video, self.max_megapixels)
+        except DecodeError as exc:
+            self.fail(pos, path, exc)
+            return
+        self.crops.extend(sampled.crops)
+        self.decoded.extend([pos] * len(sampled.crops))
+        self.times.extend(sampled.times)
 
     def fail(self, pos: int, path: str, exc: DecodeError) -> None:
         self.failures.append((pos, Failure(path, exc.reason, exc.message)))
@@ -113,7 +156,8 @@ class PillowRun:
         import torch
 
         pixels = torch.stack(self.crops) if self.crops else None
-        return Chunk(self.failures, self.decoded, pixels, **device_part)
+        times = self.times if any(t is not None for t in self.times) else None
+        return Chunk(self.failures, self.decoded, pixels, times, **device_part)
 
 
 def _keep(chunk: Chunk) -> Chunk:
@@ -131,14 +175,17 @@ def default_workers(device: torch.device | None = None) -> int:
 
 def decode_loader(paths: Sequence[str], pre: Preprocess, device: torch.device,
                   max_megapixels: float, workers: int, jpeg_bytes: bool,
-                  chunk_size: int | None = None, start_method: str | None = None) -> Any:
+                  chunk_size: int | None = None, start_method: str | None = None,
+                  video: VideoOptions | None = None) -> Any:
     """A DataLoader of Chunks over `paths`; workers < 0: default_workers(device); chunk_size:
     files per worker task (default PILLOW_CHUNK, or BYTES_CHUNK for JPEG bytes); start_method:
-    how worker processes start (None: the platform's default, fork on Linux)."""
+    how worker processes start (None: the platform's default, fork on Linux); video: how
+    video files are sampled (None: not at all)."""
     from torch.utils.data import DataLoader
 
     size = chunk_size or (BYTES_CHUNK if jpeg_bytes else PILLOW_CHUNK)
-    chunks = FileChunks(paths, pre, max_megapixels, size, jpeg_bytes)
+    chunks = FileChunks(paths, pre, max_megapixels, size, jpeg_bytes, video,
+                        tasks(paths, size, video))
     workers = default_workers(device) if workers < 0 else workers
     workers = min(workers, len(chunks))
     return DataLoader(chunks, batch_size=None, collate_fn=_keep, num_workers=workers,

@@ -91,22 +91,25 @@ class Network:
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
     def batches(self, paths: Sequence[str], pieces: Iterator[Piece]) -> Iterator[EmbeddedBatch]:
-        """Pieces -> network batches of `batch` images (the last one smaller); failures at once."""
-        held: list[tuple[list[int], torch.Tensor]] = []
+        """Pieces -> network batches of `batch` images (the last one smaller); failures at once.
+        A video's frames (one piece) are never split: a batch grows to hold all of them, and
+        `embed` still runs at most `cap` crops per forward pass."""
+        held: list[Held] = []
         for piece in pieces:
             if piece.failures:
                 yield EmbeddedBatch([], np.zeros((0, self.dim), np.float32), piece.failures)
             if piece.items:
-                held.append((piece.items, _arrived(piece, self.device)))
-            while sum(len(items) for items, _ in held) >= self.batch:
-                items, pixels, held = _take(held, self.batch)
-                yield self.checked(paths, items, pixels)
+                times = piece.times or [None] * len(piece.items)
+                held.append((piece.items, _arrived(piece, self.device), times))
+            while sum(len(items) for items, _, _ in held) >= self.batch:
+                items, pixels, times, held = _take(held, self.batch)
+                yield self.checked(paths, items, pixels, times)
         if held:
-            items, pixels, _ = _take(held, None)
-            yield self.checked(paths, items, pixels)
+            items, pixels, times, _ = _take(held, None)
+            yield self.checked(paths, items, pixels, times)
 
-    def checked(self, paths: Sequence[str], items: list[int],
-                pixels: torch.Tensor) -> EmbeddedBatch:
+    def checked(self, paths: Sequence[str], items: list[int], pixels: torch.Tensor,
+                times: list[float | None] | None = None) -> EmbeddedBatch:
         """Embed one batch. A NaN/inf feature (fp16 overflow, a broken weights file) would rank
         as FAISS id -1: report the image instead of indexing garbage."""
         vectors = self.embed(pixels)
@@ -114,8 +117,11 @@ class Network:
         bad = [(items[i], Failure(paths[items[i]], Reason.CORRUPT,
                                   "the model produced non-finite features for this image"))
                for i in np.flatnonzero(~finite)]
-        return EmbeddedBatch([i for i, ok in zip(items, finite, strict=True) if ok],
-                             vectors[finite], bad)
+        kept = [i for i, ok in zip(items, finite, strict=True) if ok]
+        frames = None
+        if times is not None and any(t is not None for t in times):
+            frames = [t for t, ok in zip(times, finite, strict=True) if ok]
+        return EmbeddedBatch(kept, vectors[finite], bad, frames)
 
 
 def embed_pixels(model: LoadedModel, pixels: torch.Tensor, device: torch.device) -> np.ndarray:
@@ -160,13 +166,20 @@ def _arrived(piece: Piece, device: torch.device) -> torch.Tensor:
     return piece.pixels
 
 
-def _take(held: list[tuple[list[int], torch.Tensor]], n: int | None
-          ) -> tuple[list[int], torch.Tensor, list[tuple[list[int], torch.Tensor]]]:
-    """The first n held images (all if n is None) as one batch, and what is left."""
+Held = tuple[list[int], "torch.Tensor", list[float | None]]  # items, pixels, frame times
+
+
+def _take(held: list[Held], n: int | None
+          ) -> tuple[list[int], torch.Tensor, list[float | None], list[Held]]:
+    """The first n held images (all if n is None) as one batch, and what is left; n grows to
+    the end of a video's frames (consecutive items of one position)."""
     import torch
 
-    items = [i for part, _ in held for i in part]
-    pixels = held[0][1] if len(held) == 1 else torch.cat([p for _, p in held])
+    items = [i for part, _, _ in held for i in part]
+    times = [t for _, _, part in held for t in part]
+    pixels = held[0][1] if len(held) == 1 else torch.cat([p for _, p, _ in held])
+    while n is not None and 0 < n < len(items) and items[n] == items[n - 1]:
+        n += 1
     if n is None or n >= len(items):
-        return items, pixels, []
-    return items[:n], pixels[:n], [(items[n:], pixels[n:])]
+        return items, pixels, times, []
+    return items[:n], pixels[:n], times[:n], [(items[n:], pixels[n:], times[n:])]

@@ -27,12 +27,6 @@ from deepvision.types import Reason
 if TYPE_CHECKING:
     import torch
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"})
-# ISO-BMFF brands of still images (HEIC, AVIF): an `ftyp` box alone does not make a video.
-IMAGE_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1",
-                          b"msf1", b"avif", b"avis"})
-SNIFF_BYTES = 16
-
 # Mean absolute difference (0..1) of 16x16 grey thumbnails above which a frame is a new scene.
 # A cut between unrelated shots measures 0.15-0.45, a camera pan or a face talking 0.01-0.06.
 SCENE_THRESHOLD = 0.1
@@ -49,37 +43,6 @@ class VideoOptions:
     interval: float = 5.0  # seconds: at least one frame this often
     max_frames: int = 200  # per video; spread over the whole video when it is long
     timeout: float = 300.0  # seconds of decoding per file before it fails with `timeout`
-
-
-def is_video_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
-
-
-def sniff_video(head: bytes) -> bool:
-    """Whether a file's first bytes are an MP4/MOV/M4V, Matroska/WebM or AVI container."""
-    if len(head) >= 12 and head[4:8] == b"ftyp":
-        return head[8:12] not in IMAGE_BRANDS
-    if len(head) >= 8 and head[4:8] in (b"moov", b"mdat", b"wide", b"free"):  # old QuickTime
-        return True
-    return head.startswith(b"\x1a\x45\xdf\xa3") or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
-
-
-def looks_like_video(path: str) -> bool:
-    """By name first; a file with a name that says nothing (no or an unknown extension) by
-    its first bytes. Never opens anything but a regular file."""
-    if is_video_name(path):
-        return True
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
-        return False
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return False
-        try:
-            return sniff_video(f.read(SNIFF_BYTES))
-        except OSError:
-            return False
 
 
 @dataclass

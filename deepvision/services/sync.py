@@ -29,6 +29,7 @@ from deepvision.models.weights import file_identity
 from deepvision.pipeline.discover import Discovery, Filters, discover
 from deepvision.pipeline.embedder import EmbedOptions
 from deepvision.pipeline.hashing import Hasher, hash_files
+from deepvision.pipeline.video import VideoOptions
 from deepvision.progress import Reporter
 from deepvision.services.embedding import EmbedderFactory, index_embedder
 from deepvision.store.catalog import Catalog, FileRow, as_stored
@@ -59,6 +60,7 @@ class IndexRequest:
     max_memory: int | None = None  # bytes for the FAISS structure; None: keep / half the RAM
     rebuild: bool = False  # re-extract everything into a fresh catalog, then switch
     allow_mass_delete: bool = False  # drop the files of a recorded folder that is now empty
+    video: VideoOptions = VideoOptions()  # how video files are sampled
 
 
 @dataclass
@@ -72,7 +74,8 @@ class IndexSummary:
     renamed: int = 0
     removed: int = 0
     unchanged: int = 0
-    embedded: int = 0  # images that went through the network this run
+    embedded: int = 0  # files (images and videos) that went through the network this run
+    frames_embedded: int = 0  # of those, vectors of sampled video frames
     failures: list[Failure] = field(default_factory=list)  # new this run
     still_failing: int = 0  # failed earlier, unchanged since, not retried
     ignored: int = 0  # non-image files seen
@@ -90,16 +93,18 @@ class Link:
 
     record: FileRecord
     digest: str
-    vector_id: int
+    vector_id: int | None  # an image's vector; None for a video (its frames go by hash)
     change: Change
 
 
 @dataclass(frozen=True)
 class Embedded:
-    """What the network made of one new content hash: a vector or a failure."""
+    """What the network made of one new content hash: its vectors (one for an image, one per
+    sampled frame of a video, times[i] for vectors[i]) or a failure."""
 
     digest: str
-    vector: np.ndarray | None
+    vectors: np.ndarray | None
+    times: tuple[float | None, ...] = ()
     failure: Failure | None = None
 
 
@@ -150,7 +155,8 @@ class IndexRun:
         fresh = req.rebuild or existing is None
         if fresh and not found.files and not found.failures:
             raise NoImagesError(f"no image files found in {', '.join(map(str, roots))} "
-                                "(looked for .jpg .png .webp .heic .avif .tif .bmp .gif)")
+                                "(looked for .jpg .png .webp .heic .avif .tif .bmp .gif and "
+                                "videos)")
         manifest = self._manifest(existing, fresh)
         catalog = writer.begin(manifest, fresh)
         if not fresh:
@@ -307,7 +313,7 @@ class IndexRun:
                 plan.failed.append((rec, failure))
         plan.gone = [row for path, row in known.items() if path not in seen]
         hashed = self.hasher(changed)
-        by_hash = catalog.vector_ids_for(h.digest for h in hashed if h.digest)
+        by_hash = catalog.contents_for(h.digest for h in hashed if h.digest)
         gone_hashes = {row.hash for row in plan.gone if row.status == Status.OK}
         for h in hashed:
             if h.failure is not None:
@@ -329,18 +335,18 @@ class IndexRun:
         summary.device = str(embedder.device)
         summary.decoder = embedder.decoder_name
         self.rep.info(f"{embedder.describe()}; embedding {len(plan.embed)} new or changed "
-                      "images")
+                      "files")
         hashes = list(plan.embed)
         firsts = [plan.embed[h][0].path for h in hashes]
         every = self.req.commit_every
         pending: list[Embedded] = []
         with self.rep.progress(len(hashes), "embedding") as advance:
-            for batch in embedder.embed_files(firsts):
-                pairs = zip(batch.items, batch.vectors, strict=True)
-                pending.extend(Embedded(hashes[i], v) for i, v in pairs)
-                pending.extend(Embedded(hashes[i], None, f) for i, f in batch.failures)
-                advance(len(batch.items) + len(batch.failures))
-                while len(pending) >= every:  # exactly every N images, whatever the batch size
+            for batch in embedder.embed_files(firsts, self.req.video):
+                files = batch.files()
+                pending.extend(Embedded(hashes[f.pos], f.vectors, f.times, f.failure)
+                               for f in files)
+                advance(len(files))
+                while len(pending) >= every:  # exactly every N files, whatever the batch size
                     _commit(pending[:every], plan, known, catalog, writer, summary)
                     pending = pending[every:]
             _commit(pending, plan, known, catalog, writer, summary)
@@ -387,18 +393,18 @@ def _apply_links(plan: Plan, known: dict[str, FileRow], catalog: Catalog, writer
     writer.cache.load()  # before the transaction: FAISS must not already hold what it commits
     renamed_hashes = {link.digest for link in plan.links if link.change == Change.RENAMED}
     with catalog.write():
-        orphans = [row.vector_id for row in plan.gone if row.vector_id is not None]
+        orphans = [row.hash for row in plan.gone]
         for link in plan.links:
             row = known.get(link.record.path)
-            if row is not None and row.vector_id is not None and row.vector_id != link.vector_id:
-                orphans.append(row.vector_id)
+            if row is not None and row.hash != link.digest:
+                orphans.append(row.hash)
             rec = link.record
             catalog.upsert_file(rec.path, rec.size, rec.mtime_ns, link.digest, link.vector_id)
             summary.count(link.change)
         for rec, failure in plan.failed:
             row = known.get(rec.path)
-            if row is not None and row.vector_id is not None:
-                orphans.append(row.vector_id)
+            if row is not None:
+                orphans.append(row.hash)
             catalog.upsert_file(rec.path, rec.size, rec.mtime_ns, None, None, Status.FAILED,
                                 failure.reason, failure.message)
             summary.failures.append(failure)
@@ -417,16 +423,19 @@ def _commit(pending: Sequence[Embedded], plan: Plan, known: dict[str, FileRow],
     assert writer.cache is not None
     new_ids: list[int] = []
     new_vecs: list[np.ndarray] = []
-    orphans: list[int] = []
+    orphans: list[str | None] = []
     writer.cache.load()  # before the transaction: FAISS must not already hold what it commits
     with catalog.write():
         for item in pending:
             vid = None
-            if item.vector is not None:
-                vid = catalog.add_vector(item.digest, item.vector)
-                new_ids.append(vid)
-                new_vecs.append(item.vector)
+            if item.vectors is not None and len(item.vectors):
+                ids = [catalog.add_vector(item.digest, v, frame, t)
+                       for frame, (v, t) in enumerate(zip(item.vectors, item.times, strict=True))]
+                vid = ids[0] if item.times == (None,) else None  # a video's go by its hash
+                new_ids.extend(ids)
+                new_vecs.extend(item.vectors)
                 summary.embedded += 1
+                summary.frames_embedded += len(ids) if vid is None else 0
             for rec in plan.embed[item.digest]:
                 _record(catalog, rec, item, vid, known.get(rec.path), orphans, summary)
         dropped = catalog.drop_orphans(orphans)
@@ -436,13 +445,13 @@ def _commit(pending: Sequence[Embedded], plan: Plan, known: dict[str, FileRow],
 
 
 def _record(catalog: Catalog, rec: FileRecord, item: Embedded, vid: int | None,
-            row: FileRow | None, orphans: list[int], summary: IndexSummary) -> None:
+            row: FileRow | None, orphans: list[str | None], summary: IndexSummary) -> None:
     failure = item.failure
     if failure is not None and failure.reason == Reason.VANISHED:
         summary.failures.append(Failure(rec.path, failure.reason, failure.message))
         return  # nothing to record: the next run sees it gone (or back)
-    if row is not None and row.vector_id is not None:
-        orphans.append(row.vector_id)
+    if row is not None:
+        orphans.append(row.hash)
     if failure is not None:
         catalog.upsert_file(rec.path, rec.size, rec.mtime_ns, item.digest, None, Status.FAILED,
                             failure.reason, failure.message)

@@ -1,7 +1,8 @@
 """What is indexed: files (path, size, mtime, content hash, status) and their vectors, in sqlite.
 
 Every change is a transaction, so a run killed at any moment leaves the last committed state.
-Vectors are keyed by content hash: byte-identical files (duplicates, renames) share one vector.
+Vectors are keyed by content hash: byte-identical files (duplicates, renames) share one vector
+(an image) or one set of frame vectors (a video: (hash, frame) with the frame's time).
 They are stored as float16 (half the space; cosine scores move by ~1e-3): this table is what
 any FAISS structure is (re)built from, without the model. The FAISS file is a cache of it,
 valid when its generation matches.
@@ -25,8 +26,11 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS vectors (
     id INTEGER PRIMARY KEY,
-    hash TEXT NOT NULL UNIQUE,
-    vec BLOB NOT NULL
+    hash TEXT NOT NULL,
+    frame INTEGER NOT NULL DEFAULT 0,
+    time REAL,
+    vec BLOB NOT NULL,
+    UNIQUE (hash, frame)
 );
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY,
@@ -40,6 +44,33 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE INDEX IF NOT EXISTS files_vector ON files(vector_id);
 """
+FILES_HASH = "CREATE INDEX IF NOT EXISTS files_hash ON files(hash)"
+
+# Catalog version 3: a vector is (hash, frame, time), so one file can own many (a video's
+# frames). Version 2's vectors table (hash UNIQUE) is copied over with frame 0, time NULL:
+# ids stay, so the FAISS file and its generation stay valid.
+_V3_MIGRATION = """
+CREATE TABLE vectors_v3 (
+    id INTEGER PRIMARY KEY,
+    hash TEXT NOT NULL,
+    frame INTEGER NOT NULL DEFAULT 0,
+    time REAL,
+    vec BLOB NOT NULL,
+    UNIQUE (hash, frame)
+);
+INSERT INTO vectors_v3 (id, hash, frame, time, vec) SELECT id, hash, 0, NULL, vec FROM vectors;
+DROP TABLE vectors;
+ALTER TABLE vectors_v3 RENAME TO vectors;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """An indexed file behind a vector: its path, its id, and for a video the frame's time."""
+
+    path: str
+    file_id: int
+    time: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +85,8 @@ class FileRow:
     message: str | None
 
 
-CATALOG_VERSION = 2  # 2: the FAISS file's record (file, generation, plan, checksum) as one key
+# 2: the FAISS file's record (file, generation, plan, checksum) as one key; 3: video frames.
+CATALOG_VERSION = 3
 TABLES = ("meta", "vectors", "files")
 
 
@@ -88,6 +120,31 @@ class Catalog:
             self._db.execute("PRAGMA journal_mode=WAL")  # readers see the last commit, never wait
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Upgrade an older catalog in place, in one transaction (a writer, under the lock)."""
+        if self.has_frames():
+            self._db.execute(FILES_HASH)
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _V3_MIGRATION.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.execute(FILES_HASH)
+            self.set_meta("catalog_version", str(CATALOG_VERSION))
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def has_frames(self) -> bool:
+        """Whether the vectors table knows frames (version 3). A reader of an older catalog
+        that no writer has upgraded yet reads it the old way: images only."""
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(vectors)")}
+        return "frame" in columns
 
     def missing_tables(self) -> list[str]:
         names = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
@@ -189,28 +246,23 @@ class Catalog:
         self._db.executemany("DELETE FROM files WHERE path = ?", ((p,) for p in paths))
 
     def paths_for(self, vector_ids: Iterable[int]) -> dict[int, list[str]]:
-        ids = sorted(set(int(i) for i in vector_ids))
-        out: dict[int, list[str]] = {}
-        for start in range(0, len(ids), 500):  # stay under sqlite's bound-parameter limit
-            part = ids[start:start + 500]
-            marks = ",".join("?" * len(part))
-            for vid, path in self._db.execute(
-                f"SELECT vector_id, path FROM files WHERE status = 'ok' AND vector_id IN ({marks}) "
-                "ORDER BY path", part):
-                out.setdefault(vid, []).append(path)
-        return out
+        return {vid: [h.path for h in hits] for vid, hits in self.hits_for(vector_ids).items()}
 
-    def hits_for(self, vector_ids: Iterable[int]) -> dict[int, list[tuple[str, int]]]:
-        """(path, file id) of the indexed files behind each vector id, paths sorted."""
+    def hits_for(self, vector_ids: Iterable[int]) -> dict[int, list[Hit]]:
+        """The indexed files behind each vector id (paths sorted), with the frame's time."""
         ids = sorted(set(int(i) for i in vector_ids))
-        out: dict[int, list[tuple[str, int]]] = {}
+        out: dict[int, list[Hit]] = {}
+        query = (  # a file owns the vectors of its content hash (a video: several)
+            "SELECT v.id, f.path, f.rowid, v.time FROM vectors v JOIN files f ON f.hash = v.hash "
+            "WHERE f.status = 'ok' AND v.id IN ({}) ORDER BY f.path, v.id"
+            if self.has_frames() else  # version 2: images only, one vector_id per file
+            "SELECT vector_id, path, rowid, NULL FROM files WHERE status = 'ok' AND vector_id "
+            "IN ({}) ORDER BY path")
         for start in range(0, len(ids), 500):  # stay under sqlite's bound-parameter limit
             part = ids[start:start + 500]
-            marks = ",".join("?" * len(part))
-            for vid, path, fid in self._db.execute(
-                    f"SELECT vector_id, path, rowid FROM files WHERE status = 'ok' AND vector_id "
-                    f"IN ({marks}) ORDER BY path", part):
-                out.setdefault(vid, []).append((path, fid))
+            for vid, path, fid, t in self._db.execute(query.format(",".join("?" * len(part))),
+                                                      part):
+                out.setdefault(vid, []).append(Hit(path, fid, t))
         return out
 
     def file_by_id(self, file_id: int) -> FileRow | None:
@@ -239,31 +291,42 @@ class Catalog:
 
     # ---- vectors --------------------------------------------------------------------------
 
-    def vector_ids_for(self, hashes: Iterable[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
+    def contents_for(self, hashes: Iterable[str]) -> dict[str, int | None]:
+        """The already indexed contents among `hashes`: an image's vector id, or None for a
+        video (its frames are found by hash)."""
+        found: dict[str, int | None] = {}
         uniq = list(set(hashes))
         for start in range(0, len(uniq), 500):
             part = uniq[start:start + 500]
             marks = ",".join("?" * len(part))
-            found.update(self._db.execute(
-                f"SELECT hash, id FROM vectors WHERE hash IN ({marks})", part).fetchall())
+            for hash_, vid, t in self._db.execute(
+                    f"SELECT hash, id, time FROM vectors WHERE hash IN ({marks}) AND frame = 0",
+                    part):
+                found[hash_] = vid if t is None else None
         return found
 
-    def add_vector(self, hash_: str, vector: np.ndarray) -> int:
-        cur = self._db.execute("INSERT INTO vectors (hash, vec) VALUES (?, ?)",
-                               (hash_, np.asarray(vector, np.float16).tobytes()))
+    def add_vector(self, hash_: str, vector: np.ndarray, frame: int = 0,
+                   time: float | None = None) -> int:
+        """One vector of content `hash_`: an image's (frame 0, no time) or a video frame's."""
+        cur = self._db.execute("INSERT INTO vectors (hash, frame, time, vec) VALUES (?, ?, ?, ?)",
+                               (hash_, frame, time, np.asarray(vector, np.float16).tobytes()))
         self._vectors_changed = True
         return int(cur.lastrowid or 0)
 
-    def drop_orphans(self, candidates: Iterable[int]) -> list[int]:
-        """Delete the candidate vectors no file uses any more; returns the deleted ids."""
-        dropped = []
-        for vid in set(candidates):
-            used = self._db.execute("SELECT 1 FROM files WHERE vector_id = ? LIMIT 1",
-                                    (vid,)).fetchone()
-            if not used:
-                self._db.execute("DELETE FROM vectors WHERE id = ?", (vid,))
-                dropped.append(vid)
+    def drop_orphans(self, hashes: Iterable[str | None]) -> list[int]:
+        """Delete the vectors of the candidate contents no indexed file has any more; returns
+        the deleted ids (all frames of a video at once)."""
+        dropped: list[int] = []
+        for hash_ in {h for h in hashes if h is not None}:
+            used = self._db.execute("SELECT 1 FROM files WHERE hash = ? AND status = 'ok' "
+                                    "LIMIT 1", (hash_,)).fetchone()
+            if used:
+                continue
+            ids = [r[0] for r in self._db.execute("SELECT id FROM vectors WHERE hash = ?",
+                                                  (hash_,))]
+            if ids:
+                self._db.execute("DELETE FROM vectors WHERE hash = ?", (hash_,))
+                dropped.extend(ids)
                 self._vectors_changed = True
         return dropped
 
@@ -313,10 +376,18 @@ class Catalog:
         files_ok, failed = self._db.execute(
             "SELECT COALESCE(SUM(status = 'ok'), 0), COALESCE(SUM(status = 'failed'), 0) "
             "FROM files").fetchone()
-        return {"files": int(files_ok), "failed": int(failed), "vectors": self.vector_count()}
+        return {"files": int(files_ok), "failed": int(failed), "vectors": self.vector_count(),
+                "frames": self.frame_count()}
+
+    def frame_count(self) -> int:
+        """Vectors that are video frames."""
+        if not self.has_frames():
+            return 0
+        (n,) = self._db.execute("SELECT COUNT(*) FROM vectors WHERE time IS NOT NULL").fetchone()
+        return int(n)
 
     def vector_count(self) -> int:
-        """Distinct contents (cheap: counts the hash index, no scan of the files table)."""
+        """Stored vectors: one per image content, one per kept frame of a video content."""
         (n,) = self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()
         return int(n)
 
