@@ -52,7 +52,13 @@ def test_schema_1_index_is_read_and_searched_without_rebuild(cli, old_index):
     assert _manifest(old_index)["schema_version"] == 1  # readers never write
 
 
+def _vectors(catalog: Path) -> list[tuple]:
+    with sqlite3.connect(catalog) as db:
+        return db.execute("SELECT id, hash, vec FROM vectors ORDER BY id").fetchall()
+
+
 def test_the_next_index_run_migrates_in_place(cli, old_index, tmp_path):
+    before = _vectors(old_index / "v1" / _manifest(old_index)["catalog"])
     photos = tmp_path / "new"
     photos.mkdir()
     shutil.copy(REPO / "bulk_images" / "dahlia_flower.jpg", photos / "dahlia.jpg")
@@ -70,6 +76,13 @@ def test_the_next_index_run_migrates_in_place(cli, old_index, tmp_path):
         (old_keys,) = db.execute("SELECT COUNT(*) FROM meta WHERE key LIKE 'faiss_%'").fetchone()
     record = json.loads(value)
     assert record["checksum"] and record["plan"]["kind"] == "flat" and old_keys == 0
+    # Catalog version 3 (video frames): every old vector kept, same id, frame 0, no time.
+    after = _vectors(catalog)
+    assert after[:len(before)] == before and len(after) == len(before) + 1
+    with sqlite3.connect(catalog) as db:
+        frames = db.execute("SELECT DISTINCT frame, time FROM vectors").fetchall()
+        (version,) = db.execute("SELECT value FROM meta WHERE key = 'catalog_version'").fetchone()
+    assert frames == [(0, None)] and version == "3"
 
     queries = cli("search", REPO / "bulk_images" / "coffee_cup.jpg", photos / "dahlia.jpg",
                   "--index-dir", old_index, "--name", "v1", "--format", "json", "-k", "1",

@@ -2,6 +2,9 @@
 
 `Searcher` holds what is expensive (the Embedder) and answers queries against one consistent
 snapshot of the index each time; the one-shot `search` command builds one and asks it once.
+A result row is one indexed file: a video's best-matching frame stands for it (with its time),
+unless `all_frames` asks for every matching frame. A video as a query is its sampled frames,
+and each indexed file scores its best pair of (query frame, indexed vector).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import os
 import shlex
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +22,19 @@ from deepvision.errors import NoImagesError, UsageError
 from deepvision.models.registry import text_models
 from deepvision.pipeline.discover import discover
 from deepvision.pipeline.embedder import Embedder, EmbedOptions
+from deepvision.pipeline.video import VideoOptions
 from deepvision.progress import Reporter
 from deepvision.services.embedding import EmbedderFactory, index_embedder
 from deepvision.services.ranking import expand_queries
+from deepvision.store.catalog import Hit
 from deepvision.store.faiss_index import VectorIndex
 from deepvision.store.indexstore import IndexStore, Snapshot
 from deepvision.store.manifest import Manifest
 from deepvision.types import Failure, Match
 
 IMAGE, TEXT = "image", "text"  # QueryResult.kind: what the query was
+# Candidates per query row grow by this factor while a video's frames crowd the top k.
+WIDEN = 4
 
 
 @dataclass
@@ -56,6 +63,15 @@ class RankOptions:
     nprobe: int | None = None  # IVF lists to scan; default chosen with the index
     ef_search: int | None = None  # HNSW search breadth
     qe: int = 0  # alpha query expansion with this many neighbours (0: off)
+    all_frames: bool = False  # one row per matching video frame, not per file
+
+
+@dataclass(frozen=True)
+class Query:
+    """One query's vectors: an image's one, or a video's sampled frames (times[i])."""
+
+    vectors: np.ndarray  # float32 (n, dim)
+    times: tuple[float | None, ...]
 
 
 @dataclass(frozen=True)
@@ -66,6 +82,7 @@ class SearchRequest:
     weights: Path | None = None
     embed: EmbedOptions = EmbedOptions()
     texts: tuple[str, ...] = ()  # text queries (a model with a text encoder), after the images
+    video: VideoOptions = VideoOptions()  # how query videos are sampled
 
 
 def run_search(req: SearchRequest, rep: Reporter,
@@ -86,7 +103,8 @@ def run_search(req: SearchRequest, rep: Reporter,
     results: dict[str, QueryResult] = {}
     if found is not None:
         results.update((f.path, failed_query(f)) for f in found.failures)
-        results.update(searcher.search_files([f.path for f in found.files], req.rank, rep))
+        results.update(searcher.search_files([f.path for f in found.files], req.rank, rep,
+                                             req.video))
     ordered = [results[p] for p in sorted(results)]
     if req.texts:
         ordered += searcher.search_texts(req.texts, req.rank, rep)
@@ -119,24 +137,28 @@ class Searcher:
         self._cached: tuple[tuple[str, int], VectorIndex] | None = None
         self._lock = threading.Lock()
 
-    def search_files(self, paths: Sequence[str], opts: RankOptions,
-                     rep: Reporter) -> dict[str, QueryResult]:
-        """Every path gets a result: matches, or the reason it could not be read."""
-        vectors = np.zeros((len(paths), self.embedder.dim), np.float32)
-        ok = np.zeros(len(paths), bool)
+    def search_files(self, paths: Sequence[str], opts: RankOptions, rep: Reporter,
+                     video: VideoOptions | None = VideoOptions()) -> dict[str, QueryResult]:
+        """Every path gets a result: matches, or the reason it could not be read. video: how
+        query videos are sampled (None: a video query fails like any non-image)."""
+        queries: dict[int, Query] = {}
         results: dict[str, QueryResult] = {}
         with rep.progress(len(paths) if len(paths) > 1 else 0, "embedding queries") as advance:
-            for batch in self.embedder.embed_files(paths):
-                vectors[batch.items] = batch.vectors
-                ok[batch.items] = True
-                results.update((paths[i], failed_query(f)) for i, f in batch.failures)
-                advance(len(batch.items) + len(batch.failures))
-        good = [p for p, hit in zip(paths, ok, strict=True) if hit]
+            for batch in self.embedder.embed_files(paths, video):
+                files = batch.files()
+                for f in files:
+                    if f.failure is not None:
+                        results[paths[f.pos]] = failed_query(f.failure)
+                    else:
+                        queries[f.pos] = Query(f.vectors, f.times)
+                advance(len(files))
+        good = sorted(queries)
         if good:
-            ranked, notes = self.rank(vectors[ok], opts)
+            ranked, notes = self.rank_queries([queries[p] for p in good], opts)
             for note in notes:
                 rep.info(note)
-            results.update((p, QueryResult(p, None, m)) for p, m in zip(good, ranked, strict=True))
+            results.update((paths[p], QueryResult(paths[p], None, m))
+                           for p, m in zip(good, ranked, strict=True))
         return results
 
     def search_texts(self, texts: Sequence[str], opts: RankOptions,
@@ -156,17 +178,40 @@ class Searcher:
                 for t, ok in zip(texts, finite, strict=True)]
 
     def rank(self, vectors: np.ndarray, opts: RankOptions) -> tuple[list[list[Match]], list[str]]:
-        """Ranked matches for each query vector, and notes for the user (a repaired cache).
-        All of them see one committed generation: FAISS and the id -> path map alike."""
+        """Ranked matches for each query vector (an image), and notes for the user."""
+        return self.rank_queries([Query(v[None], (None,)) for v in vectors], opts)
+
+    def rank_queries(self, queries: Sequence[Query],
+                     opts: RankOptions) -> tuple[list[list[Match]], list[str]]:
+        """Ranked matches for each query, and notes for the user (a repaired cache). All of
+        them see one committed generation: FAISS and the id -> path map alike."""
+        flat = np.concatenate([q.vectors for q in queries])
+        owner = np.repeat(np.arange(len(queries)), [len(q.vectors) for q in queries])
+        qtimes = [t for q in queries for t in q.times]
         with self.store.open_read() as snap:
             index = self._index(snap)
             index.configure(opts.nprobe, opts.ef_search)
             if opts.qe:
-                vectors = _expand(index, vectors, opts.qe, snap.stored)
-            scores, ids = index.top(vectors, opts.top_k, snap.stored)
-            hits = snap.catalog.hits_for(ids[ids >= 0].ravel())
+                flat = _expand(index, flat, opts.qe, snap.stored)
+            out: list[list[Match]] = [[] for _ in queries]
+            todo, k = list(range(len(queries))), opts.top_k
+            while todo:
+                rows = np.flatnonzero(np.isin(owner, todo))
+                scores, ids = index.top(flat[rows], min(k, max(1, len(index))), snap.stored)
+                hits = snap.catalog.hits_for(ids[ids >= 0].ravel())
+                for q in todo:
+                    mine = owner[rows] == q
+                    out[q] = matches(scores[mine], ids[mine], [qtimes[i] for i in rows[mine]],
+                                     hits, opts)
+                # Widen only where a video's frames crowded the candidates: more exist, and
+                # the last one still passed --min-score.
+                todo = [q for q in todo if _crowded(out[q], scores[owner[rows] == q],
+                                                    ids[owner[rows] == q], opts)]
+                if k >= len(index):
+                    break
+                k *= WIDEN
             notes = list(snap.notes)
-        return [matches(s, i, hits, opts) for s, i in zip(scores, ids, strict=True)], notes
+        return out, notes
 
     def _index(self, snap: Snapshot) -> VectorIndex:
         key = (snap.manifest.catalog, snap.catalog.generation)
@@ -188,15 +233,29 @@ def _expand(index: VectorIndex, queries: np.ndarray, n: int,
     return expand_queries(queries, np.where(valid, scores, 0.0), neighbours)
 
 
-def matches(scores: np.ndarray, ids: np.ndarray, hits: dict[int, list[tuple[str, int]]],
-            opts: RankOptions) -> list[Match]:
-    """Expand vector hits to files (byte-identical files share a vector), rank, cut."""
-    out: list[Match] = []
-    for score, vid in zip(scores, ids, strict=True):
-        if vid < 0 or (opts.min_score is not None and score < opts.min_score):
-            continue
-        for path, file_id in hits.get(int(vid), []):
-            if len(out) == opts.top_k:
-                return out
-            out.append(Match(len(out) + 1, path, float(score), file_id))
-    return out
+def matches(scores: np.ndarray, ids: np.ndarray, qtimes: Sequence[float | None],
+            hits: dict[int, list[Hit]], opts: RankOptions) -> list[Match]:
+    """One query's candidates (a row per query vector) -> files, best pair each (or every
+    indexed frame with all_frames), ranked by score, then path and time; cut to top_k.
+    Byte-identical files share their vectors, so one candidate can be several files."""
+    best: dict[tuple[str, float | None], Match] = {}
+    for row_scores, row_ids, qtime in zip(scores, ids, qtimes, strict=True):
+        for score, vid in zip(row_scores, row_ids, strict=True):
+            if vid < 0 or (opts.min_score is not None and score < opts.min_score):
+                continue
+            for hit in hits.get(int(vid), []):
+                key = (hit.path, hit.time if opts.all_frames else None)
+                held = best.get(key)
+                if held is None or score > held.score:
+                    best[key] = Match(0, hit.path, float(score), hit.file_id, hit.time, qtime)
+    ranked = sorted(best.values(), key=lambda m: (-m.score, m.path, m.timestamp or 0.0))
+    return [replace(m, rank=i) for i, m in enumerate(ranked[:opts.top_k], 1)]
+
+
+def _crowded(found: list[Match], scores: np.ndarray, ids: np.ndarray,
+             opts: RankOptions) -> bool:
+    """Fewer files than asked although every candidate was a real vector that passed
+    --min-score: several were frames of one video (or one query video's frames met)."""
+    if len(found) >= opts.top_k or (ids < 0).any():
+        return False
+    return opts.min_score is None or bool((scores[:, -1] >= opts.min_score).all())

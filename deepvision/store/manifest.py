@@ -19,7 +19,7 @@ from deepvision.errors import CorruptIndexError, IncompatibleIndexError
 from deepvision.models.descriptor import Descriptor
 from deepvision.pipeline.transforms import PREPROCESS_VERSION
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MANIFEST = "manifest.json"
 
 
@@ -78,7 +78,14 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """Schema 3: a file may own many vectors (a video's frames). The manifest itself is
+    unchanged; the catalog is upgraded by its next writer (store.catalog, version 3), and an
+    older deepvision, which would not know a frame from an image, refuses the index."""
+    return dict(data)
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 _REQUIRED = {"name": str, "model": str, "weights": str, "weights_origin": str,
              "weights_path": str, "dim": int, "catalog": str}
