@@ -1,8 +1,8 @@
 """Self-contained HTML reports: thumbnails written beside the page, every name escaped.
 
 No JavaScript at all (and a CSP that forbids it): nothing a file name contains can run.
-Thumbnails are named by a hash of (path, size, mtime), so re-rendering reuses them and file
-names never reach an attribute unescaped.
+Thumbnails are named by a hash of (path, size, mtime, and for a video frame its time), so
+re-rendering reuses them and file names never reach an attribute unescaped.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from urllib.parse import quote
 from deepvision.atomic import atomic_write, atomic_write_text
 from deepvision.output.console import safe_text
 from deepvision.pipeline.decode import DecodeError, load_rgb
+from deepvision.pipeline.video import frame_image
 
 THUMB = 192  # px, long side
 
@@ -44,6 +45,11 @@ class Tile:
     path: str
     caption: str  # plain text, escaped on output
     query: bool = False
+    at: float | None = None  # a video: the frame (seconds) the thumbnail shows
+
+    @property
+    def key(self) -> tuple[str, float | None]:
+        return self.path, self.at
 
 
 @dataclass
@@ -67,9 +73,10 @@ class Gallery:
         """Thumbnails first (in parallel), then the page, atomically."""
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.thumbs_dir.mkdir(exist_ok=True)
-        paths = sorted({t.path for s in self.sections for t in s.tiles})
+        keys = sorted({t.key for s in self.sections for t in s.tiles},
+                      key=lambda k: (k[0], k[1] if k[1] is not None else -1.0))
         with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-            thumbs = dict(zip(paths, pool.map(self._thumbnail, paths), strict=True))
+            thumbs = dict(zip(keys, pool.map(self._thumbnail, keys), strict=True))
         body = "".join(self._section(s, thumbs) for s in self.sections)
         page = ('<!doctype html><html lang="en"><head><meta charset="utf-8">'
                 '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -78,9 +85,9 @@ class Gallery:
                 f"<h1>{_text(self.title)}</h1>{body}</body></html>\n")
         atomic_write_text(self.out, page)
 
-    def _section(self, s: Section, thumbs: dict[str, str | None]) -> str:
+    def _section(self, s: Section, thumbs: dict[tuple[str, float | None], str | None]) -> str:
         note = f'<p class="error">{_text(s.note)}</p>' if s.note else ""
-        tiles = "".join(self._tile(t, thumbs[t.path]) for t in s.tiles)
+        tiles = "".join(self._tile(t, thumbs[t.key]) for t in s.tiles)
         heading = f"<h2>{_text(s.heading)}</h2>"
         return f'<section>{heading}{note}<div class="grid">{tiles}</div></section>'
 
@@ -96,19 +103,23 @@ class Gallery:
         return (f'<figure{css} title="{_text(t.path)}">{picture}<figcaption>'
                 f"{_text(t.caption)}<br>{_text(os.path.basename(t.path))}</figcaption></figure>")
 
-    def _thumbnail(self, path: str) -> str | None:
-        """Thumbnail file name for `path`, or None if it is missing or cannot be decoded."""
+    def _thumbnail(self, tile_key: tuple[str, float | None]) -> str | None:
+        """Thumbnail file name for a (path, video time) pair, or None if it is missing or
+        cannot be decoded."""
+        path, at = tile_key
         try:
             st = os.stat(path)
         except OSError:
             return None
-        key = os.fsencode(path) + f"\0{st.st_size}\0{st.st_mtime_ns}".encode()
+        frame = "" if at is None else f"\0{at:.3f}"
+        key = os.fsencode(path) + f"\0{st.st_size}\0{st.st_mtime_ns}{frame}".encode()
         name = hashlib.blake2b(key, digest_size=10).hexdigest() + ".jpg"
         target = self.thumbs_dir / name
         if target.exists():
             return name
         try:
-            image = load_rgb(path, draft_size=THUMB)
+            image = (load_rgb(path, draft_size=THUMB) if at is None
+                     else frame_image(path, at, THUMB))
         except DecodeError:
             return None
         image.thumbnail((THUMB, THUMB))

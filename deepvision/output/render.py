@@ -34,7 +34,8 @@ def index_summary_text(s: IndexSummary) -> str:
     parts = [f"added {s.added}", f"updated {s.updated}", f"renamed {s.renamed}",
              f"removed {s.removed}", f"unchanged {s.unchanged}", f"failed {len(s.failures)}"]
     tail = f" ({s.still_failing} failing from earlier runs)" if s.still_failing else ""
-    return (f"{', '.join(parts)}{tail}; embedded {s.embedded} in {s.seconds:.1f} s "
+    frames = f" ({s.frames_embedded} video frames)" if s.frames_embedded else ""
+    return (f"{', '.join(parts)}{tail}; embedded {s.embedded}{frames} in {s.seconds:.1f} s "
             f"({s.images_per_second:.1f} img/s); index holds {s.total_files} files")
 
 
@@ -55,7 +56,10 @@ def search_document(result: SearchResult, with_ids: bool = False) -> dict[str, A
     """`search --format json` (schemas/search.schema.json); with_ids: each match also carries
     the file id that `serve`'s image endpoints take."""
     def match(m: Match) -> dict[str, Any]:
-        doc: dict[str, Any] = {"rank": m.rank, "path": m.path, "score": round(m.score, 6)}
+        doc: dict[str, Any] = {"rank": m.rank, "path": m.path, "score": round(m.score, 6),
+                               "timestamp": _seconds(m.timestamp)}
+        if m.query_timestamp is not None:
+            doc["query_timestamp"] = _seconds(m.query_timestamp)
         if with_ids:
             doc["id"] = m.file_id
         return doc
@@ -63,6 +67,26 @@ def search_document(result: SearchResult, with_ids: bool = False) -> dict[str, A
     return {"index": result.index, "model": result.model,
             "queries": [{"query": q.query, "kind": q.kind, "error": q.error,
                          "matches": [match(m) for m in q.matches]} for q in result.queries]}
+
+
+def _seconds(t: float | None) -> float | None:
+    return None if t is None else round(t, 3)
+
+
+def clock(t: float) -> str:
+    """83.4 -> '01:23.4'; an hour or more: '1:02:03.4'."""
+    tenths = round(t * 10)
+    minutes, secs = divmod(tenths / 10, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    text = f"{minutes:02d}:{secs:04.1f}"
+    return f"{hours}:{text}" if hours else text
+
+
+def at_time(path: str, m: Match) -> str:
+    """`clip.mp4 @ 01:23.4` for a video frame (and the query frame it matched, for a video
+    query); the path alone for an image."""
+    text = path if m.timestamp is None else f"{path} @ {clock(m.timestamp)}"
+    return text if m.query_timestamp is None else f"{text} (query @ {clock(m.query_timestamp)})"
 
 
 def search_json(result: SearchResult) -> str:
@@ -81,7 +105,7 @@ def print_search_table(result: SearchResult) -> None:
         table.add_column("score", justify="right")
         table.add_column("path", overflow="fold")
         for m in q.matches:
-            table.add_row(str(m.rank), f"{m.score:.4f}", escape(display_path(m.path)))
+            table.add_row(str(m.rank), f"{m.score:.4f}", escape(at_time(display_path(m.path), m)))
         if not q.matches:
             table.add_row("-", "-", "no match above --min-score")
         out.print(table)
@@ -94,25 +118,45 @@ def query_label(q: QueryResult) -> str:
 
 
 def search_csv(result: SearchResult) -> str:
-    """One row per match: query, rank, path, score, error, kind (a failed query gets one row)."""
-    rows: list[list[Any]] = [["query", "rank", "path", "score", "error", "kind"]]
+    """One row per match: query, rank, path, score, error, kind, then the video times in
+    seconds (empty for images) of the matched frame and of the query frame (a failed query gets
+    one row)."""
+    rows: list[list[Any]] = [["query", "rank", "path", "score", "error", "kind", "timestamp",
+                              "query_timestamp"]]
     for q in result.queries:
         if q.error:
-            rows.append([q.query, "", "", "", q.error, q.kind])
-        rows.extend([q.query, m.rank, m.path, f"{m.score:.6f}", "", q.kind] for m in q.matches)
+            rows.append([q.query, "", "", "", q.error, q.kind, "", ""])
+        rows.extend([q.query, m.rank, m.path, f"{m.score:.6f}", "", q.kind,
+                     _csv_seconds(m.timestamp), _csv_seconds(m.query_timestamp)]
+                    for m in q.matches)
     return csv_text(rows)
+
+
+def _csv_seconds(t: float | None) -> str:
+    return "" if t is None else f"{t:.3f}"
 
 
 def search_html(result: SearchResult, out: Path) -> None:
     from deepvision.output.html import Gallery, Section, Tile
+    from deepvision.pipeline.discover import looks_like_video
 
-    sections = [
-        Section(q.query if q.kind == IMAGE else query_label(q),
-                [*([Tile(q.query, "query", query=True)] if q.kind == IMAGE else []),
-                 *(Tile(m.path, f"#{m.rank}  {m.score:.4f}") for m in q.matches)],
-                note=q.error or "")
-        for q in result.queries
-    ]
+    def query_tiles(q: Any) -> list[Tile]:
+        if q.kind != IMAGE:
+            return []
+        if not looks_like_video(q.query):
+            return [Tile(q.query, "query", query=True)]
+        # A video query shows the frame of its best pair (or its start).
+        at = q.matches[0].query_timestamp if q.matches else None
+        at = at if at is not None else 0.0
+        return [Tile(q.query, f"query @ {clock(at)}", query=True, at=at)]
+
+    def match_tile(m: Match) -> Tile:
+        when = "" if m.timestamp is None else f"  @ {clock(m.timestamp)}"
+        return Tile(m.path, f"#{m.rank}  {m.score:.4f}{when}", at=m.timestamp)
+
+    sections = [Section(q.query if q.kind == IMAGE else query_label(q),
+                        [*query_tiles(q), *map(match_tile, q.matches)], note=q.error or "")
+                for q in result.queries]
     Gallery(out, f"deepvision search: {len(result.queries)} queries, model {result.model}",
             sections).write()
 
@@ -121,15 +165,17 @@ def dupes_json(result: DupesResult) -> str:
     return json.dumps({
         "index": result.index, "model": result.model, "threshold": result.threshold,
         "groups": [{"group": i, "size": g.size,
-                    "files": [{"path": m.path, "score": round(m.score, 6)} for m in g.members]}
+                    "files": [{"path": m.path, "score": round(m.score, 6),
+                               "timestamp": _seconds(m.timestamp)} for m in g.members]}
                    for i, g in enumerate(result.groups, 1)],
     }, indent=2)
 
 
 def dupes_csv(result: DupesResult) -> str:
-    rows: list[list[Any]] = [["group", "size", "path", "score"]]
+    rows: list[list[Any]] = [["group", "size", "path", "score", "timestamp"]]
     for i, g in enumerate(result.groups, 1):
-        rows.extend([i, g.size, m.path, f"{m.score:.6f}"] for m in g.members)
+        rows.extend([i, g.size, m.path, f"{m.score:.6f}", _csv_seconds(m.timestamp)]
+                    for m in g.members)
     return csv_text(rows)
 
 
@@ -143,7 +189,8 @@ def print_dupes_table(result: DupesResult) -> None:
         table.add_column("score", justify="right")
         table.add_column("path", overflow="fold")
         for m in g.members:
-            table.add_row(f"{m.score:.4f}", escape(display_path(m.path)))
+            when = "" if m.timestamp is None else f" @ {clock(m.timestamp)}"
+            table.add_row(f"{m.score:.4f}", escape(display_path(m.path) + when))
         out.print(table)
         out.print()
 
@@ -152,7 +199,9 @@ def dupes_html(result: DupesResult, out: Path) -> None:
     from deepvision.output.html import Gallery, Section, Tile
 
     sections = [Section(f"group {i}: {g.size} files",
-                        [Tile(m.path, f"{m.score:.4f}", query=(j == 0))
+                        [Tile(m.path, f"{m.score:.4f}" + ("" if m.timestamp is None
+                                                          else f"  @ {clock(m.timestamp)}"),
+                              query=(j == 0), at=m.timestamp)
                          for j, m in enumerate(g.members)])
                 for i, g in enumerate(result.groups, 1)]
     Gallery(out, f"deepvision dupes: {len(result.groups)} groups above {result.threshold:g}",

@@ -1,17 +1,21 @@
 """Near-duplicate groups inside an index: connected components of pairs above a threshold.
 
 Pairs come from FAISS range search, a block of vectors at a time, so memory grows with the
-number of close pairs, never with N x N.
+number of close pairs, never with N x N. A group is a set of files: two files are linked when
+any vector of one (a video: any sampled frame) is above the threshold with any vector of the
+other, and a video's frames all belong to that one video, so a video joins every group one of
+its frames matches (and may join two groups of photos into one).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from deepvision.store.catalog import Catalog
+from deepvision.store.catalog import Catalog, Hit
 from deepvision.store.faiss_index import VectorIndex
 from deepvision.store.indexstore import IndexStore
 
@@ -26,8 +30,8 @@ BLOCK = 2048  # queries per range search: bounds the temporary result arrays
 @dataclass(frozen=True)
 class Member:
     path: str
-    score: float  # cosine similarity to the group's first member
-
+    score: float  # cosine similarity to the group's first member (best pair of vectors)
+    timestamp: float | None = None  # a video: its frame in that best pair
 
 @dataclass(frozen=True)
 class Group:
@@ -51,10 +55,10 @@ def find_dupes(store: IndexStore, threshold: float = DEFAULT_THRESHOLD) -> Dupes
         ids, vectors = _all_vectors(snap.catalog, snap.dim)
         index = snap.vectors()
         index.configure()
-        labels = _components(index, ids, vectors, threshold)
-        names = snap.catalog.paths_for(ids.tolist())
+        hits = snap.catalog.hits_for(ids.tolist())
+        labels = _components(index, ids, vectors, threshold, _same_file(ids, hits))
         model = snap.manifest.model
-    groups = _groups(ids, vectors, labels, names)
+    groups = _groups(ids, vectors, labels, hits)
     return DupesResult(os.path.abspath(store.dir), model, threshold, groups)
 
 
@@ -65,9 +69,21 @@ def _all_vectors(catalog: Catalog, dim: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
 
 
+def _same_file(ids: np.ndarray, hits: dict[int, list[Hit]]) -> tuple[np.ndarray, np.ndarray]:
+    """Edges (rows, cols) that chain the rows of each file's vectors (a video's frames)."""
+    rows_of: dict[str, list[int]] = {}
+    for row, vid in enumerate(ids.tolist()):
+        for hit in hits.get(vid, []):
+            rows_of.setdefault(hit.path, []).append(row)
+    chains = [(a, b) for rows in rows_of.values() for a, b in itertools.pairwise(rows)]
+    pairs = np.array(chains, np.int64).reshape(-1, 2)
+    return pairs[:, 0], pairs[:, 1]
+
+
 def _components(index: VectorIndex, ids: np.ndarray, vectors: np.ndarray,
-                threshold: float) -> np.ndarray:
-    """Component label per row of `ids` (scipy's connected components on the sparse pair graph)."""
+                threshold: float, extra: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Component label per row of `ids` (scipy's connected components on the sparse pair
+    graph, plus the `extra` edges)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -83,24 +99,36 @@ def _components(index: VectorIndex, ids: np.ndarray, vectors: np.ndarray,
         counts = np.diff(lims).astype(np.int64)  # FAISS returns size_t offsets
         rows.append(np.repeat(np.arange(start, start + len(counts)), counts))
         cols.append(np.fromiter((row_of[int(h)] for h in hits), np.int64, len(hits)))
-    r, c = np.concatenate(rows), np.concatenate(cols)
+    r, c = np.concatenate([*rows, extra[0]]), np.concatenate([*cols, extra[1]])
     graph = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     return labels
 
 
 def _groups(ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray,
-            names: dict[int, list[str]]) -> list[Group]:
+            hits: dict[int, list[Hit]]) -> list[Group]:
     rows_by_label: dict[int, list[int]] = {}
     for row, label in enumerate(labels):
         rows_by_label.setdefault(int(label), []).append(row)
     groups = []
     for rows in rows_by_label.values():
-        # Byte-identical files share one vector, so a single row can already be a group.
-        files = sorted((p, row) for row in rows for p in names.get(int(ids[row]), []))
+        # Byte-identical files share their vectors, so a single row can already be a group.
+        files: dict[str, list[tuple[int, float | None]]] = {}
+        for row in rows:
+            for hit in hits.get(int(ids[row]), []):
+                files.setdefault(hit.path, []).append((row, hit.time))
         if len(files) < 2:
             continue
-        first = vectors[files[0][1]]
-        groups.append(Group([Member(p, float(np.dot(first, vectors[row]))) for p, row in files]))
+        names = sorted(files)
+        first = vectors[[row for row, _ in files[names[0]]]]
+        groups.append(Group([_member(p, first, vectors, files[p]) for p in names]))
     groups.sort(key=lambda g: (-g.size, g.members[0].path))
     return groups
+
+
+def _member(path: str, first: np.ndarray, vectors: np.ndarray,
+            frames: list[tuple[int, float | None]]) -> Member:
+    """The file's best pair with the group's first member: its score and frame time."""
+    scores = (vectors[[row for row, _ in frames]] @ first.T).max(axis=1)
+    best = int(np.argmax(scores))
+    return Member(path, float(scores[best]), frames[best][1])
