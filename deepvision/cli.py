@@ -96,6 +96,23 @@ MaxMemory = Annotated[Optional[str], typer.Option(
     "RAM); `auto` switches to compressed types to stay within it.", show_default=False)]
 
 
+VideoInterval = Annotated[float, typer.Option(
+    "--video-interval", min=0.01, help="Videos: keep at least one frame every this many "
+    "seconds (besides one at every scene change).")]
+MaxFrames = Annotated[int, typer.Option(
+    "--max-frames-per-video", min=1, help="Videos: at most this many frames each, spread over "
+    "the whole video when it is long.")]
+VideoTimeout = Annotated[float, typer.Option(
+    "--video-timeout", min=0.1, help="Videos: give up on a file after this many seconds of "
+    "decoding (reported as `timeout`).")]
+
+
+def _video(interval: float, max_frames: int, timeout: float) -> Any:
+    from deepvision.pipeline.video import VideoOptions
+
+    return VideoOptions(interval=interval, max_frames=max_frames, timeout=timeout)
+
+
 Include = Annotated[list[str], typer.Option(
     "--include", help="Only paths (relative to DIR) matching this glob; repeatable.")]
 Exclude = Annotated[list[str], typer.Option(
@@ -257,10 +274,13 @@ def index(
     scales: Scales = None,
     compile: Compile = False,
     decoder: Decoder = DecoderChoice.auto,
+    video_interval: VideoInterval = 5.0,
+    max_frames_per_video: MaxFrames = 200,
+    video_timeout: VideoTimeout = 300.0,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
-    """Add new and changed images under DIR to the index; drop deleted ones."""
+    """Add new and changed images and videos under DIR to the index; drop deleted ones."""
     from deepvision.pipeline.discover import Filters
     from deepvision.services.sync import IndexRequest
 
@@ -276,7 +296,8 @@ def index(
             retry_failed=retry_failed, commit_every=commit_every, wait=wait,
             index_type=index_type, max_memory=_max_memory(index_type, max_memory),
             descriptor=_descriptor(pooling, flip, scales, model),
-            allow_mass_delete=allow_mass_delete)
+            allow_mass_delete=allow_mass_delete,
+            video=_video(video_interval, max_frames_per_video, video_timeout))
         rep.info(f"index {req.store.dir}: {', '.join(map(str, dirs))}")
     _sync(req, rep, as_json)
 
@@ -310,6 +331,9 @@ def rebuild(
     scales: Scales = None,
     compile: Compile = False,
     decoder: Decoder = DecoderChoice.auto,
+    video_interval: VideoInterval = 5.0,
+    max_frames_per_video: MaxFrames = 200,
+    video_timeout: VideoTimeout = 300.0,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -333,7 +357,8 @@ def rebuild(
                                  compile=compile),
             filters=Filters(tuple(include), tuple(exclude), hidden, follow_links),
             retry_failed=True, commit_every=commit_every, wait=wait, index_type=index_type,
-            max_memory=budget, descriptor=_descriptor(pooling, flip, scales, model), rebuild=True)
+            max_memory=budget, descriptor=_descriptor(pooling, flip, scales, model), rebuild=True,
+            video=_video(video_interval, max_frames_per_video, video_timeout))
         rep.info(f"rebuild {store.dir}: {', '.join(map(str, dirs or [])) or 'recorded folders'}")
     _sync(req, rep, as_json)
 
@@ -352,7 +377,7 @@ def _restructure(store: Any, index_type: str | None, budget: int | None, wait: b
 @app.command()
 def search(
     paths: Annotated[Optional[list[Path]], typer.Argument(
-        help="Query image(s) or folder(s) of query images.", show_default=False)] = None,
+        help="Query image(s) or video(s), or folder(s) of them.", show_default=False)] = None,
     text: Annotated[list[str], typer.Option(
         "--text", "-t", help="A text query, e.g. \"a red bicycle\" (repeatable; needs an index "
         "built with a CLIP model, see --model).")] = [],  # noqa: B006
@@ -377,9 +402,16 @@ def search(
     qe: Annotated[int, typer.Option(
         "--qe", min=0, help="Query expansion: add the N nearest indexed images to each query "
         "before ranking (scores are then similarities to the expanded query; 0: off).")] = 0,
+    all_frames: Annotated[bool, typer.Option(
+        "--all-frames", help="List every matching video frame as its own match, instead of "
+        "one row per file (a video's best frame).")] = False,
+    video_interval: VideoInterval = 5.0,
+    max_frames_per_video: MaxFrames = 200,
+    video_timeout: VideoTimeout = 300.0,
     quiet: Quiet = False,
 ) -> None:
-    """Print the most similar indexed images for every query image and every --text."""
+    """Print the most similar indexed images and videos (with the time of the best frame)
+    for every query image or video and every --text."""
     from deepvision.output import render
     from deepvision.services.search import RankOptions, SearchRequest, run_search
 
@@ -396,10 +428,11 @@ def search(
         req = SearchRequest(
             queries=tuple(paths), texts=tuple(text), store=_store(index_dir, name),
             rank=RankOptions(top_k=top_k, min_score=min_score, nprobe=nprobe,
-                             ef_search=ef_search, qe=qe),
+                             ef_search=ef_search, qe=qe, all_frames=all_frames),
             weights=_weights(weights),
             embed=_embed_options(device=device, batch_size=batch_size, workers=workers,
-                                 max_megapixels=max_megapixels, decoder=decoder))
+                                 max_megapixels=max_megapixels, decoder=decoder),
+            video=_video(video_interval, max_frames_per_video, video_timeout))
         result = run_search(req, rep)
     _emit(result, output, html, rep, {"json": render.search_json, "csv": render.search_csv,
                                       "table": render.print_search_table,

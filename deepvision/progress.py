@@ -6,11 +6,14 @@ a library caller or a test passes `Silent()` or its own. Nothing here imports ri
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
-Advance = Callable[[int], None]  # "n more items done"
+
+class Advance(Protocol):
+    def __call__(self, n: int, frames: int = 0) -> None:
+        """n more files done; `frames` of the vectors they gave were sampled video frames."""
 
 
 class Reporter(Protocol):
@@ -29,4 +32,8 @@ class Silent:
 
     @contextmanager
     def progress(self, total: int, label: str) -> Iterator[Advance]:
-        yield lambda n: None
+        yield _ignore
+
+
+def _ignore(n: int, frames: int = 0) -> None:
+    pass

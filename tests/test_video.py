@@ -17,8 +17,8 @@ from videofactory import (
 )
 
 from deepvision.pipeline.decode import DecodeError
-from deepvision.pipeline.transforms import Preprocess, resize_crop
 from deepvision.pipeline.discover import looks_like_video, sniff_video
+from deepvision.pipeline.transforms import Preprocess, resize_crop
 from deepvision.pipeline.video import FrameSampler, VideoOptions, sample_video, spread
 
 PRE = Preprocess(40, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "bilinear")

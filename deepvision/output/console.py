@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -24,6 +24,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from deepvision.progress import Advance
 from deepvision.types import Failure
 
 # C0 and C1 control characters and DEL: never sent to a terminal as they are.
@@ -68,23 +69,28 @@ class ConsoleReporter:
         self.err.print(f"[bold red]error:[/] {markup(message)}")
 
     @contextmanager
-    def progress(self, total: int, label: str) -> Iterator[Callable[[int], None]]:
-        """A progress bar with counts and rate; a no-op when quiet or with nothing to do."""
+    def progress(self, total: int, label: str) -> Iterator[Advance]:
+        """A progress bar with counts (files, and video frames once there are some) and rate;
+        a no-op when quiet or with nothing to do."""
         if self.quiet or total == 0:
-            yield lambda n: None
+            yield _ignore
             return
         columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[rate]} img/s"), TimeElapsedColumn(),
-                   TimeRemainingColumn())
+                   TextColumn("{task.fields[frames]}{task.fields[rate]} files/s"),
+                   TimeElapsedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=self.err, transient=False) as bar:
-            task = bar.add_task(label, total=total, rate="-")
+            task = bar.add_task(label, total=total, rate="-", frames="")
+            frames_done = 0
 
-            def advance(n: int) -> None:
+            def advance(n: int, frames: int = 0) -> None:
+                nonlocal frames_done
+                frames_done += frames
                 bar.advance(task, n)
                 # Overall rate: rich's own speed estimate needs several updates to show anything.
                 elapsed = bar.tasks[0].elapsed or 0.0
                 done = bar.tasks[0].completed
-                bar.update(task, rate=f"{done / elapsed:.1f}" if elapsed > 0 else "-")
+                bar.update(task, rate=f"{done / elapsed:.1f}" if elapsed > 0 else "-",
+                           frames=f"{frames_done} video frames, " if frames_done else "")
 
             yield advance
 
@@ -94,6 +100,10 @@ class ConsoleReporter:
             self.err.print(f"[yellow]{what} ({reason}): {len(group)}[/]")
             for f in group:
                 self.err.print(f"  {escape(display_path(f.path))}: {markup(f.message)}")
+
+
+def _ignore(n: int, frames: int = 0) -> None:
+    pass
 
 
 def failures_by_reason(failures: Sequence[Failure]) -> dict[str, list[Failure]]:

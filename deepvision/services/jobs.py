@@ -52,7 +52,7 @@ class _JobReporter:
     def progress(self, total: int, label: str) -> Iterator[Advance]:
         self.job.total += total
 
-        def advance(n: int) -> None:
+        def advance(n: int, frames: int = 0) -> None:
             if self.cancel.is_set():
                 raise JobCancelledError("the service is stopping")
             self.job.done += n

@@ -151,7 +151,7 @@ class Searcher:
                         results[paths[f.pos]] = failed_query(f.failure)
                     else:
                         queries[f.pos] = Query(f.vectors, f.times)
-                advance(len(files))
+                advance(len(files), sum(len(f.times) for f in files if f.times != (None,)))
         good = sorted(queries)
         if good:
             ranked, notes = self.rank_queries([queries[p] for p in good], opts)

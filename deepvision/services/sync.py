@@ -345,7 +345,7 @@ class IndexRun:
                 files = batch.files()
                 pending.extend(Embedded(hashes[f.pos], f.vectors, f.times, f.failure)
                                for f in files)
-                advance(len(files))
+                advance(len(files), sum(len(f.times) for f in files if f.times != (None,)))
                 while len(pending) >= every:  # exactly every N files, whatever the batch size
                     _commit(pending[:every], plan, known, catalog, writer, summary)
                     pending = pending[every:]
