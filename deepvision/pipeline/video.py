@@ -1,11 +1,11 @@
 """Video files -> a few upright frames as model crops, with their times, or a DecodeError.
 
 PyAV (FFmpeg bundled in its wheels) decodes on the CPU, in the decode workers. Which frames
-are kept is the `FrameSampler`'s rule: the first frame, a frame whose small grey thumbnail
+are kept is the `FrameSampler`'s rule: the first frame, a frame whose small thumbnail
 differs enough from the last kept one (a scene change), and at least one every `interval`
 seconds; at most `max_frames`, spread over the whole video. H.264 and friends must decode the
 frames between keyframes anyway, so every frame is decoded, but only the ones looked at are
-converted (a 16x16 grey thumbnail every SCENE_STEP seconds) and only the kept ones to RGB.
+converted (a 16x16 thumbnail every SCENE_STEP seconds) and only the kept ones to RGB.
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ from deepvision.types import Reason
 if TYPE_CHECKING:
     import torch
 
-# Mean absolute difference (0..1) of 16x16 grey thumbnails above which a frame is a new scene.
-# A cut between unrelated shots measures 0.15-0.45, a camera pan or a face talking 0.01-0.06.
-SCENE_THRESHOLD = 0.1
+# Mean absolute difference (0..1) of 16x16 RGB thumbnails above which a frame is a new scene.
+# Measured on bench/video.py's 1080p scenes: cuts 0.10-0.33, within a panning scene 0.01-0.03
+# (grey thumbnails separated them less: cuts from 0.076). A pan that drifts far from the last
+# kept frame counts as new content too, which is what a search wants.
+SCENE_THRESHOLD = 0.08
 SCENE_STEP = 0.25  # seconds between frames looked at for a scene change
 SCENE_MIN_GAP = 0.5  # seconds: a strobe or a flash does not fill the video's frame budget
 THUMB = 16
@@ -193,8 +195,8 @@ def frame_image(path: str, at: float, long_side: int) -> Any:
 
 
 def _thumb(frame: Any) -> np.ndarray:
-    grey = frame.reformat(width=THUMB, height=THUMB, format="gray", interpolation="AREA")
-    return grey.to_ndarray().astype(np.float32) / 255.0
+    small = frame.reformat(width=THUMB, height=THUMB, format="rgb24", interpolation="AREA")
+    return small.to_ndarray().astype(np.float32) / 255.0
 
 
 def _duration(container: Any, stream: Any) -> float | None:
@@ -280,8 +282,11 @@ def _open_regular(path: str) -> Iterator[IO[bytes]]:
 @contextmanager
 def _video_errors() -> Iterator[None]:
     """PyAV's and the file system's exceptions as DecodeErrors with their reasons."""
-    import av
-
+    try:
+        import av
+    except ImportError:
+        raise DecodeError(Reason.UNSUPPORTED_FORMAT, "videos need PyAV: pip install "
+                          "'deepvision[video]'") from None
     try:
         yield
     except DecodeError:
