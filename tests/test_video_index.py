@@ -9,6 +9,7 @@ import pytest
 from imagefactory import make_photo_like
 from videofactory import make_audio_only, make_video, truncate
 
+from deepvision.services.info import describe
 from deepvision.store.indexstore import IndexStore
 
 
@@ -42,6 +43,11 @@ def test_a_video_is_indexed_as_its_frames(sync, archive, tmp_path):
     assert frames["img_0.jpg"] == [None]
     again = sync(archive, idx, embedders=_no_model)
     assert again["unchanged"] == 4 and again["frames_embedded"] == 0
+    info = describe(IndexStore(idx))
+    assert (info["files"], info["vectors"], info["video_frames"]) == (4, 6, 3)
+    rebuilt = sync(archive, idx, rebuild=True)  # a fresh catalog: the same frames again
+    assert rebuilt["frames_embedded"] == 3 and [int(t // 2) for t in _frames(idx)["clip.mp4"]] \
+        == [0, 1, 2]
 
 
 def _no_model(*args: object, **kwargs: object) -> None:

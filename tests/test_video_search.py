@@ -141,3 +141,19 @@ def test_dupes_groups_a_photo_with_the_video_it_appears_in(cli, tiny_model, tmp_
     assert files["clip.mp4"]["score"] > 0.97 and files["end.png"]["timestamp"] is None
     table = cli("dupes", "--index-dir", idx, "--threshold", "0.97").stdout
     assert re.search(r"clip\.mp4 @ 00:0[01]\.\d", table), table
+
+
+def test_with_the_real_model_a_still_finds_its_scene(cli, tmp_path):
+    """EfficientNet-Lite0 (shipped, offline): the still of scene 2 ranks the video first, at a
+    time inside scene 2, above photos of the other scenes' pictures."""
+    archive = tmp_path / "archive"
+    make_video(archive / "clip.mp4")
+    for seed in (101, 103, 7):
+        Image.fromarray(scene(seed)).save(archive / f"photo_{seed}.png")
+    idx = tmp_path / "idx"
+    run = cli("index", archive, "--index-dir", idx, "--model", "efficientnet-lite0",
+              "--workers", "0", "--json")
+    assert run.exit_code == 0, run.stderr
+    top = _search(cli, idx, _still(tmp_path, 102), "-k", "2")["queries"][0]["matches"][0]
+    assert Path(top["path"]).name == "clip.mp4" and 2.0 <= top["timestamp"] < 4.0
+    assert top["score"] > 0.9

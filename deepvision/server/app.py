@@ -346,8 +346,11 @@ def _read_indexed(path: str) -> bytes:
 
 
 def _thumbnail(service: Service, path: str) -> bytes:
-    """A JPEG of at most THUMB px, cached in memory by (path, size, mtime)."""
+    """A JPEG of at most THUMB px (a video: its first frame), cached in memory by (path, size,
+    mtime)."""
     from deepvision.pipeline.decode import load_rgb
+    from deepvision.pipeline.discover import looks_like_video
+    from deepvision.pipeline.video import frame_image
 
     try:
         st = os.stat(path)
@@ -355,7 +358,8 @@ def _thumbnail(service: Service, path: str) -> bytes:
         if key in service.thumbs:
             service.thumbs.move_to_end(key)
             return service.thumbs[key]
-        image = load_rgb(path, draft_size=THUMB)
+        image = (frame_image(path, 0.0, THUMB) if looks_like_video(path)
+                 else load_rgb(path, draft_size=THUMB))
     except (OSError, DecodeError) as exc:
         raise ApiError("not-found", f"the indexed file cannot be read now: {exc}") from None
     image.thumbnail((THUMB, THUMB))

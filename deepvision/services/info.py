@@ -21,6 +21,7 @@ def describe(store: IndexStore, with_failures: bool = False) -> dict[str, Any]:
         "index": os.path.abspath(store.dir),
         "files": counts["files"],
         "vectors": counts["vectors"],
+        "video_frames": counts["frames"],
         "failed": counts["failed"],
         "model": manifest.model,
         "weights": f"{manifest.weights} ({manifest.weights_origin})",
