@@ -57,6 +57,9 @@ def test_sampler_rule_on_synthetic_thumbnails():
     assert s.offer(0.0, same) and not s.offer(1.0, same)
     assert not s.offer(1.2, same) and s.offer(5.0, same)  # the interval
     assert s.offer(5.6, other) and not s.offer(5.8, same)  # a cut; a flash back is too soon
+    pan = FrameSampler(interval=5.0, max_frames=200)  # drifts 0.03 per look: no cut
+    kept = [t for t in np.arange(0, 6, 0.25) if pan.offer(t, np.full((16, 16), 0.03 * t * 4))]
+    assert kept == [0.0, 5.0]
     long = FrameSampler(interval=5.0, max_frames=10, duration=1000.0)
     assert long.every == 100.0  # a long video's frames spread over all of it
     assert spread(10, 4) == [0, 3, 6, 9] and spread(3, 5) == [0, 1, 2] and spread(9, 1) == [0]
