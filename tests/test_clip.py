@@ -247,8 +247,10 @@ def test_csv_and_table_and_html_name_text_queries(cli, clip_index, tmp_path):
               "-k", "2", "--format", "csv")
     assert run.exit_code == 0, run.stderr
     rows = list(csv.reader(io.StringIO(run.stdout)))
-    assert rows[0] == ["query", "rank", "path", "score", "error", "kind"]
+    assert rows[0] == ["query", "rank", "path", "score", "error", "kind", "timestamp",
+                       "query_timestamp"]
     assert [r[5] for r in rows[1:]] == ["image", "image", "text", "text"]
+    assert {r[6] for r in rows[1:]} == {""}  # photos only: no video times
     assert rows[3][0] == 'a "quoted", comma' and rows[3][1] == "1"
 
     table = cli("search", "--text", "a red bicycle", "--index-dir", idx, "-k", "2")
