@@ -51,6 +51,16 @@ def test_interval_and_cap_rules(tmp_path):
     assert capped.times[0] == 0.0 and capped.times[-1] > 6.0
 
 
+def test_a_long_video_decodes_only_its_keyframes(tmp_path):
+    clip = make_video(tmp_path / "clip.mp4")  # libx264 puts a keyframe at each scene cut
+    full = _sample(clip)
+    assert not full.keyframes_only and full.decoded == 60
+    # The cap binds (6 s > 2 frames x 0.5 s): keyframes only, the scenes still seen.
+    got = _sample(clip, interval=0.5, max_frames=2)
+    assert got.keyframes_only and got.decoded == 3
+    assert [int(t // 2) for t in got.times] == [0, 2]
+
+
 def test_sampler_rule_on_synthetic_thumbnails():
     same, other = np.zeros((16, 16), np.float32), np.ones((16, 16), np.float32)
     s = FrameSampler(interval=5.0, max_frames=200)
@@ -88,7 +98,8 @@ def _write(path: Path, data: bytes) -> Path:
 
 @pytest.mark.parametrize(("make", "reason"), [
     (lambda d, v: _write(d / "empty.mp4", b""), "empty"),
-    (lambda d, v: truncate(v, d / "cut.mp4"), "truncated"),
+    (lambda d, v: truncate(v, d / "cut.mp4"), "truncated"),  # before its moov box
+    (lambda d, v: truncate(make_video(d / "v.mkv"), d / "cut.mkv"), "truncated"),  # short
     (lambda d, v: make_audio_only(d / "voice.mp4"), "no-video-stream"),
     (lambda d, v: unknown_codec(v, d / "odd.mp4"), "unsupported-format"),
     (lambda d, v: _write(d / "junk.mkv", b"\x1a\x45\xdf\xa3" + bytes(range(256)) * 8),
