@@ -79,6 +79,22 @@ Decoder = Annotated[DecoderChoice, typer.Option(
     "--decoder", help="JPEG decoding. auto: on CUDA nvimgcodec (NVIDIA nvImageCodec, if "
     "installed) else torchvision (nvJPEG), on the CPU pil (Pillow in the --workers processes). "
     "Other formats, and JPEGs a GPU decoder rejects, are always decoded by Pillow.")]
+class BackendChoice(str, Enum):
+    auto = "auto"
+    torch = "torch"
+    onnxruntime = "onnxruntime"
+    openvino = "openvino"
+
+
+Backend = Annotated[BackendChoice, typer.Option(
+    "--backend", help="What runs the network. auto: torch on CUDA/MPS; on the CPU the fastest "
+    "installed one for this model, measured once by a run of 500+ images and remembered. "
+    "onnxruntime / openvino (the onnx / openvino extras; CPU only) run a network exported "
+    "from the same weights, cached under ~/.cache/deepvision/export; vectors agree with "
+    "torch (cosine >= 0.999), so any backend searches any index.")]
+Threads = Annotated[int, typer.Option(
+    "--threads", min=0, help="Threads for the onnxruntime/openvino network (0: as many as "
+    "torch uses).")]
 Compile = Annotated[bool, typer.Option(
     "--compile", help="torch.compile the network: faster on big GPU runs, costs a one-off "
     "compile (see bench/RESULTS.md).")]
@@ -149,17 +165,20 @@ def _store(index_dir: Path, name: str) -> Any:
 
 
 def _embed_options(*, device: str, batch_size: int, workers: int, max_megapixels: float,
-                   decoder: DecoderChoice, compile: bool = False) -> Any:
-    """EmbedOptions from the shared options; a decoder that cannot work here fails now,
-    before any folder is scanned or model loaded."""
+                   decoder: DecoderChoice, backend: BackendChoice, threads: int,
+                   compile: bool = False) -> Any:
+    """EmbedOptions from the shared options; a decoder or backend that cannot work here fails
+    now, before any folder is scanned or model loaded."""
+    from deepvision.pipeline.backends import backend_problem
     from deepvision.pipeline.embedder import EmbedOptions
     from deepvision.pipeline.gpudecode import decoder_available
 
-    problem = decoder_available(decoder.value)
+    problem = decoder_available(decoder.value) or backend_problem(backend.value)
     if problem:
         raise UsageError(problem)
     return EmbedOptions(device=device, batch_size=batch_size, workers=workers,
-                        max_megapixels=max_megapixels, compile=compile, decoder=decoder.value)
+                        max_megapixels=max_megapixels, compile=compile, decoder=decoder.value,
+                        backend=backend.value, threads=threads)
 
 
 def _descriptor(pooling: str | None, flip: bool | None, scales: str | None,
@@ -277,6 +296,8 @@ def index(
     video_interval: VideoInterval = 5.0,
     max_frames_per_video: MaxFrames = 200,
     video_timeout: VideoTimeout = 300.0,
+    backend: Backend = BackendChoice.auto,
+    threads: Threads = 0,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -291,6 +312,7 @@ def index(
             weights=_weights(weights),
             embed=_embed_options(device=device, batch_size=batch_size, workers=workers,
                                  max_megapixels=max_megapixels, decoder=decoder,
+                                 backend=backend, threads=threads,
                                  compile=compile),
             filters=Filters(tuple(include), tuple(exclude), hidden, follow_links),
             retry_failed=retry_failed, commit_every=commit_every, wait=wait,
@@ -334,6 +356,8 @@ def rebuild(
     video_interval: VideoInterval = 5.0,
     max_frames_per_video: MaxFrames = 200,
     video_timeout: VideoTimeout = 300.0,
+    backend: Backend = BackendChoice.auto,
+    threads: Threads = 0,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -354,6 +378,7 @@ def rebuild(
             weights=_weights(weights),
             embed=_embed_options(device=device, batch_size=batch_size, workers=workers,
                                  max_megapixels=max_megapixels, decoder=decoder,
+                                 backend=backend, threads=threads,
                                  compile=compile),
             filters=Filters(tuple(include), tuple(exclude), hidden, follow_links),
             retry_failed=True, commit_every=commit_every, wait=wait, index_type=index_type,
@@ -394,6 +419,8 @@ def search(
     workers: Workers = -1,
     max_megapixels: MaxMP = DEFAULT_MAX_MEGAPIXELS,
     decoder: Decoder = DecoderChoice.auto,
+    backend: Backend = BackendChoice.auto,
+    threads: Threads = 0,
     nprobe: Annotated[Optional[int], typer.Option(
         min=1, help="IVF lists to scan (more: better recall, slower); default set with the "
         "index.", show_default=False)] = None,
@@ -431,7 +458,8 @@ def search(
                              ef_search=ef_search, qe=qe, all_frames=all_frames),
             weights=_weights(weights),
             embed=_embed_options(device=device, batch_size=batch_size, workers=workers,
-                                 max_megapixels=max_megapixels, decoder=decoder),
+                                 max_megapixels=max_megapixels, decoder=decoder,
+                                 backend=backend, threads=threads),
             video=_video(video_interval, max_frames_per_video, video_timeout))
         result = run_search(req, rep)
     _emit(result, output, html, rep, {"json": render.search_json, "csv": render.search_csv,
@@ -509,6 +537,8 @@ def serve(
     workers: Workers = -1,
     max_megapixels: MaxMP = DEFAULT_MAX_MEGAPIXELS,
     decoder: Decoder = DecoderChoice.auto,
+    backend: Backend = BackendChoice.auto,
+    threads: Threads = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No access log.")] = False,
 ) -> None:
     """Serve an index over HTTP: a JSON API and a search page, model and index loaded once."""
@@ -523,7 +553,8 @@ def serve(
                              "pip install 'deepvision[serve]'") from None
         _folders(allow_path)
         embed = _embed_options(device=device, batch_size=batch_size, workers=workers,
-                               max_megapixels=max_megapixels, decoder=decoder)
+                               max_megapixels=max_megapixels, decoder=decoder,
+                               backend=backend, threads=threads)
         config = ServeConfig(
             host=host, port=port, token=token,
             allow_paths=tuple(Path(os.path.realpath(p)) for p in allow_path), cors=tuple(cors),
@@ -551,6 +582,8 @@ def eval_(
     workers: Workers = -1,
     max_megapixels: MaxMP = DEFAULT_MAX_MEGAPIXELS,
     decoder: Decoder = DecoderChoice.auto,
+    backend: Backend = BackendChoice.auto,
+    threads: Threads = 0,
     output: Annotated[EvalFormat, typer.Option("--format", help="table or json.")] = (
         EvalFormat.table),
     ks: Annotated[str, typer.Option(
@@ -576,7 +609,8 @@ def eval_(
         req = EvalRequest(
             source=source, model=_model(model), weights=_weights(weights),
             embed=_embed_options(device=device, batch_size=batch_size, workers=workers,
-                                 max_megapixels=max_megapixels, decoder=decoder),
+                                 max_megapixels=max_megapixels, decoder=decoder,
+                                 backend=backend, threads=threads),
             ks=parse_ks(ks), descriptor=_descriptor(pooling, flip, scales, model) or Descriptor(),
             whiten=whiten, qe=qe)
         result = run_eval(req, rep)

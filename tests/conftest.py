@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +17,10 @@ import pytest
 
 # Tests never download anything: `auto` must pick the bundled model without trying the network.
 os.environ["DEEPVISION_OFFLINE"] = "1"
+# The CPU backends' export cache goes to a throwaway folder, never the user's ~/.cache.
+_CACHE = tempfile.mkdtemp(prefix="dv-test-cache-")
+os.environ["DEEPVISION_CACHE_DIR"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, True)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -3,6 +3,7 @@ scales). Recorded in the manifest: queries must be described the same way as the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -55,21 +56,34 @@ def parse_descriptor(pooling: str = "avg", flip: bool = False,
     return Descriptor(pooling, flip, values)
 
 
-
-def extractor(trunk: torch.nn.Module, pre: Preprocess, d: Descriptor) -> torch.nn.Module:
+def views(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+          d: Descriptor, channels_last: bool = True) -> Iterator[torch.Tensor]:
+    """The normalised float views a descriptor sums, from uint8 crops and `pixel_stats` on
+    their device: each scale, and its mirror image with `flip`. Shared by the torch extractor
+    and the exported backends (the antialiased resize does not export to ONNX, so the views are
+    made in torch whatever runs the network). channels_last: the layout torch's convolutions
+    prefer; the runtimes take plain NCHW."""
     import torch
     import torch.nn.functional as F  # noqa: N812
 
-    class Extractor(torch.nn.Module):
-        """Normalise on the device (workers ship uint8: 4x less to copy), run the trunk at
-        each scale (and mirrored), pool each map, sum the L2-normalised descriptors."""
+    x = (x.float() - mean) / std
+    for s in d.scales:
+        xs = x if s == 1.0 else F.interpolate(x, scale_factor=s, mode="bilinear",
+                                              antialias=True, align_corners=False)
+        for view in (xs, xs.flip(-1)) if d.flip else (xs,):
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            yield view.contiguous(memory_format=fmt)
 
+
+def view_head(trunk: torch.nn.Module, d: Descriptor) -> torch.nn.Module:
+    """One view -> its L2-normalised pooled descriptor: the part a backend exports."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    class ViewHead(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.trunk = trunk
-            mean, std = pixel_stats(pre)
-            self.register_buffer("mean", mean)
-            self.register_buffer("std", std)
 
         def pool(self, fmap: torch.Tensor) -> torch.Tensor:
             if d.pooling == "gem":  # computed in fp32: x^3 overflows fp16 easily
@@ -77,16 +91,31 @@ def extractor(trunk: torch.nn.Module, pre: Preprocess, d: Descriptor) -> torch.n
                 return x.mean(dim=(2, 3)).pow(1.0 / GEM_P)
             return fmap.float().mean(dim=(2, 3))
 
+        def forward(self, view: torch.Tensor) -> torch.Tensor:
+            return F.normalize(self.pool(self.trunk(view)), dim=1)
+
+    return ViewHead()
+
+
+def extractor(trunk: torch.nn.Module, pre: Preprocess, d: Descriptor) -> torch.nn.Module:
+    import torch
+
+    class Extractor(torch.nn.Module):
+        """uint8 crops -> the descriptor: normalise on the device (workers ship uint8: 4x less
+        to copy), run the head on each view, sum the L2-normalised view descriptors."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = view_head(trunk, d)
+            mean, std = pixel_stats(pre)
+            self.register_buffer("mean", mean)
+            self.register_buffer("std", std)
+
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = (x.float() - self.mean) / self.std
             total = None
-            for s in d.scales:
-                xs = x if s == 1.0 else F.interpolate(x, scale_factor=s, mode="bilinear",
-                                                      antialias=True, align_corners=False)
-                for view in (xs, xs.flip(-1)) if d.flip else (xs,):
-                    f = F.normalize(self.pool(self.trunk(
-                        view.contiguous(memory_format=torch.channels_last))), dim=1)
-                    total = f if total is None else total + f
+            for view in views(x, self.mean, self.std, d):
+                f = self.head(view)
+                total = f if total is None else total + f
             return total
 
     return Extractor()

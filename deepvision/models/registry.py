@@ -171,9 +171,17 @@ def load_model(spec: ModelSpec, weights: Weights, device: torch.device,
     # channels_last: faster convolutions with cuDNN (bf16) and with oneDNN on the CPU alike.
     wrapped = extractor(trunk, pre, descriptor).eval().to(device,
                                                             memory_format=torch.channels_last)
-    if compile:
-        wrapped = torch.compile(wrapped, dynamic=False)  # one graph per batch shape
     text = spec.text(trunk) if spec.text is not None else None  # the trunk is on `device` now
-    return LoadedModel(spec, weights, pre, wrapped, descriptor, text)
+    model = LoadedModel(spec, weights, pre, wrapped, descriptor, text)
+    if compile:
+        compile_network(model)
+    return model
+
+
+def compile_network(model: LoadedModel) -> None:
+    """torch.compile the network in place: one graph per batch shape."""
+    import torch
+
+    model.network = torch.compile(model.network, dynamic=False)
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
+from deepvision.pipeline.backends import TORCH, Selection, select
 from deepvision.pipeline.decode import (
     DEFAULT_MAX_MEGAPIXELS,
     DecodeError,
@@ -43,6 +44,14 @@ if TYPE_CHECKING:
 
     from deepvision.models.descriptor import Descriptor
     from deepvision.models.registry import LoadedModel, ModelSpec, Weights
+    from deepvision.progress import Reporter
+
+def report_notes(embedder: Embedder, rep: Reporter) -> None:
+    """What the user should know about how the network runs (how `auto` chose the backend, a
+    damaged export cache replaced), one line each."""
+    for note in embedder.backend.notes:
+        rep.info(note)
+
 
 # An image already in memory: encoded bytes (an upload), a PIL image, or HxWx3 uint8 RGB (a frame).
 InMemoryImage = Union[bytes, "Image.Image", np.ndarray]
@@ -59,6 +68,11 @@ class EmbedOptions:
     # How decode workers start: None (fork, the default) or "forkserver"/"spawn" for a process
     # with many threads (a server), where a forked child could inherit a lock held elsewhere.
     start_method: str | None = None
+    backend: str = "auto"  # auto | torch | onnxruntime | openvino (backends.BACKENDS)
+    threads: int = 0  # the CPU runtime's threads; 0: as many as torch uses
+    # Images this embedder is expected to embed: `auto` measures the CPU backends only when a
+    # run is large enough to pay for it (backends.MEASURE_MIN); -1: a long-running service.
+    workload: int = 0
 
 
 class Embedder:
@@ -68,15 +82,17 @@ class Embedder:
 
     def __init__(self, model: LoadedModel, device: torch.device, opts: EmbedOptions,
                  decoder: DeviceDecoder | None = None, step: NetworkStep | None = None,
-                 chunk_size: int | None = None, text_step: TextStep | None = None) -> None:
+                 chunk_size: int | None = None, text_step: TextStep | None = None,
+                 backend: Selection | None = None) -> None:
         self.model = model
         self.text_step = text_step or embed_text
         self.device = device
         self.opts = opts
         self.decoder = decoder
         self.chunk_size = chunk_size
+        self.backend = backend or Selection(TORCH, step)
         batch = opts.batch_size or default_batch_size(device)
-        self.network = Network(model, device, batch, step)
+        self.network = Network(model, device, batch, step or self.backend.step)
 
     @classmethod
     def load(cls, spec: ModelSpec, weights: Weights, descriptor: Descriptor,
@@ -84,12 +100,22 @@ class Embedder:
              text_step: TextStep | None = None) -> Embedder:
         """Pick the device and decoder, build the network with its weights: the expensive part,
         done once."""
-        from deepvision.models.registry import load_model
+        from deepvision.models.registry import compile_network, load_model
 
         device = pick_device(opts.device)
         decoder = make_decoder(opts.decoder, device)
-        model = load_model(spec, weights, device, descriptor, compile=opts.compile)
-        return cls(model, device, opts, decoder, step, text_step=text_step)
+        model = load_model(spec, weights, device, descriptor)
+        backend = Selection(TORCH) if step is not None else select(
+            opts.backend, model, device, opts.threads, opts.workload)
+        if opts.compile and backend.backend == TORCH:
+            compile_network(model)
+        return cls(model, device, opts, decoder, step, text_step=text_step, backend=backend)
+
+    def sharing(self, opts: EmbedOptions) -> Embedder:
+        """Another Embedder on the same loaded network, backend and decoder, with other
+        options for the workers (a service's background index run)."""
+        return Embedder(self.model, self.device, opts, self.decoder, self.network.step,
+                        text_step=self.text_step, backend=self.backend)
 
     @property
     def dim(self) -> int:
@@ -116,9 +142,11 @@ class Embedder:
         return self.decoder.name if self.decoder is not None else "pil"
 
     def describe(self) -> str:
-        """One line for the user: the model, its weights, the device and who decodes what."""
-        return (f"model {self.model.spec.name} ({self.model.weights.origin}) on {self.device}; "
-                f"{decoding_note(self.decoder, self.opts.decoder, self.device)}")
+        """One line for the user: the model, its weights, the device, the backend (when it is
+        not torch) and who decodes what."""
+        runs = "" if self.backend.backend == TORCH else f" with {self.backend.backend}"
+        return (f"model {self.model.spec.name} ({self.model.weights.origin}) on {self.device}"
+                f"{runs}; {decoding_note(self.decoder, self.opts.decoder, self.device)}")
 
     def embed_files(self, paths: Sequence[str],
                     video: VideoOptions | None = None) -> Iterator[EmbeddedBatch]:

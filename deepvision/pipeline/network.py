@@ -26,19 +26,36 @@ NetworkStep = Callable[[LoadedModel, "torch.Tensor", "torch.device"], np.ndarray
 TextStep = Callable[[LoadedModel, Sequence[str], "torch.device"], np.ndarray]
 
 
-def pick_device(requested: str) -> torch.device:
+def device_available(kind: str) -> bool:
+    """Whether torch can run on `kind` ("cuda" or "mps") here."""
+    import torch
+
+    if kind == "cuda":
+        return torch.cuda.is_available()
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return bool(mps is not None and mps.is_available())
+    return kind == "cpu"
+
+
+def pick_device(requested: str,
+                available: Callable[[str], bool] = device_available) -> torch.device:
+    """auto: CUDA first, then Apple's MPS, then the CPU. An explicit device must be there.
+    available: which device kinds exist (tests pass their own)."""
     import torch
 
     from deepvision.errors import UsageError
 
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(next(k for k in ("cuda", "mps", "cpu") if available(k)))
     try:
         device = torch.device(requested)
     except RuntimeError:
-        raise UsageError(f"unknown device {requested!r}; use auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but CUDA is not available; use --device cpu")
+        raise UsageError(f"unknown device {requested!r}; use auto, cpu, cuda or mps") from None
+    if device.type in ("cuda", "mps") and not available(device.type):
+        name = "CUDA" if device.type == "cuda" else "Apple MPS"
+        raise UsageError(f"--device {requested} was asked for but {name} is not available; "
+                         "use --device cpu")
     return device
 
 
@@ -73,19 +90,17 @@ class Network:
         return self.model.spec.dim
 
     def embed(self, pixels: torch.Tensor) -> np.ndarray:
-        import torch
 
         out, start = [], 0
         while start < len(pixels):
             n = min(self.cap, len(pixels) - start)
             try:
                 out.append(self.step(self.model, pixels[start:start + n], self.device))
-            except torch.cuda.OutOfMemoryError:
-                if n == 1:
+            except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is one
+                if n == 1 or not out_of_memory(exc):
                     raise
                 self.cap = n // 2
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+                _release_cached(self.device)
                 continue
             start += n
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
@@ -124,13 +139,31 @@ class Network:
         return EmbeddedBatch(kept, vectors[finite], bad, frames)
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """CUDA raises OutOfMemoryError; MPS a RuntimeError that says so."""
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _release_cached(device: torch.device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+
+
 def embed_pixels(model: LoadedModel, pixels: torch.Tensor, device: torch.device) -> np.ndarray:
-    """The one inference function: eval, inference_mode, autocast on CUDA, L2-normalise."""
+    """The one inference function: eval, inference_mode, autocast on CUDA (bf16 where the GPU
+    has it) and MPS (fp16), L2-normalise in fp32."""
     import torch
 
     x = pixels.to(device, non_blocking=True)
-    amp = device.type == "cuda"
-    dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    amp = device.type in ("cuda", "mps")
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    dtype = torch.bfloat16 if bf16 else torch.float16
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=amp):
         feats = model.network(x)
     feats = torch.nn.functional.normalize(feats.float(), dim=1)

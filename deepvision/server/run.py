@@ -15,7 +15,8 @@ from typing import Any
 import uvicorn
 
 from deepvision.errors import UsageError
-from deepvision.pipeline.embedder import Embedder, EmbedOptions
+from deepvision.pipeline.backends import OPEN_ENDED
+from deepvision.pipeline.embedder import Embedder, EmbedOptions, report_notes
 from deepvision.progress import Reporter
 from deepvision.server.app import ServeConfig, Service, create_app
 from deepvision.services.batching import QueryBatcher
@@ -61,7 +62,7 @@ def serve(req: ServeRequest, rep: Reporter) -> None:
     """Blocks until SIGTERM / Ctrl-C. Library errors are raised before anything is bound."""
     warning = check_security(req.config.host, req.config.token, req.no_token)
     manifest = req.store.check()  # a missing or damaged index fails before the model loads
-    embedder = index_embedder(manifest, req.weights, req.embed)
+    embedder = index_embedder(manifest, req.weights, replace(req.embed, workload=OPEN_ENDED))
     searcher = Searcher(req.store, embedder)
     sock = _bind(req.config.host, req.config.port)
     url = f"http://{_url_host(req.config.host)}:{sock.getsockname()[1]}/"
@@ -128,6 +129,7 @@ def _ready(rep: Reporter, store: IndexStore, embedder: Embedder, url: str,
     if warning:
         print(warning, file=sys.stderr, flush=True)
     rep.info(embedder.describe())
+    report_notes(embedder, rep)
     # Always printed (also with --quiet): scripts and tests read the URL from this line.
     print(f"serving index {os.path.abspath(store.dir)} (model {embedder.model.spec.name}, "
           f"{files} files) on {url}", file=sys.stderr, flush=True)
@@ -141,7 +143,7 @@ def _index_job(req: ServeRequest, embedder: Embedder, rep: Any) -> dict[str, Any
     opts = replace(req.embed, start_method="forkserver")
 
     def shared(*_: object) -> Embedder:
-        return Embedder(embedder.model, embedder.device, opts, embedder.decoder)
+        return embedder.sharing(opts)
 
     run = IndexRun(IndexRequest(roots=(), store=req.store, embed=opts), rep, embedders=shared)
     return index_summary_document(run.run())

@@ -27,7 +27,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from deepvision.errors import NoImagesError, UsageError
 from deepvision.models.descriptor import Descriptor
 from deepvision.models.registry import AUTO, resolve
 from deepvision.pipeline.discover import discover, extension_kind
-from deepvision.pipeline.embedder import Embedder, EmbedOptions
+from deepvision.pipeline.embedder import Embedder, EmbedOptions, report_notes
 from deepvision.progress import Reporter
 from deepvision.services.ranking import QE_ALPHA, expand_queries
 from deepvision.types import Failure, Reason
@@ -261,10 +261,12 @@ def run_eval(req: EvalRequest, rep: Reporter, embedder: Embedder | None = None) 
     spec, weights, notice = resolve(req.model, req.weights)
     if notice:
         rep.info(notice)
-    embedder = embedder or Embedder.load(spec, weights, req.descriptor, req.embed)
+    opts = replace(req.embed, workload=len(evalset.items))
+    embedder = embedder or Embedder.load(spec, weights, req.descriptor, opts)
     n_groups = len({i.group for i in evalset.items if i.group is not None})
     rep.info(f"eval {req.source}: {len(evalset.items)} images in {n_groups} groups; "
              f"descriptor {req.descriptor.label}; {embedder.describe()}")
+    report_notes(embedder, rep)
 
     embed_start = time.perf_counter()
     vectors, ok, failures = _embed_all(embedder, evalset.items, rep)

@@ -21,7 +21,7 @@ import numpy as np
 from deepvision.errors import NoImagesError, UsageError
 from deepvision.models.registry import text_models
 from deepvision.pipeline.discover import discover
-from deepvision.pipeline.embedder import Embedder, EmbedOptions
+from deepvision.pipeline.embedder import Embedder, EmbedOptions, report_notes
 from deepvision.pipeline.video import VideoOptions
 from deepvision.progress import Reporter
 from deepvision.services.embedding import EmbedderFactory, index_embedder
@@ -94,8 +94,10 @@ def run_search(req: SearchRequest, rep: Reporter,
     found = discover(req.queries) if req.queries else None
     if found is not None and not found.files and not found.failures:
         raise NoImagesError(f"no query images found in {', '.join(map(str, req.queries))}")
-    embedder = embedders(manifest, req.weights, req.embed)
+    opts = replace(req.embed, workload=len(found.files))
+    embedder = embedders(manifest, req.weights, opts)
     rep.info(f"index {req.store.dir}: {embedder.describe()}")
+    report_notes(embedder, rep)
     note = manifest.preprocessing_note()
     if note:
         rep.info(note)

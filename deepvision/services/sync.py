@@ -27,7 +27,7 @@ from deepvision.models import registry as models
 from deepvision.models.descriptor import Descriptor
 from deepvision.models.weights import file_identity
 from deepvision.pipeline.discover import Discovery, Filters, discover
-from deepvision.pipeline.embedder import EmbedOptions
+from deepvision.pipeline.embedder import EmbedOptions, report_notes
 from deepvision.pipeline.hashing import Hasher, hash_files
 from deepvision.pipeline.video import VideoOptions
 from deepvision.progress import Reporter
@@ -69,6 +69,7 @@ class IndexSummary:
     model: str
     device: str | None  # None: nothing needed the model
     decoder: str | None = None  # JPEG decoder used; None: nothing needed the model
+    backend: str | None = None  # what ran the network (torch, onnxruntime, openvino)
     added: int = 0
     updated: int = 0
     renamed: int = 0
@@ -331,11 +332,14 @@ class IndexRun:
     def _embed_new(self, writer: Writer, catalog: Catalog, plan: Plan,
                    known: dict[str, FileRow], summary: IndexSummary) -> None:
         assert writer.manifest is not None
-        embedder = self.embedders(writer.manifest, self.req.weights, self.req.embed)
+        opts = replace(self.req.embed, workload=len(plan.embed))
+        embedder = self.embedders(writer.manifest, self.req.weights, opts)
         summary.device = str(embedder.device)
         summary.decoder = embedder.decoder_name
+        summary.backend = embedder.backend.backend
         self.rep.info(f"{embedder.describe()}; embedding {len(plan.embed)} new or changed "
                       "files")
+        report_notes(embedder, self.rep)
         hashes = list(plan.embed)
         firsts = [plan.embed[h][0].path for h in hashes]
         every = self.req.commit_every
