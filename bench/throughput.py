@@ -20,6 +20,10 @@ measures in one run, for each size:
   warm-up; on CUDA once with the pixels already on the device (the ceiling, as device-decoded
   crops arrive) and once copied from pinned memory (as Pillow crops arrive). --compile adds
   torch.compile: the first batch (compile cost) and the compiled rate.
+- backends (--backends; default on the CPU: torch and every installed runtime): the network
+  alone and the end-to-end run once per backend (`index --backend NAME`), and the ratio to torch
+  eager. --split also runs end to end at the first size for each runtime backend with every
+  (decode workers, backend threads) pair of 1..cores each: how the CPU is best shared.
 - naive: the seed design (one process, PIL full decode, torchvision transforms, fp32, NCHW), as
   many images as fit in --naive-seconds after a warm-up.
 
@@ -30,6 +34,7 @@ issue's H100 targets (end to end, steady: 640x480 >= 7,000 img/s and >= 50x naiv
     python bench/throughput.py [--n 256] [--sizes 640x480 1920x1080 4032x3024]
         [--model efficientnet-lite0 | --model resnet50 --weights FILE] [--device auto]
         [--decoders nvimgcodec torchvision] [--e2e-decoders auto pil] [--compile]
+        [--backends torch onnxruntime openvino] [--threads N] [--split]
         [--repeats 5] [--naive-seconds 10] [--budget SECONDS] [--out bench/RESULTS.md]
 
 Images per size: --n at the first size, n * sqrt(first pixels / pixels) at the others (at least
@@ -68,6 +73,7 @@ from _common import command_line, machine, publish
 from deepvision.errors import UsageError
 from deepvision.models import registry as models
 from deepvision.models.weights import Weights
+from deepvision.pipeline.backends import RUNTIMES, backend_problem, runtime_step
 from deepvision.pipeline.decode import DEFAULT_MAX_MEGAPIXELS, load_rgb, read_file
 from deepvision.pipeline.embedder import EmbedOptions
 from deepvision.pipeline.feeder import Feeder, default_decode_bytes
@@ -299,14 +305,23 @@ class Bench:
     e2e_decoders: list[str]
     naive_seconds: float
     repeats: int
+    backends: list[str]  # torch first
+    threads: int  # the runtime backends' threads; 0: as `index` picks it
+
+    @property
+    def runtimes(self) -> list[str]:
+        return [name for name in self.backends if name != "torch"]
 
     @property
     def cuda(self) -> bool:
         return self.device.type == "cuda"
 
-    def options(self, decoder: str = "auto") -> EmbedOptions:
-        return EmbedOptions(device=str(self.device), batch_size=self.batch, workers=self.workers,
-                            decoder=decoder)
+    def options(self, decoder: str = "auto", backend: str = "torch",
+                workers: int | None = None, threads: int | None = None) -> EmbedOptions:
+        return EmbedOptions(device=str(self.device), batch_size=self.batch,
+                            workers=self.workers if workers is None else workers,
+                            decoder=decoder, backend=backend,
+                            threads=self.threads if threads is None else threads)
 
     def steady(self, stage: Callable[[list[str]], tuple[int, float]], paths: list[str],
                head: int) -> float:
@@ -416,16 +431,18 @@ class Bench:
             seconds = time.perf_counter() - start
         return rate(done, seconds)
 
-    def end_to_end(self, folder: Path, head: Path, work: Path, decoder: str) -> EndToEnd:
+    def end_to_end(self, folder: Path, head: Path, work: Path, decoder: str,
+                   opts: EmbedOptions | None = None) -> EndToEnd:
         """Whole `index` runs into fresh indexes (model load, discovery, hashing, decoding,
         network, sqlite commits, FAISS save): over the head folder, then over all images."""
         runs = []
+        opts = opts or self.options(decoder)
         for root in (head, folder):
             self.free_cache()  # run_index sizes its decode batches from free GPU memory
-            store = IndexStore(work / "idx", f"e2e_{root.name}_{decoder}")
+            label = f"{decoder}_{opts.backend}_{opts.workers}_{opts.threads}"
+            store = IndexStore(work / "idx", f"e2e_{root.name}_{label}")
             req = IndexRequest(roots=(root,), store=store, model=self.spec.name,
-                               weights=self.weights_file, embed=self.options(decoder),
-                               commit_every=100_000)
+                               weights=self.weights_file, embed=opts, commit_every=100_000)
             summary = run_index(req, Silent())
             if summary.failures:
                 print(f"WARNING e2e {decoder}: {len(summary.failures)} failures, first: "
@@ -446,7 +463,24 @@ class Bench:
         row.naive = self.naive(paths)
         for decoder in self.e2e_decoders:
             row.e2e[decoder] = self.end_to_end(folder, head, work, decoder)
+        for backend in self.runtimes:
+            row.e2e[run_key("auto", backend)] = self.end_to_end(
+                folder, head, work, "auto", self.options("auto", backend))
         return row
+
+    def split(self, folder: Path, head: Path, work: Path) -> dict[tuple[str, int, int], float]:
+        """End to end (steady) per runtime backend and (decode workers, backend threads)."""
+        cores = os.cpu_count() or 1
+        out = {}
+        for backend in self.runtimes:
+            for workers in range(1, cores + 1):
+                for threads in range(1, cores + 1):
+                    opts = self.options("auto", backend, workers, threads)
+                    e = self.end_to_end(folder, head, work, "auto", opts)
+                    out[backend, workers, threads] = e2e_figure(e)[0]
+                    print(f"split {backend} workers {workers} threads {threads}: "
+                          f"{fmt(out[backend, workers, threads])} img/s", flush=True)
+        return out
 
     def free_cache(self) -> None:
         if self.cuda:
@@ -484,13 +518,14 @@ def warm_up(step: Callable[[int], object]) -> None:
 
 
 def median_rate(model: models.LoadedModel, inputs: list[torch.Tensor], device: torch.device,
-                repeats: int, seconds: float = 0.5) -> float:
-    """Images/s: the median of `repeats` timed runs of about `seconds` each, after a warm-up."""
+                repeats: int, seconds: float = 0.5, step: Callable = embed_pixels) -> float:
+    """Images/s: the median of `repeats` timed runs of about `seconds` each, after a warm-up.
+    step: the inference function (embed_pixels: torch; a runtime backend's step)."""
     batch = len(inputs[0])
-    warm_up(lambda i: embed_pixels(model, inputs[i % len(inputs)], device))
+    warm_up(lambda i: step(model, inputs[i % len(inputs)], device))
     sync(device)
     start = time.perf_counter()
-    embed_pixels(model, inputs[1], device)
+    step(model, inputs[1], device)
     sync(device)
     steps = max(1, round(seconds / (time.perf_counter() - start)))
     rates = []
@@ -498,10 +533,22 @@ def median_rate(model: models.LoadedModel, inputs: list[torch.Tensor], device: t
         sync(device)
         start = time.perf_counter()
         for i in range(steps):
-            embed_pixels(model, inputs[i % len(inputs)], device)
+            step(model, inputs[i % len(inputs)], device)
         sync(device)
         rates.append(rate(steps * batch, time.perf_counter() - start))
     return statistics.median(rates)
+
+
+def runtime_network(b: Bench, name: str) -> float:
+    """A runtime backend's network alone (CPU), on the same kind of crops as `network`."""
+    import torch
+
+    from deepvision.pipeline.backends import resolve_threads
+
+    step, _ = runtime_step(name, b.model, resolve_threads(b.threads))
+    crop = b.model.preprocess.crop
+    host = [torch.randint(0, 256, (b.batch, 3, crop, crop), dtype=torch.uint8) for _ in range(3)]
+    return median_rate(b.model, host, b.device, b.repeats, step=step)
 
 
 def compiled_network(spec: models.ModelSpec, weights: Weights, device: torch.device,
@@ -557,8 +604,12 @@ def decoder_label(name: str, cuda: bool) -> str:
             "nvimgcodec": "nvimgcodec (CPU backend, libjpeg-turbo)"}.get(name, name)
 
 
+def run_key(decoder: str, backend: str) -> str:
+    return decoder if backend == "torch" else f"{decoder} + {backend}"
+
+
 def e2e_label(name: str, picked: str) -> str:
-    return f"auto (= {picked})" if name == "auto" else name
+    return name.replace("auto", f"auto (= {picked})", 1) if name.startswith("auto") else name
 
 
 def headline(row: Row) -> EndToEnd | None:
@@ -625,9 +676,11 @@ def verdict(row: Row, b: Bench, net: Network) -> str:
 
 
 def report(rows: list[Row], b: Bench, net: Network, compiled: tuple[float, Network] | None,
-           missing: dict[str, str]) -> str:
+           missing: dict[str, str], runtime_nets: dict[str, float],
+           split: dict[tuple[str, int, int], float]) -> str:
     cuda = b.cuda
-    e2e_cols = [f"e2e {e2e_label(d, b.picked)} steady (wall)" for d in b.e2e_decoders]
+    e2e_keys = [*b.e2e_decoders, *(run_key("auto", r) for r in b.runtimes)]
+    e2e_cols = [f"e2e {e2e_label(d, b.picked)} steady (wall)" for d in e2e_keys]
     dec_cols = [f"{decoder_label(d, cuda)} decode+resize pipeline / alone"
                 for d in b.decoders]
     net_col = "network on device / with H2D" if cuda else "network"
@@ -666,7 +719,7 @@ def report(rows: list[Row], b: Bench, net: Network, compiled: tuple[float, Netwo
               "| --- |" + " ---: |" * (len(head) - 1)]
     for r in rows:
         cells = [r.size, str(r.n)]
-        cells += [f"{fmt(r.e2e[d].steady)} ({fmt(r.e2e[d].wall)})" for d in b.e2e_decoders]
+        cells += [f"{fmt(r.e2e[d].steady)} ({fmt(r.e2e[d].wall)})" for d in e2e_keys]
         cells += [fmt(r.read), fmt(r.pillow)]
         cells += [f"{fmt(r.device[d].pipeline)} / {fmt(r.device[d].ceiling)}"
                   for d in b.decoders]
@@ -676,10 +729,40 @@ def report(rows: list[Row], b: Bench, net: Network, compiled: tuple[float, Netwo
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines += [verdict(r, b, net) for r in rows]
+    lines += backend_lines(rows, b, net, runtime_nets, split)
     if not cuda:
         lines.append("The targets (≥ 7,000 / 2,500 / 450 img/s, ≥ 50× naive) are for an H100 and "
                      "are not checked on the CPU.")
     return "\n".join(lines) + "\n"
+
+
+def backend_lines(rows: list[Row], b: Bench, net: Network, runtime_nets: dict[str, float],
+                  split: dict[tuple[str, int, int], float]) -> list[str]:
+    """Each runtime backend against torch eager: network alone, end to end per size, and the
+    end-to-end ratio to naive; then the workers x threads split, if measured."""
+    if not runtime_nets:
+        return []
+    lines = ["", "| backend | network img/s | × torch | "
+             + " | ".join(f"e2e {r.size} img/s | × torch | × naive" for r in rows) + " |",
+             "| --- |" + " ---: |" * (2 + 3 * len(rows))]
+    torch_cells = [fmt(net.ceiling), "1.0×"]
+    for r in rows:
+        e = e2e_figure(r.e2e.get("auto"))[0]
+        torch_cells += [fmt(e), "1.0×", f"{e / r.naive:.1f}×"]
+    lines.append("| torch (eager) | " + " | ".join(torch_cells) + " |")
+    for name, rate_ in runtime_nets.items():
+        cells = [fmt(rate_), f"{rate_ / net.ceiling:.2f}×"]
+        for r in rows:
+            e = e2e_figure(r.e2e.get(run_key("auto", name)))[0]
+            base = e2e_figure(r.e2e.get("auto"))[0]
+            cells += [fmt(e), f"{e / base:.2f}×", f"{e / r.naive:.1f}×"]
+        lines.append(f"| {name} ({b.threads or 'default'} threads) | " + " | ".join(cells) + " |")
+    if split:
+        lines += ["", f"End to end at {rows[0].size if rows else '?'} (steady img/s) by decode "
+                  "workers × backend threads:", "",
+                  "| backend | workers | threads | e2e img/s |", "| --- | ---: | ---: | ---: |"]
+        lines += [f"| {k[0]} | {k[1]} | {k[2]} | {fmt(v)} |" for k, v in split.items()]
+    return lines
 
 
 # ---- main --------------------------------------------------------------------------------------
@@ -702,6 +785,14 @@ def parse_args() -> argparse.Namespace:
                          "also the other device decoders and pil)")
     ap.add_argument("--compile", action="store_true",
                     help="also time torch.compile: its cost and the compiled network")
+    ap.add_argument("--backends", nargs="+", choices=("torch", *RUNTIMES),
+                    help="inference backends to time (default: torch, and on the CPU every "
+                         "installed runtime)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="runtime backends' threads (0: as `index` picks them)")
+    ap.add_argument("--split", action="store_true",
+                    help="also time every decode workers x backend threads pair end to end "
+                         "at the first size (runtime backends)")
     ap.add_argument("--repeats", type=int, default=5, help="timed network runs (median)")
     ap.add_argument("--naive-seconds", type=float, default=10.0)
     ap.add_argument("--budget", type=float, default=0.0,
@@ -744,8 +835,15 @@ def make_bench(args: argparse.Namespace, spec: models.ModelSpec, weights: Weight
                                 if device.type == "cuda" else ["auto"])
     print(f"device {device}, batch {batch}, {workers} workers, auto decoder: {picked}, "
           f"device decoders timed: {', '.join(decoders) or 'none'}", flush=True)
+    backends = args.backends or ["torch", *(r for r in RUNTIMES if backend_problem(r) is None
+                                            and device.type == "cpu")]
+    for name in backends:
+        problem = backend_problem(name)
+        if problem:
+            raise SystemExit(problem)
+    backends = ["torch", *(name for name in backends if name != "torch")]
     return Bench(spec, weights, args.weights, model, device, batch, workers, decoders, picked,
-                 e2e, args.naive_seconds, args.repeats), missing
+                 e2e, args.naive_seconds, args.repeats, backends, args.threads), missing
 
 
 def main() -> None:
@@ -764,6 +862,10 @@ def main() -> None:
         print(f"network: {fmt(net.ceiling)} img/s" + (
             f" on device, {fmt(net.h2d)} with H2D" if net.h2d is not None else "")
             + f" ({time.perf_counter() - start:.1f} s)", flush=True)
+        runtime_nets = {}
+        for name in b.runtimes:
+            runtime_nets[name] = runtime_network(b, name)
+            print(f"network {name}: {fmt(runtime_nets[name])} img/s", flush=True)
         rows: list[Row] = []
         skipped: list[str] = []
         for text, folder, paths, head in sets:
@@ -773,6 +875,10 @@ def main() -> None:
             start = time.perf_counter()
             rows.append(b.measure(text, folder, paths, head, work))
             print(f"{rows[-1].summary()} ({time.perf_counter() - start:.1f} s)", flush=True)
+        split = {}
+        if args.split and sets and b.runtimes:
+            text, folder, paths, head = sets[0]
+            split = b.split(folder, head, work)
         compiled = None
         # Last: the longest single step, and the sizes' figures are printed by then.
         if args.compile and not over_budget(args.budget, began):
@@ -784,7 +890,7 @@ def main() -> None:
         if skipped:
             missing["time budget"] = (f"--budget {args.budget:g} s was spent before "
                                       f"{', '.join(skipped)}; not measured")
-    publish(report(rows, b, net, compiled, missing), args.out)
+    publish(report(rows, b, net, compiled, missing, runtime_nets, split), args.out)
 
 
 if __name__ == "__main__":

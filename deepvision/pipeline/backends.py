@@ -121,9 +121,9 @@ def select(requested: str, model: LoadedModel, device: torch.device, threads: in
         if device.type != "cpu":
             raise UsageError(f"--backend {requested} runs on the CPU; add --device cpu, or use "
                              f"--backend torch on {device}")
-        step, notes = runtime_step(requested, model, _threads(threads), directory)
+        step, notes = runtime_step(requested, model, resolve_threads(threads), directory)
         return Selection(requested, step, notes)
-    return _auto(model, device, _threads(threads), workload, directory)
+    return _auto(model, device, resolve_threads(threads), workload, directory)
 
 
 def runtime_step(name: str, model: LoadedModel, threads: int, directory: Path | None = None,
@@ -277,7 +277,7 @@ def _remember(path: Path, key: str, best: str, timings: dict[str, float]) -> Non
         pass
 
 
-def _threads(requested: int) -> int:
+def resolve_threads(requested: int) -> int:
     if requested > 0:
         return requested
     import torch
