@@ -104,6 +104,7 @@ def test_export_is_cached_and_reused(lite0, tmp_path: Path) -> None:
     second = onnx_file(lite0, tmp_path)
     assert first.fresh and not second.fresh
     assert first.path == second.path and second.note is None
+    assert first.note is not None and "exported efficientnet-lite0 to ONNX" in first.note
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".onnx"]
 
 

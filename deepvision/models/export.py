@@ -39,7 +39,7 @@ class Exported:
     path: Path
     key: str
     fresh: bool  # exported by this call (not from the cache)
-    note: str | None  # said to the user when a cached file had to be replaced
+    note: str | None  # said to the user when the file was exported (first use, or replaced)
 
 
 def cache_dir() -> Path:
@@ -73,7 +73,10 @@ def onnx_file(model: LoadedModel, directory: Path | None = None) -> Exported:
     if problem is None:
         return Exported(path, key, False, None)
     _export(model, path, key)
-    note = None if problem == "missing" else f"exported {model.spec.name} again ({problem}): {path}"
+    if problem == "missing":
+        note = f"exported {model.spec.name} to ONNX (once; cached as {path})"
+    else:
+        note = f"exported {model.spec.name} again ({problem}): {path}"
     return Exported(path, key, True, note)
 
 

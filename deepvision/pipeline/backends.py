@@ -314,6 +314,7 @@ def _onnxruntime(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Idle intra-op threads spin by default, burning the cores the decode workers need.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3  # errors only: its optimiser's warnings are not the user's
     try:
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own classes for a bad model file
