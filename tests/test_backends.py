@@ -293,3 +293,24 @@ def test_mps_embeds_like_the_cpu(lite0) -> None:  # pragma: no cover - runs on A
     a = embed_pixels(on_mps, probe, mps)
     b = embed_pixels(lite0, probe, torch.device("cpu"))
     assert float((a * b).sum(axis=1).min()) >= 0.99
+
+
+# ---- the live service --------------------------------------------------------------------------
+
+
+def test_serve_runs_queries_on_onnxruntime(built: Path) -> None:
+    """A real `serve` process on the torch-built index with --backend onnxruntime: an upload of
+    a photo finds that photo first at cosine >= 0.999."""
+    import httpx
+    from serve_helpers import serving
+
+    photo = sorted(PHOTOS.glob("*.jpg"))[0]
+    with serving("--index-dir", built, "--name", "torch", "--port", 0, "--workers", 0,
+                 "--backend", "onnxruntime") as server:
+        assert "with onnxruntime" in server.stderr()
+        resp = httpx.post(f"{server.url}/api/search", params={"k": 1}, timeout=60,
+                          files={"image": (photo.name, photo.read_bytes(), "image/jpeg")})
+    assert resp.status_code == 200, resp.text
+    (query,) = resp.json()["queries"]
+    assert Path(query["matches"][0]["path"]).name == photo.name
+    assert query["matches"][0]["score"] >= 0.999
