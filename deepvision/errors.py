@@ -32,6 +32,10 @@ class UsageError(DeepVisionError):
     exit_code = ExitCode.USAGE
 
 
+class BackendError(UsageError):
+    """A --backend that cannot run this model here (export failed, disagrees with torch)."""
+
+
 class IndexNotFoundError(DeepVisionError):
     exit_code = ExitCode.NO_INDEX
 

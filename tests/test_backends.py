@@ -314,3 +314,37 @@ def test_serve_runs_queries_on_onnxruntime(built: Path) -> None:
     (query,) = resp.json()["queries"]
     assert Path(query["matches"][0]["path"]).name == photo.name
     assert query["matches"][0]["score"] >= 0.999
+
+
+@pytest.mark.parametrize("backend", RUNTIMES)
+def test_a_clip_image_tower_exports_and_agrees(tmp_path: Path, backend: str) -> None:
+    """open_clip's ViT (attention, class token, projection) through the same export: the tiny
+    test configuration with random weights (the shipped rows' architectures were checked the
+    same way by hand: see the issue's closing note)."""
+    pytest.importorskip("open_clip")
+    import torch
+    from clip_helpers import save_random_weights, tiny_spec
+
+    from deepvision.models.registry import load_model
+    from deepvision.models.weights import user_file
+    from deepvision.pipeline.backends import MIN_COSINE, agreement, runtime_step
+
+    weights = user_file(save_random_weights(tmp_path / "tiny-clip.pt"))
+    model = load_model(tiny_spec(), weights, torch.device("cpu"))
+    step, _ = runtime_step(backend, model, 1, tmp_path)
+    assert agreement(step, model) >= MIN_COSINE
+
+
+def test_a_model_that_cannot_be_exported_is_a_clear_error(tmp_path: Path, tiny_model) -> None:
+    """The tests' stub backbone pools adaptively, which has no ONNX form at a dynamic size."""
+    import torch
+
+    from deepvision.errors import BackendError
+    from deepvision.models.registry import REGISTRY, load_model
+    from deepvision.pipeline.backends import runtime_step
+
+    spec = REGISTRY[tiny_model]
+    model = load_model(spec, spec.find_weights(None, False), torch.device("cpu"))
+    with pytest.raises(BackendError, match=r"cannot be exported to ONNX .*use --backend torch"):
+        runtime_step("onnxruntime", model, 1, tmp_path)
+    assert not list(tmp_path.glob("*.onnx"))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deepvision.atomic import atomic_write, atomic_write_text
-from deepvision.errors import UsageError
+from deepvision.errors import BackendError, UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -129,11 +129,18 @@ def _trace(model: LoadedModel, target: Path) -> None:
     dims = {0: "batch", 2: "height", 3: "width"}
     # The TorchScript exporter: the dynamo one needs onnxscript and takes ~20x longer for the
     # same graph here. Its deprecation warnings are about the exporter, not the user's run.
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+    # Traced with autograd on: without it nn.MultiheadAttention (CLIP's ViT) takes its fused
+    # inference kernel, which has no ONNX form.
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.enable_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(head, (example,), str(target), dynamo=False, opset_version=OPSET,
-                          input_names=[INPUT], output_names=[OUTPUT],
-                          dynamic_axes={INPUT: dims, OUTPUT: {0: "batch"}})
+        try:
+            torch.onnx.export(head, (example,), str(target), dynamo=False, opset_version=OPSET,
+                              input_names=[INPUT], output_names=[OUTPUT],
+                              dynamic_axes={INPUT: dims, OUTPUT: {0: "batch"}})
+        except Exception as exc:  # the exporter raises many kinds; all mean "cannot export"
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise BackendError(f"{model.spec.name} cannot be exported to ONNX ({first}); use "
+                               "--backend torch") from None
 
 
 def _head(network: object) -> torch.nn.Module:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from deepvision.errors import DeepVisionError, UsageError
+from deepvision.errors import BackendError, DeepVisionError, UsageError
 from deepvision.models.export import cache_dir, export_key, onnx_file
 
 if TYPE_CHECKING:
@@ -48,12 +48,6 @@ PROBE_IMAGES = 16
 # A runtime's loader: (exported file, threads) -> a function from float NCHW views to their
 # (N, dim) descriptors.
 Runner = Callable[[Path, int], Callable[[np.ndarray], np.ndarray]]
-
-
-class BackendError(DeepVisionError):
-    """A runtime backend that cannot run this model (export or equivalence failed)."""
-
-    exit_code = UsageError.exit_code
 
 
 def installed(name: str) -> bool:
