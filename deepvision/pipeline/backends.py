@@ -136,6 +136,7 @@ def runtime_step(name: str, model: LoadedModel, threads: int, directory: Path | 
         cosine = agreement(step, model)
         if cosine < MIN_COSINE:
             exported.path.unlink(missing_ok=True)
+            exported.path.with_suffix(".json").unlink(missing_ok=True)
             raise BackendError(
                 f"{name} disagrees with torch on {model.spec.name} (cosine {cosine:.4f} < "
                 f"{MIN_COSINE}); use --backend torch")
@@ -177,8 +178,12 @@ def _auto(model: LoadedModel, device: torch.device, threads: int, workload: int,
     key = _measure_key(model, threads, available)
     remembered = _remembered(_choices_file(directory), key)
     if remembered is not None:
-        return _build(remembered, model, threads, directory,
-                      f"backend auto: {remembered} (measured earlier on this machine)")
+        try:
+            return _build(remembered, model, threads, directory,
+                          f"backend auto: {remembered} (measured earlier on this machine)")
+        except (DeepVisionError, RuntimeError, OSError) as exc:
+            return Selection(TORCH, notes=[f"backend auto: torch ({remembered}, measured "
+                                           f"earlier, cannot run now: {exc})"])
     if 0 <= workload < MEASURE_MIN:
         return Selection(TORCH, notes=[
             f"backend auto: torch for now; {', '.join(available)} installed, measured once by "
