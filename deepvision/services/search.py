@@ -94,7 +94,7 @@ def run_search(req: SearchRequest, rep: Reporter,
     found = discover(req.queries) if req.queries else None
     if found is not None and not found.files and not found.failures:
         raise NoImagesError(f"no query images found in {', '.join(map(str, req.queries))}")
-    opts = replace(req.embed, workload=len(found.files))
+    opts = replace(req.embed, workload=len(found.files) if found else 0)
     embedder = embedders(manifest, req.weights, opts)
     rep.info(f"index {req.store.dir}: {embedder.describe()}")
     report_notes(embedder, rep)
