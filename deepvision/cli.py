@@ -107,6 +107,10 @@ Flip = Annotated[Optional[bool], typer.Option(
 Scales = Annotated[Optional[str], typer.Option(
     "--scales", help="Image scales whose descriptors are summed, e.g. 1,0.707 (default 1).",
     show_default=False)]
+Frame = Annotated[Optional[str], typer.Option(
+    "--frame", help="What the network sees: full (the whole picture, resized to its square) "
+    "or crop (the centre square only); default full, an existing index keeps its own.",
+    show_default=False)]
 MaxMemory = Annotated[Optional[str], typer.Option(
     "--max-memory", help="Memory budget for the FAISS structure, e.g. 8G (default: half the "
     "RAM); `auto` switches to compressed types to stay within it.", show_default=False)]
@@ -182,15 +186,17 @@ def _embed_options(*, device: str, batch_size: int, workers: int, max_megapixels
 
 
 def _descriptor(pooling: str | None, flip: bool | None, scales: str | None,
-                model: str = AUTO) -> Any:
-    """The descriptor options, or None when none was given (an index keeps its own); checked
-    against a named model (a CLIP model takes no --pooling/--scales)."""
+                frame: str | None = None, model: str = AUTO) -> Any:
+    """The descriptor options, or None when none was given (an index keeps its own); each one
+    left out is the model's default's (registry.default_descriptor); checked against a named
+    model (a CLIP model takes no --pooling/--scales)."""
     from deepvision.models.descriptor import parse_descriptor
-    from deepvision.models.registry import check_descriptor
+    from deepvision.models.registry import check_descriptor, default_descriptor
 
-    if pooling is None and flip is None and scales is None:
+    if pooling is None and flip is None and scales is None and frame is None:
         return None
-    descriptor = parse_descriptor(pooling or "avg", bool(flip), scales)
+    base = default_descriptor(get_spec(model)) if model != AUTO else None
+    descriptor = parse_descriptor(pooling, flip, scales, frame, base=base)
     if model != AUTO:
         check_descriptor(get_spec(model), descriptor)
     return descriptor
@@ -291,6 +297,7 @@ def index(
     pooling: Pooling = None,
     flip: Flip = None,
     scales: Scales = None,
+    frame: Frame = None,
     compile: Compile = False,
     decoder: Decoder = DecoderChoice.auto,
     video_interval: VideoInterval = 5.0,
@@ -317,7 +324,7 @@ def index(
             filters=Filters(tuple(include), tuple(exclude), hidden, follow_links),
             retry_failed=retry_failed, commit_every=commit_every, wait=wait,
             index_type=index_type, max_memory=_max_memory(index_type, max_memory),
-            descriptor=_descriptor(pooling, flip, scales, model),
+            descriptor=_descriptor(pooling, flip, scales, frame, model),
             allow_mass_delete=allow_mass_delete,
             video=_video(video_interval, max_frames_per_video, video_timeout))
         rep.info(f"index {req.store.dir}: {', '.join(map(str, dirs))}")
@@ -351,6 +358,7 @@ def rebuild(
     pooling: Pooling = None,
     flip: Flip = None,
     scales: Scales = None,
+    frame: Frame = None,
     compile: Compile = False,
     decoder: Decoder = DecoderChoice.auto,
     video_interval: VideoInterval = 5.0,
@@ -382,8 +390,8 @@ def rebuild(
                                  compile=compile),
             filters=Filters(tuple(include), tuple(exclude), hidden, follow_links),
             retry_failed=True, commit_every=commit_every, wait=wait, index_type=index_type,
-            max_memory=budget, descriptor=_descriptor(pooling, flip, scales, model), rebuild=True,
-            video=_video(video_interval, max_frames_per_video, video_timeout))
+            max_memory=budget, descriptor=_descriptor(pooling, flip, scales, frame, model),
+            rebuild=True, video=_video(video_interval, max_frames_per_video, video_timeout))
         rep.info(f"rebuild {store.dir}: {', '.join(map(str, dirs or [])) or 'recorded folders'}")
     _sync(req, rep, as_json)
 
@@ -435,6 +443,11 @@ def search(
     video_interval: VideoInterval = 5.0,
     max_frames_per_video: MaxFrames = 200,
     video_timeout: VideoTimeout = 300.0,
+    turns: Annotated[Optional[bool], typer.Option(
+        "--turns/--no-turns", help="Also search with each query turned by 90, 180 and 270° "
+        "(finds copies turned sideways; 4x the query's network time); a match's score is its "
+        "best turn's. Default: as the index records (on for indexes made since #17).",
+        show_default=False)] = None,
     quiet: Quiet = False,
 ) -> None:
     """Print the most similar indexed images and videos (with the time of the best frame)
@@ -455,7 +468,8 @@ def search(
         req = SearchRequest(
             queries=tuple(paths), texts=tuple(text), store=_store(index_dir, name),
             rank=RankOptions(top_k=top_k, min_score=min_score, nprobe=nprobe,
-                             ef_search=ef_search, qe=qe, all_frames=all_frames),
+                             ef_search=ef_search, qe=qe, all_frames=all_frames,
+                             turns=turns),
             weights=_weights(weights),
             embed=_embed_options(device=device, batch_size=batch_size, workers=workers,
                                  max_megapixels=max_megapixels, decoder=decoder,
@@ -571,10 +585,31 @@ class EvalFormat(str, Enum):
 
 @app.command("eval")
 def eval_(
-    source: Annotated[Path, typer.Argument(
+    source: Annotated[Optional[Path], typer.Argument(
         help="Folder with one sub-folder per group (images directly inside it or in "
-        "distractors/ belong to no group), or a CSV file with the columns path,group.",
-        show_default=False)],
+        "distractors/ belong to no group), or a CSV file with the columns path,group. "
+        "Leave out with --synthetic.", show_default=False)] = None,
+    synthetic: Annotated[Optional[Path], typer.Option(
+        "--synthetic", help="Your own photos: sample --sample of them, make edited copies "
+        "(turns, crops, small JPEGs, borders, ...), report recall per edit and a suggested "
+        "`dupes --threshold` for --target-precision.", show_default=False)] = None,
+    sample: Annotated[int, typer.Option(
+        min=1, help="--synthetic: photos that get edited copies.")] = 40,
+    distractors: Annotated[int, typer.Option(
+        min=0, help="--synthetic: other photos of the folder in the database.")] = 300,
+    target_precision: Annotated[float, typer.Option(
+        min=0.5, max=0.9999, help="--synthetic: precision the suggested threshold keeps.")] = 0.99,
+    seed: Annotated[int, typer.Option(help="--synthetic: which photos are sampled.")] = 0,
+    keep_copies: Annotated[Optional[Path], typer.Option(
+        "--keep-copies", help="--synthetic: write the edited copies to this new folder and "
+        "keep them (default: a temporary folder, deleted).", show_default=False)] = None,
+    protocol: Annotated[str, typer.Option(
+        help="all: every grouped image searches all others; originals: each edited copy "
+        "searches only the originals (<x>__original.*), natural pairs and distractors.")] = "all",
+    turns: Annotated[Optional[bool], typer.Option(
+        "--turns/--no-turns", help="Query-time turns (default: as `search` on a new index).",
+        show_default=False)] = None,
+    frame: Frame = None,
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "auto",
     weights: Weights = None,
     device: Device = "auto",
@@ -597,28 +632,42 @@ def eval_(
         min=0, help="Experiment: alpha query expansion with N neighbours (0: off).")] = 0,
     quiet: Quiet = False,
 ) -> None:
-    """Retrieval quality on a labelled set: mAP, recall@k, precision@k. Writes no index."""
-    from deepvision.models.descriptor import Descriptor
+    """Retrieval quality on a labelled set: mAP, recall@k, precision@k. Writes no index.
+    With --synthetic DIR: on edited copies of your own photos, plus a dupes threshold."""
     from deepvision.output.eval_report import eval_json, print_eval_table
     from deepvision.services.evaluate import EvalRequest, parse_ks, run_eval
+    from deepvision.services.synthetic import SyntheticRequest, run_synthetic
 
     rep = ConsoleReporter(quiet=quiet)
     with _errors(rep):
-        if not source.exists():
-            raise UsageError(f"{source} does not exist (check the path)")
+        if (source is None) == (synthetic is None):
+            raise UsageError("pass an evaluation set (SOURCE) or --synthetic DIR, not both")
+        where = source if source is not None else synthetic
+        if where is None or not where.exists():
+            raise UsageError(f"{where} does not exist (check the path)")
+        if keep_copies is not None and keep_copies.exists():
+            raise UsageError(f"--keep-copies {keep_copies} exists; name a new folder")
         req = EvalRequest(
-            source=source, model=_model(model), weights=_weights(weights),
+            source=where, model=_model(model), weights=_weights(weights),
             embed=_embed_options(device=device, batch_size=batch_size, workers=workers,
                                  max_megapixels=max_megapixels, decoder=decoder,
                                  backend=backend, threads=threads),
-            ks=parse_ks(ks), descriptor=_descriptor(pooling, flip, scales, model) or Descriptor(),
-            whiten=whiten, qe=qe)
-        result = run_eval(req, rep)
+            ks=parse_ks(ks),
+            descriptor=_descriptor(pooling, flip, scales, frame, model),
+            whiten=whiten, qe=qe, protocol=protocol, turns=turns)
+        calibration = None
+        if synthetic is not None:
+            done = run_synthetic(SyntheticRequest(
+                synthetic, req, sample=sample, distractors=distractors, seed=seed,
+                target_precision=target_precision, keep=keep_copies), rep)
+            result, calibration = done.eval, done.calibration
+        else:
+            result = run_eval(req, rep)
     rep.failures(result.failures)
     if output is EvalFormat.json:
-        typer.echo(eval_json(result))
+        typer.echo(eval_json(result, calibration))
     else:
-        print_eval_table(result)
+        print_eval_table(result, calibration=calibration)
     if result.failures:
         raise typer.Exit(int(ExitCode.PARTIAL))
 

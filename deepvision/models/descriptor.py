@@ -19,33 +19,69 @@ class Descriptor:
     """How a feature map becomes one vector; recorded in the manifest (queries must match).
     Measured on the evaluation set before any option became a default (bench/QUALITY.md)."""
 
-    pooling: str = "avg"  # avg | gem (generalised mean, p = 3, no learned parameters)
+    # The defaults are issue #17's measured choice (bench/QUALITY.md): R-MAC of the whole
+    # picture, queries also turned. from_dict reads what an older index lacks as it was then.
+    pooling: str = "rmac"  # avg | gem (p = 3) | rmac (regional max, 3 levels); none learned
     flip: bool = False  # average with the mirror image's descriptor: flip-invariant
     scales: tuple[float, ...] = (1.0,)  # image scales whose descriptors are summed
+    # crop: short side resized, centre square cut (the models' ImageNet eval recipe);
+    # full: the whole picture resized to the square, aspect not kept (nothing cut away).
+    frame: str = "full"
+    turns: bool = False  # sum over the picture turned by 0/90/180/270°: invariant to turns
+    # Search also with the query turned by 90/180/270° (each image scores its best turn): only
+    # queries change, not the stored vectors, but it is recorded so that an index keeps the
+    # query behaviour (and score scale) it was built with.
+    query_turns: bool = True
 
     def to_dict(self) -> dict[str, object]:
-        return {"pooling": self.pooling, "flip": self.flip, "scales": list(self.scales)}
+        return {"pooling": self.pooling, "flip": self.flip, "scales": list(self.scales),
+                "frame": self.frame, "turns": self.turns, "query_turns": self.query_turns}
 
     @classmethod
     def from_dict(cls, data: dict) -> Descriptor:
+        """A recorded descriptor; a field it lacks gets the value every index made before the
+        field existed was built with (not today's default): old indexes keep searching."""
         return cls(data.get("pooling", "avg"), bool(data.get("flip", False)),
-                   tuple(float(s) for s in data.get("scales", (1.0,))))
+                   tuple(float(s) for s in data.get("scales", (1.0,))),
+                   str(data.get("frame", "crop")), bool(data.get("turns", False)),
+                   bool(data.get("query_turns", False)))
 
     @property
     def label(self) -> str:
         scales = "" if self.scales == (1.0,) else "@" + ",".join(f"{s:g}" for s in self.scales)
-        return self.pooling + ("+flip" if self.flip else "") + scales
+        return (self.pooling + ("+flip" if self.flip else "") + ("+turns" if self.turns else "")
+                + ("+full" if self.frame == "full" else "") + scales
+                + (" (query turns)" if self.query_turns else ""))
 
+    @property
+    def views(self) -> int:
+        """Network passes per image (the cost of this descriptor relative to a plain one)."""
+        return len(self.scales) * (2 if self.flip else 1) * (4 if self.turns else 1)
+
+
+# What every index made before issue #17 was built with, and what a field missing from a
+# recorded descriptor means; also the default of models that give one finished embedding (CLIP).
+PRE_17 = Descriptor("avg", False, (1.0,), "crop", False, False)
 
 GEM_P = 3.0
-POOLINGS = ("avg", "gem")
+POOLINGS = ("avg", "gem", "rmac")
+RMAC_LEVELS = 3
+FRAMES = ("crop", "full")
 
 
-def parse_descriptor(pooling: str = "avg", flip: bool = False,
-                     scales: str | None = None) -> Descriptor:
+def parse_descriptor(pooling: str | None = None, flip: bool | None = None,
+                     scales: str | None = None, frame: str | None = None,
+                     turns: bool | None = None, base: Descriptor | None = None) -> Descriptor:
+    """The options given on the command line; `base`'s value (default: Descriptor()) for each
+    one left out."""
+    default = base or Descriptor()
+    pooling = pooling or default.pooling
+    frame = frame or default.frame
     if pooling not in POOLINGS:
         raise UsageError(f"--pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
-    values: tuple[float, ...] = (1.0,)
+    if frame not in FRAMES:
+        raise UsageError(f"--frame {frame!r}: choose one of {', '.join(FRAMES)}")
+    values = default.scales
     if scales:
         try:
             values = tuple(float(s) for s in scales.split(","))
@@ -53,15 +89,16 @@ def parse_descriptor(pooling: str = "avg", flip: bool = False,
             raise UsageError(f"--scales {scales!r}: numbers such as 1,0.707") from None
         if not all(0.25 <= s <= 2.0 for s in values):
             raise UsageError(f"--scales {scales!r}: each scale must be between 0.25 and 2")
-    return Descriptor(pooling, flip, values)
+    return Descriptor(pooling, default.flip if flip is None else flip, values, frame,
+                      default.turns if turns is None else turns, default.query_turns)
 
 
 def views(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
           d: Descriptor, channels_last: bool = True) -> Iterator[torch.Tensor]:
     """The normalised float views a descriptor sums, from uint8 crops and `pixel_stats` on
-    their device: each scale, and its mirror image with `flip`. Shared by the torch extractor
-    and the exported backends (the antialiased resize does not export to ONNX, so the views are
-    made in torch whatever runs the network). channels_last: the layout torch's convolutions
+    their device: each scale, its mirror image with `flip`, each turned with `turns`. Shared by
+    the torch extractor and the exported backends (the antialiased resize does not export to
+    ONNX, so the views are made in torch whatever runs the network). channels_last: the layout torch's convolutions
     prefer; the runtimes take plain NCHW."""
     import torch
     import torch.nn.functional as F  # noqa: N812
@@ -70,9 +107,12 @@ def views(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
     for s in d.scales:
         xs = x if s == 1.0 else F.interpolate(x, scale_factor=s, mode="bilinear",
                                               antialias=True, align_corners=False)
-        for view in (xs, xs.flip(-1)) if d.flip else (xs,):
-            fmt = torch.channels_last if channels_last else torch.contiguous_format
-            yield view.contiguous(memory_format=fmt)
+        for mirrored in (xs, xs.flip(-1)) if d.flip else (xs,):
+            # turns: the (square) crop turned by 0/90/180/270°, summed: invariant to turns
+            for view in ([torch.rot90(mirrored, k, (2, 3)) for k in range(4)] if d.turns
+                         else [mirrored]):
+                fmt = torch.channels_last if channels_last else torch.contiguous_format
+                yield view.contiguous(memory_format=fmt)
 
 
 def view_head(trunk: torch.nn.Module, d: Descriptor) -> torch.nn.Module:
@@ -89,6 +129,8 @@ def view_head(trunk: torch.nn.Module, d: Descriptor) -> torch.nn.Module:
             if d.pooling == "gem":  # computed in fp32: x^3 overflows fp16 easily
                 x = fmap.float().clamp(min=1e-6).pow(GEM_P)
                 return x.mean(dim=(2, 3)).pow(1.0 / GEM_P)
+            if d.pooling == "rmac":
+                return rmac(fmap.float())
             return fmap.float().mean(dim=(2, 3))
 
         def forward(self, view: torch.Tensor) -> torch.Tensor:
@@ -119,3 +161,28 @@ def extractor(trunk: torch.nn.Module, pre: Preprocess, d: Descriptor) -> torch.n
             return total
 
     return Extractor()
+
+
+def rmac(fmap: torch.Tensor, levels: int = RMAC_LEVELS) -> torch.Tensor:
+    """R-MAC (Tolias, Sicre, Jégou 2016) without its learned whitening: max-pooled square
+    regions at `levels` scales with ~40 % overlap, plus the whole map, each L2-normalised,
+    summed. A region that survives a crop, a border or a caption keeps its vote."""
+    import torch.nn.functional as F  # noqa: N812
+
+    _, _, h, w = fmap.shape
+    total = F.normalize(fmap.amax(dim=(2, 3)), dim=1)
+    for level in range(1, levels + 1):
+        side = max(1, int(2 * min(h, w) / (level + 1)))
+        for y in _region_starts(h, side, level):
+            for x in _region_starts(w, side, level):
+                region = fmap[:, :, y:y + side, x:x + side].amax(dim=(2, 3))
+                total = total + F.normalize(region, dim=1)
+    return total
+
+
+def _region_starts(length: int, side: int, level: int) -> list[int]:
+    """Where the regions of one level start along one side: evenly spread, ends included."""
+    n = level + (1 if length > side * (level + 0.5) else 0)
+    if n <= 1 or length <= side:
+        return [max(0, (length - side) // 2)]
+    return sorted({round(i * (length - side) / (n - 1)) for i in range(n)})

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deepvision.errors import IncompatibleIndexError, UsageError, WeightsUnavailableError
 from deepvision.models import backbones, openclip
-from deepvision.models.descriptor import Descriptor, extractor
+from deepvision.models.descriptor import PRE_17, Descriptor, extractor
 from deepvision.models.weights import Weights, user_file
 from deepvision.pipeline.transforms import Preprocess
 
@@ -71,6 +71,10 @@ REGISTRY: dict[str, ModelSpec] = {
                                     "EfficientNet-Lite0, ImageNet (bundled, offline)",
                                     backbones.lite0_preprocess, backbones.lite0_weights,
                                     backbones.build_lite0),
+    "efficientnet-lite2": ModelSpec("efficientnet-lite2", 1280,
+                                    "EfficientNet-Lite2, ImageNet (pip extra lite2, offline)",
+                                    backbones.lite2_preprocess, backbones.lite2_weights,
+                                    backbones.build_lite2),
 }
 # CLIP family (open_clip): deepvision name, embedding size, open_clip architecture and weights tag.
 # Never picked by `auto`: a text-capable index is asked for with --model.
@@ -90,6 +94,12 @@ MODEL_CHOICES = (AUTO, *REGISTRY)
 def text_models() -> list[str]:
     """The registered models that can embed text (`search --text`)."""
     return [name for name, spec in REGISTRY.items() if spec.has_text]
+
+
+def default_descriptor(spec: ModelSpec) -> Descriptor:
+    """What a new index of this model gets: the measured default (issue #17) for backbones with
+    a feature map; a model that gives one finished embedding (CLIP) keeps its own recipe."""
+    return PRE_17 if spec.pooled else Descriptor()
 
 
 def check_descriptor(spec: ModelSpec, descriptor: Descriptor) -> None:
@@ -167,6 +177,8 @@ def load_model(spec: ModelSpec, weights: Weights, device: torch.device,
 
     check_descriptor(spec, descriptor)
     pre = spec.preprocess()
+    if descriptor.frame == "full":  # the whole picture, resized to the square (issue #17)
+        pre = replace(pre, resize_mode="squash")
     trunk = spec.build(weights)
     # channels_last: faster convolutions with cuDNN (bf16) and with oneDNN on the CPU alike.
     wrapped = extractor(trunk, pre, descriptor).eval().to(device,

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from deepvision.output.console import display_path, markup, stdout_console
 from deepvision.services.evaluate import EvalResult, Scores
+from deepvision.services.synthetic import Calibration
 
 
 def _scores_json(s: Scores) -> dict:
@@ -18,8 +19,16 @@ def _scores_json(s: Scores) -> dict:
             **{f"precision@{k}": round(v, 6) for k, v in s.precision.items()}}
 
 
-def eval_json(result: EvalResult) -> str:
-    """One JSON document: the summary lines, every query, every failure."""
+def _calibration_json(c: Calibration) -> dict:
+    return {"target_precision": c.target_precision, "threshold": c.threshold,
+            "precision": round(c.precision, 6), "recall": round(c.recall, 6),
+            "recall_by_edit": {e: round(v, 6) for e, v in c.recall_by_edit.items()},
+            "true_pairs": c.true_pairs, "other_pairs": c.other_pairs}
+
+
+def eval_json(result: EvalResult, calibration: Calibration | None = None) -> str:
+    """One JSON document: the summary lines, every query, every failure (and with --synthetic
+    the dupes calibration)."""
     return json.dumps({
         "source": result.source,
         "model": result.model,
@@ -27,6 +36,7 @@ def eval_json(result: EvalResult) -> str:
         "weights_identity": result.weights_identity,
         "device": result.device,
         "descriptor": result.descriptor,
+        "protocol": result.protocol,
         "ks": list(result.ks),
         "images": result.images,
         "groups": result.groups,
@@ -47,10 +57,12 @@ def eval_json(result: EvalResult) -> str:
         "seconds": round(result.seconds, 3),
         "images_per_second": round(result.images / result.embed_seconds, 2)
         if result.embed_seconds else None,
+        **({"calibration": _calibration_json(calibration)} if calibration else {}),
     }, indent=2)
 
 
-def print_eval_table(result: EvalResult, max_misses: int = 30) -> None:
+def print_eval_table(result: EvalResult, max_misses: int = 30,
+                     calibration: Calibration | None = None) -> None:
     """Overall, per-edit and per-group tables, then the queries that missed at rank 1."""
     out = stdout_console()
 
@@ -90,3 +102,24 @@ def print_eval_table(result: EvalResult, max_misses: int = 30) -> None:
         out.print(table)
         if len(misses) > max_misses:
             out.print(f"... and {len(misses) - max_misses} more (--format json lists them all)")
+    if calibration is not None:
+        out.print()
+        print_calibration(calibration)
+
+
+def print_calibration(c: Calibration) -> None:
+    out = stdout_console()
+    if c.threshold is None:
+        out.print(f"dupes: no threshold keeps precision {c.target_precision} on these photos "
+                  f"({c.true_pairs} true pairs, {c.other_pairs} others)")
+        return
+    out.print(f"dupes: suggested --threshold {c.threshold:.4f} (precision {c.precision:.4f} "
+              f">= {c.target_precision}, finds {c.recall:.1%} of the {c.true_pairs} copy pairs; "
+              f"{c.other_pairs} other pairs)")
+    table = Table(title="copies dupes links to their original at that threshold",
+                  title_justify="left", show_edge=False, pad_edge=False)
+    table.add_column("edit")
+    table.add_column("found", justify="right")
+    for edit, share in c.recall_by_edit.items():
+        table.add_row(markup(edit), f"{share:.3f}")
+    out.print(table)

@@ -148,12 +148,13 @@ class Embedder:
         return (f"model {self.model.spec.name} ({self.model.weights.origin}) on {self.device}"
                 f"{runs}; {decoding_note(self.decoder, self.opts.decoder, self.device)}")
 
-    def embed_files(self, paths: Sequence[str],
-                    video: VideoOptions | None = None) -> Iterator[EmbeddedBatch]:
+    def embed_files(self, paths: Sequence[str], video: VideoOptions | None = None,
+                    turns: bool = False) -> Iterator[EmbeddedBatch]:
         """Decode and embed `paths` in batches. Every position comes back once, in items or in
         failures; batches are not in input order. video: sample video files so (their frames
         come back together, items repeating the position; EmbeddedBatch.files() groups them);
-        None: a video is decoded as an image, and fails."""
+        None: a video is decoded as an image, and fails. turns: also every crop turned by 90,
+        180 and 270° (EmbeddedBatch.turned; query-time turns cost 4 network passes a crop)."""
         if not paths:
             return
         pre = self.model.preprocess
@@ -166,7 +167,8 @@ class Embedder:
         # exists: forking while another thread runs risks copying a lock it holds.
         chunks = iter(loader)
         try:
-            yield from self.network.batches(paths, background(feeder.pieces(chunks), depth=2))
+            yield from self.network.batches(paths, background(feeder.pieces(chunks), depth=2),
+                                            turns)
         finally:
             del chunks  # the last reference: shuts the workers down, also when stopped early
 
@@ -193,14 +195,17 @@ class Embedder:
         uploads on its request threads and batches only the network."""
         return self._crop(image, name)
 
-    def embed_crops(self, names: Sequence[str], crops: Sequence[torch.Tensor]) -> EmbeddedBatch:
+    def embed_crops(self, names: Sequence[str], crops: Sequence[torch.Tensor],
+                    turns: bool = False) -> EmbeddedBatch:
         """Crops from `prepare`, through the network in one go (positions as in `crops`)."""
         if not crops:
-            return EmbeddedBatch([], np.zeros((0, self.dim), np.float32), [])
+            return EmbeddedBatch([], np.zeros((0, self.dim), np.float32), [],
+                                 turned=np.zeros((0, 3, self.dim), np.float32) if turns
+                                 else None)
         import torch
 
         return self.network.checked(names, list(range(len(crops))),
-                                    torch.stack(list(crops)).to(self.device))
+                                    torch.stack(list(crops)).to(self.device), turns=turns)
 
     def _crop(self, image: InMemoryImage, label: str) -> torch.Tensor:
         import torch

@@ -105,10 +105,12 @@ class Network:
             start += n
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
-    def batches(self, paths: Sequence[str], pieces: Iterator[Piece]) -> Iterator[EmbeddedBatch]:
+    def batches(self, paths: Sequence[str], pieces: Iterator[Piece],
+                turns: bool = False) -> Iterator[EmbeddedBatch]:
         """Pieces -> network batches of `batch` images (the last one smaller); failures at once.
         A video's frames (one piece) are never split: a batch grows to hold all of them, and
-        `embed` still runs at most `cap` crops per forward pass."""
+        `embed` still runs at most `cap` crops per forward pass. turns: also embed each crop
+        turned by 90, 180 and 270° (EmbeddedBatch.turned)."""
         held: list[Held] = []
         for piece in pieces:
             if piece.failures:
@@ -118,17 +120,22 @@ class Network:
                 held.append((piece.items, _arrived(piece, self.device), times))
             while sum(len(items) for items, _, _ in held) >= self.batch:
                 items, pixels, times, held = _take(held, self.batch)
-                yield self.checked(paths, items, pixels, times)
+                yield self.checked(paths, items, pixels, times, turns)
         if held:
             items, pixels, times, _ = _take(held, None)
-            yield self.checked(paths, items, pixels, times)
+            yield self.checked(paths, items, pixels, times, turns)
 
     def checked(self, paths: Sequence[str], items: list[int], pixels: torch.Tensor,
-                times: list[float | None] | None = None) -> EmbeddedBatch:
-        """Embed one batch. A NaN/inf feature (fp16 overflow, a broken weights file) would rank
-        as FAISS id -1: report the image instead of indexing garbage."""
+                times: list[float | None] | None = None,
+                turns: bool = False) -> EmbeddedBatch:
+        """Embed one batch (turns: also turned by 90, 180, 270°). A NaN/inf feature (fp16
+        overflow, a broken weights file) would rank as FAISS id -1: report the image instead
+        of indexing garbage."""
         vectors = self.embed(pixels)
+        turned = self.embed_turned(pixels) if turns else None
         finite = np.isfinite(vectors).all(axis=1)
+        if turned is not None:
+            finite &= np.isfinite(turned).all(axis=(1, 2))
         bad = [(items[i], Failure(paths[items[i]], Reason.CORRUPT,
                                   "the model produced non-finite features for this image"))
                for i in np.flatnonzero(~finite)]
@@ -136,7 +143,15 @@ class Network:
         frames = None
         if times is not None and any(t is not None for t in times):
             frames = [t for t, ok in zip(times, finite, strict=True) if ok]
-        return EmbeddedBatch(kept, vectors[finite], bad, frames)
+        return EmbeddedBatch(kept, vectors[finite], bad, frames,
+                             None if turned is None else turned[finite])
+
+    def embed_turned(self, pixels: torch.Tensor) -> np.ndarray:
+        """(N, 3, dim): the crops turned by 90, 180 and 270° (a crop is square, so a turned
+        batch has the batch's shape)."""
+        import torch
+
+        return np.stack([self.embed(torch.rot90(pixels, k, (2, 3))) for k in (1, 2, 3)], axis=1)
 
 
 def out_of_memory(exc: BaseException) -> bool:

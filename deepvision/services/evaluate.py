@@ -34,11 +34,11 @@ import numpy as np
 
 from deepvision.errors import NoImagesError, UsageError
 from deepvision.models.descriptor import Descriptor
-from deepvision.models.registry import AUTO, resolve
+from deepvision.models.registry import AUTO, default_descriptor, resolve
 from deepvision.pipeline.discover import discover, extension_kind
 from deepvision.pipeline.embedder import Embedder, EmbedOptions, report_notes
 from deepvision.progress import Reporter
-from deepvision.services.ranking import QE_ALPHA, expand_queries
+from deepvision.services.ranking import QE_ALPHA, expand_queries, merge_views
 from deepvision.types import Failure, Reason
 
 DISTRACTOR_GROUP = "distractors"  # a sub-folder (or CSV group) of this name holds no group
@@ -231,6 +231,10 @@ class EvalResult:
     failures: list[Failure] = field(default_factory=list)
     embed_seconds: float = 0.0
     seconds: float = 0.0
+    protocol: str = "all"
+    vectors: np.ndarray | None = field(default=None, repr=False)  # row-aligned with `paths`
+    paths: list[str] = field(default_factory=list, repr=False)
+    item_groups: list[str | None] = field(default_factory=list, repr=False)
 
 
 @dataclass(frozen=True)
@@ -240,9 +244,22 @@ class EvalRequest:
     weights: Path | None = None
     embed: EmbedOptions = EmbedOptions()
     ks: tuple[int, ...] = DEFAULT_KS
-    descriptor: Descriptor = Descriptor()
+    descriptor: Descriptor | None = None  # None: the model's default (registry.default_descriptor)
     whiten: int = 0  # experiment: PCA-whitening to this many dims, learned from the set
     qe: int = 0  # experiment: alpha query expansion with this many neighbours
+    protocol: str = "all"  # all | originals (see PROTOCOLS)
+    turns: bool | None = None  # query-time turns (None: as the descriptor says, like search)
+
+
+# all: every grouped image searches all the others (its group-mates are relevant).
+# originals: the database is the originals (files named <x>__original.*), the members of
+# natural pairs (<x>__natural.*: two photos of one scene, no original between them), images
+# without an edit name and the distractors; each edited copy searches only that database, so
+# it must find its own original: a `search` against an index of originals. Natural-pair members
+# (and unnamed images) query it too, and must find their partner.
+PROTOCOLS = ("all", "originals")
+ORIGINAL_EDIT = "original"
+NATURAL_EDIT = "natural"
 
 
 # ---- running -----------------------------------------------------------------------------------
@@ -251,7 +268,16 @@ class EvalRequest:
 def run_eval(req: EvalRequest, rep: Reporter, embedder: Embedder | None = None) -> EvalResult:
     """Embed every image of the set once, rank all of them for every query, score the rankings."""
     start = time.perf_counter()
+    if req.protocol not in PROTOCOLS:
+        raise UsageError(f"--protocol {req.protocol!r}: choose one of {', '.join(PROTOCOLS)}")
     evalset = load_evalset(req.source)  # before any heavy work: a bad set fails in a blink
+    return evaluate_set(evalset, req, rep, embedder, start)
+
+
+def evaluate_set(evalset: EvalSet, req: EvalRequest, rep: Reporter,
+                 embedder: Embedder | None = None, start: float | None = None) -> EvalResult:
+    """run_eval on a set already listed (`eval --synthetic` makes its own)."""
+    start = time.perf_counter() if start is None else start
     if not evalset.items:
         first = (f"; {len(evalset.failures)} unusable, e.g. {evalset.failures[0].path}: "
                  f"{evalset.failures[0].message}") if evalset.failures else ""
@@ -261,28 +287,34 @@ def run_eval(req: EvalRequest, rep: Reporter, embedder: Embedder | None = None) 
     spec, weights, notice = resolve(req.model, req.weights)
     if notice:
         rep.info(notice)
+    descriptor = req.descriptor or default_descriptor(spec)
     opts = replace(req.embed, workload=len(evalset.items))
-    embedder = embedder or Embedder.load(spec, weights, req.descriptor, opts)
+    embedder = embedder or Embedder.load(spec, weights, descriptor, opts)
     n_groups = len({i.group for i in evalset.items if i.group is not None})
     rep.info(f"eval {req.source}: {len(evalset.items)} images in {n_groups} groups; "
-             f"descriptor {req.descriptor.label}; {embedder.describe()}")
+             f"descriptor {descriptor.label}; {embedder.describe()}")
     report_notes(embedder, rep)
 
     embed_start = time.perf_counter()
-    vectors, ok, failures = _embed_all(embedder, evalset.items, rep)
+    turns = descriptor.query_turns if req.turns is None else req.turns
+    vectors, turned, ok, failures = _embed_all(embedder, evalset.items, rep, turns)
     embed_seconds = time.perf_counter() - embed_start
     rep.info(f"embedded {int(ok.sum())} images in {embed_seconds:.1f} s "
              f"({ok.sum() / embed_seconds if embed_seconds else 0:.1f} img/s)")
     items = [item for item, good in zip(evalset.items, ok, strict=True) if good]
     db = pca_whiten(vectors[ok], req.whiten) if req.whiten else vectors[ok]
     expanded = alpha_query_expansion(db, req.qe) if req.qe else None
+    if turned is not None and (req.whiten or req.qe):
+        raise UsageError("query-time turns do not combine with --whiten/--qe; add --no-turns")
     queries = score_rankings(db, [i.group for i in items], [i.path for i in items], req.ks,
-                             expanded)
+                             expanded, database_mask(items, req.protocol),
+                             None if turned is None else turned[ok])
     return EvalResult(
         source=os.path.abspath(req.source), model=spec.name, weights=weights.origin,
         weights_identity=weights.identity, device=str(embedder.device),
-        descriptor=req.descriptor.label + (f"+pcaw{req.whiten}" if req.whiten else "")
-        + (f"+qe{req.qe}" if req.qe else ""),
+        descriptor=replace(descriptor, query_turns=turns).label
+        + (f"+pcaw{req.whiten}" if req.whiten else "") + (f"+qe{req.qe}" if req.qe else ""),
+        protocol=req.protocol,
         ks=req.ks, images=len(items),
         groups=len({q.group for q in queries}), distractors=sum(i.group is None for i in items),
         overall=summarise("overall", queries, req.ks),
@@ -290,7 +322,16 @@ def run_eval(req: EvalRequest, rep: Reporter, embedder: Embedder | None = None) 
         by_edit=[summarise(e, qs, req.ks) for e, qs in _grouped(queries, lambda q: q.edit)
                  if e is not None],
         queries=queries, failures=[*evalset.failures, *failures],
-        embed_seconds=embed_seconds, seconds=time.perf_counter() - start)
+        embed_seconds=embed_seconds, seconds=time.perf_counter() - start,
+        vectors=db, paths=[i.path for i in items], item_groups=[i.group for i in items])
+
+
+def database_mask(items: Sequence[EvalItem], protocol: str) -> np.ndarray | None:
+    """Which items the queries search (None: all of them); see PROTOCOLS."""
+    if protocol == "all":
+        return None
+    return np.array([i.group is None or i.edit in (None, ORIGINAL_EDIT, NATURAL_EDIT)
+                     for i in items], bool)
 
 
 def _check_scorable(groups: Iterable[str | None], source: Path) -> None:
@@ -304,19 +345,22 @@ def _check_scorable(groups: Iterable[str | None], source: Path) -> None:
             "copies in a sub-folder of their own (or give them one group in the CSV)")
 
 
-def _embed_all(embedder: Embedder, items: Sequence[EvalItem],
-               rep: Reporter) -> tuple[np.ndarray, np.ndarray, list[Failure]]:
+def _embed_all(embedder: Embedder, items: Sequence[EvalItem], rep: Reporter, turns: bool
+               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, list[Failure]]:
     paths = [item.path for item in items]
     vectors = np.zeros((len(paths), embedder.dim), np.float32)
+    turned = np.zeros((len(paths), 3, embedder.dim), np.float32) if turns else None
     ok = np.zeros(len(paths), bool)
     failures: list[Failure] = []
     with rep.progress(len(paths), "embedding") as advance:
-        for batch in embedder.embed_files(paths):
+        for batch in embedder.embed_files(paths, turns=turns):
             vectors[batch.items] = batch.vectors
+            if turned is not None and batch.turned is not None:
+                turned[batch.items] = batch.turned
             ok[batch.items] = True
             failures.extend(f for _, f in batch.failures)
             advance(len(batch.items) + len(batch.failures))
-    return vectors, ok, failures
+    return vectors, turned, ok, failures
 
 
 def pca_whiten(vectors: np.ndarray, dims: int) -> np.ndarray:
@@ -341,29 +385,49 @@ def alpha_query_expansion(vectors: np.ndarray, n: int, alpha: float = QE_ALPHA) 
 
 
 def score_rankings(vectors: np.ndarray, groups: Sequence[str | None], paths: Sequence[str],
-                   ks: Sequence[int], queries: np.ndarray | None = None) -> list[QueryScore]:
-    """Rank all vectors for each one that has group-mates (cosine, exact) and score the lists.
+                   ks: Sequence[int], queries: np.ndarray | None = None,
+                   database: np.ndarray | None = None,
+                   turned: np.ndarray | None = None) -> list[QueryScore]:
+    """Rank the database for each vector that has group-mates in it (cosine, exact) and score
+    the lists.
 
     vectors are L2-normalised; groups[i] is None for a distractor. The query's own entry is
     removed by id, not by position: an exact duplicate may tie with it for rank 1. `queries`
-    (row-aligned with vectors) replaces the query side, e.g. after query expansion.
+    (row-aligned with vectors) replaces the query side, e.g. after query expansion. `database`
+    (a mask, None: all) is what is searched; an original (in it) queries only when it is not.
+    `turned` (n, 3, d): the queries turned by 90/180/270°; each item then scores its best view,
+    as `search` ranks them (ranking.merge_views).
     """
     queries = vectors if queries is None else queries
     from deepvision.store.faiss_index import VectorIndex
 
     labels = _labels(groups)
+    in_db = np.ones(len(labels), bool) if database is None else np.asarray(database, bool)
     grouped = labels >= 0
+    counted = grouped & in_db
+    per_label = np.bincount(labels[counted], minlength=int(labels.max()) + 1 if len(labels)
+                            else 0)
     relevant = np.zeros(len(labels), np.int64)
-    relevant[grouped] = np.bincount(labels[grouped])[labels[grouped]] - 1
-    query_ids = np.flatnonzero(relevant > 0)
+    relevant[grouped] = per_label[labels[grouped]] - in_db[grouped]
+    originals = np.array([edit_name(p) == ORIGINAL_EDIT for p in paths], bool)
+    asks = np.ones(len(labels), bool) if database is None else ~originals
+    query_ids = np.flatnonzero((relevant > 0) & asks)
     if not len(query_ids):
         return []
-    n = len(vectors)
+    db_ids = np.flatnonzero(in_db)
+    n = len(db_ids)
     index = VectorIndex.new(vectors.shape[1])
-    index.add(np.arange(n, dtype=np.int64), vectors)
+    index.add(db_ids.astype(np.int64), vectors[db_ids])
     out: list[QueryScore] = []
-    for block in _blocks(query_ids, max(1, _BLOCK_PAIRS // n)):
-        scores, ids = index.search(queries[block], n)
+    views = 1 if turned is None else 1 + turned.shape[1]
+    for block in _blocks(query_ids, max(1, _BLOCK_PAIRS // (n * views))):
+        if turned is None:
+            scores, ids = index.search(queries[block], n)
+        else:
+            flat = np.concatenate([queries[block][:, None], turned[block]], axis=1)
+            scores, ids = index.search(flat.reshape(-1, flat.shape[-1]), n)
+            scores, ids = merge_views(scores.reshape(len(block), views, n),
+                                      ids.reshape(len(block), views, n), n)
         for qi, row_scores, row_ids in zip(block, scores, ids, strict=True):
             # FAISS pads with -1 what it could not rank (NaN scores): never index labels[-1].
             keep = (row_ids != qi) & (row_ids >= 0)

@@ -28,6 +28,7 @@ def describe(store: IndexStore, with_failures: bool = False) -> dict[str, Any]:
         "dim": manifest.dim,
         "descriptor": manifest.descriptor.to_dict(),
         "text_encoder": manifest.text_encoder,
+        "descriptor_note": manifest.descriptor_note(),
         "index_type": plan.kind,
         "index_requested": manifest.index_type,
         "index_factory": plan.factory,

@@ -30,7 +30,7 @@ from deepvision.store.catalog import Hit
 from deepvision.store.faiss_index import VectorIndex
 from deepvision.store.indexstore import IndexStore, Snapshot
 from deepvision.store.manifest import Manifest
-from deepvision.types import Failure, Match
+from deepvision.types import EmbeddedBatch, Failure, Match
 
 IMAGE, TEXT = "image", "text"  # QueryResult.kind: what the query was
 # Candidates per query row grow by this factor while a video's frames crowd the top k.
@@ -64,11 +64,17 @@ class RankOptions:
     ef_search: int | None = None  # HNSW search breadth
     qe: int = 0  # alpha query expansion with this many neighbours (0: off)
     all_frames: bool = False  # one row per matching video frame, not per file
+    # Query-time turns: the query is also embedded turned by 90, 180 and 270°, and each image
+    # scores its best turn (a photo turned sideways still finds its original; bench/QUALITY.md:
+    # 4 network passes per query, nothing changes in the index). None: as the index records
+    # (Descriptor.query_turns).
+    turns: bool | None = None
 
 
 @dataclass(frozen=True)
 class Query:
-    """One query's vectors: an image's one, or a video's sampled frames (times[i])."""
+    """One query's vectors: an image's one, or a video's sampled frames (times[i]); with
+    query-time turns also each of them turned (more rows, same times)."""
 
     vectors: np.ndarray  # float32 (n, dim)
     times: tuple[float | None, ...]
@@ -98,9 +104,9 @@ def run_search(req: SearchRequest, rep: Reporter,
     embedder = embedders(manifest, req.weights, opts)
     rep.info(f"index {req.store.dir}: {embedder.describe()}")
     report_notes(embedder, rep)
-    note = manifest.preprocessing_note()
-    if note:
-        rep.info(note)
+    for note in (manifest.preprocessing_note(), manifest.descriptor_note()):
+        if note:
+            rep.info(note)
     searcher = Searcher(req.store, embedder)
     results: dict[str, QueryResult] = {}
     if found is not None:
@@ -143,14 +149,20 @@ class Searcher:
                      video: VideoOptions | None = VideoOptions()) -> dict[str, QueryResult]:
         """Every path gets a result: matches, or the reason it could not be read. video: how
         query videos are sampled (None: a video query fails like any non-image)."""
+        opts = self.resolved(opts)
         queries: dict[int, Query] = {}
         results: dict[str, QueryResult] = {}
         with rep.progress(len(paths) if len(paths) > 1 else 0, "embedding queries") as advance:
-            for batch in self.embedder.embed_files(paths, video):
+            for batch in self.embedder.embed_files(paths, video, turns=bool(opts.turns)):
                 files = batch.files()
+                turned = _turned_rows(batch)
                 for f in files:
                     if f.failure is not None:
                         results[paths[f.pos]] = failed_query(f.failure)
+                    elif f.pos in turned:  # each view is one more row: its best pair wins
+                        queries[f.pos] = Query(np.concatenate([f.vectors, turned[f.pos]]),
+                                               f.times + tuple(t for t in f.times
+                                                               for _ in range(3)))
                     else:
                         queries[f.pos] = Query(f.vectors, f.times)
                 advance(len(files), sum(len(f.times) for f in files if f.times != (None,)))
@@ -179,9 +191,21 @@ class Searcher:
                             [], TEXT)
                 for t, ok in zip(texts, finite, strict=True)]
 
-    def rank(self, vectors: np.ndarray, opts: RankOptions) -> tuple[list[list[Match]], list[str]]:
-        """Ranked matches for each query vector (an image), and notes for the user."""
-        return self.rank_queries([Query(v[None], (None,)) for v in vectors], opts)
+    def resolved(self, opts: RankOptions) -> RankOptions:
+        """opts with `turns` decided: the index's own choice unless the caller made one."""
+        if opts.turns is not None:
+            return opts
+        return replace(opts, turns=self.embedder.model.descriptor.query_turns)
+
+    def rank(self, vectors: np.ndarray, opts: RankOptions,
+             turned: np.ndarray | None = None) -> tuple[list[list[Match]], list[str]]:
+        """Ranked matches for each query vector (an image), and notes for the user. turned
+        (q, 3, dim): the queries turned, used when the (resolved) options ask for turns; each
+        image then scores its best view."""
+        if turned is None or not self.resolved(opts).turns:
+            return self.rank_queries([Query(v[None], (None,)) for v in vectors], opts)
+        return self.rank_queries([Query(np.concatenate([v[None], t]), (None,) * 4)
+                                  for v, t in zip(vectors, turned, strict=True)], opts)
 
     def rank_queries(self, queries: Sequence[Query],
                      opts: RankOptions) -> tuple[list[list[Match]], list[str]]:
@@ -221,6 +245,20 @@ class Searcher:
             if self._cached is None or self._cached[0] != key:
                 self._cached = (key, snap.vectors(mmap=True).on_gpu())
             return self._cached[1]
+
+
+def _turned_rows(batch: EmbeddedBatch) -> dict[int, np.ndarray]:
+    """Position -> its rows' turned vectors, (rows x 3, dim) in row order, for the positions
+    of the batch that did not fail (as EmbeddedBatch.files() groups them); {} without turns."""
+    if batch.turned is None:
+        return {}
+    failed = {pos for pos, _ in batch.failures}
+    rows: dict[int, list[int]] = {}
+    for row, pos in enumerate(batch.items):
+        if pos not in failed:
+            rows.setdefault(pos, []).append(row)
+    dim = batch.turned.shape[-1]
+    return {pos: batch.turned[r].reshape(-1, dim) for pos, r in rows.items()}
 
 
 def _expand(index: VectorIndex, queries: np.ndarray, n: int,

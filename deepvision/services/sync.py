@@ -162,9 +162,9 @@ class IndexRun:
         catalog = writer.begin(manifest, fresh)
         if not fresh:
             self._guard_mass_delete(catalog, roots, found)
-        note = manifest.preprocessing_note()
-        if note:
-            self.rep.info(note)
+        for note in (manifest.preprocessing_note(), manifest.descriptor_note()):
+            if note:
+                self.rep.info(note)
         summary = self._update(writer, catalog, roots, found)
         with catalog.write():
             for root in roots:
@@ -237,7 +237,7 @@ class IndexRun:
         return Manifest(name=store.name, model=spec.name, weights=weights.identity,
                         weights_origin=weights.origin, weights_path=str(weights.path),
                         dim=spec.dim, catalog=new_catalog_name(),
-                        descriptor=self.req.descriptor or Descriptor(),
+                        descriptor=self.req.descriptor or models.default_descriptor(spec),
                         text_encoder=spec.has_text)
 
     def _check_compatible(self, manifest: Manifest) -> None:

@@ -70,6 +70,23 @@ class Manifest:
                 f"apart; run `deepvision rebuild --name {self.name}` to make them uniform")
 
 
+    def descriptor_note(self) -> str | None:
+        """How this index's descriptor differs from what a new index gets now, or None. The
+        index keeps working with its own (queries are described the same way)."""
+        from deepvision.errors import UsageError
+        from deepvision.models.registry import default_descriptor, get_spec
+
+        try:
+            default = default_descriptor(get_spec(self.model))
+        except UsageError:  # a model this deepvision does not know: nothing to compare with
+            return None
+        if self.descriptor == default:
+            return None
+        return (f"index {self.name!r} uses descriptor {self.descriptor.label}; new indexes now "
+                f"get {default.label} (bench/QUALITY.md): `deepvision rebuild --name "
+                f"{self.name}` re-embeds with it (searches keep working either way)")
+
+
 def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     """Schema 1 kept the FAISS plan here as well as in the catalog: the catalog's record (with
     its file) is now the only one. Preprocessing was not recorded."""

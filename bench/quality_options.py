@@ -1,0 +1,294 @@
+"""Measure descriptor / matching options for issue #17 on evaluation sets from make_evalset.py.
+
+    python bench/quality_options.py embed --set /tmp/evalset --model efficientnet-lite0 \
+        --cache /tmp/q17/cache_today_lite0.npz
+    python bench/quality_options.py score --set /tmp/evalset --cache ...npz [...]
+
+`embed` runs the backbone once per image and view and keeps, per view, three pooled descriptors
+(average, GeM p=3, R-MAC) in a cache; `score` then evaluates every option from the cache with the
+same metrics as `deepvision eval` (services/evaluate.score_rankings), so options that differ only
+in how views are combined cost no extra network time to compare. The chosen default is then
+re-measured end to end with `deepvision eval` (bench/QUALITY.md).
+
+Views per image: the short-side-resize + centre crop of the pipeline ("crop"), turned by 0, 90,
+180, 270 degrees; the mirrored crop; the whole image squashed to the model's square ("full"),
+turned likewise; five 60 % sub-crops (four corners and the centre) for database-side augmentation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+VIEWS = ("crop0", "crop1", "crop2", "crop3", "flip", "full0", "full1", "full2", "full3",
+         "sub_tl", "sub_tr", "sub_bl", "sub_br", "sub_c")
+POOLS = ("avg", "gem", "rmac")
+
+
+def rmac(fmap, levels: int = 3):
+    """R-MAC (Tolias et al. 2016) without learned whitening: max-pooled square regions at
+    `levels` scales, ~40 % overlap, each L2-normalised, summed."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    _, _, h, w = fmap.shape
+    total = F.normalize(fmap.amax(dim=(2, 3)), dim=1)
+    for level in range(1, levels + 1):
+        side = max(1, int(2 * min(h, w) / (level + 1)))
+        for y in _starts(h, side, level):
+            for x in _starts(w, side, level):
+                total = total + F.normalize(fmap[:, :, y:y + side, x:x + side].amax(dim=(2, 3)),
+                                            dim=1)
+    return torch.nn.functional.normalize(total, dim=1)
+
+
+def _starts(length: int, side: int, level: int) -> list[int]:
+    n = level + (1 if length > side * (level + 0.5) else 0)
+    if n <= 1 or length <= side:
+        return [max(0, (length - side) // 2)]
+    return sorted({round(i * (length - side) / (n - 1)) for i in range(n)})
+
+
+def view_tensors(path: str, pre, full_side: int):
+    import torch
+    from torchvision.transforms.v2 import functional as F  # noqa: N812
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    from deepvision.pipeline.decode import load_rgb
+    from deepvision.pipeline.transforms import resize_crop
+
+    img = pil_to_tensor(load_rgb(path, 178.0, pre.draft_size, resize_short=pre.resize))
+    crop = resize_crop(img, pre)
+    full = F.resize(img, [full_side, full_side], antialias=True,
+                    interpolation=F.InterpolationMode(pre.interpolation))
+    h, w = img.shape[-2:]
+    sh, sw = round(h * 0.6), round(w * 0.6)
+    boxes = [(0, 0), (0, w - sw), (h - sh, 0), (h - sh, w - sw), ((h - sh) // 2, (w - sw) // 2)]
+    subs = [resize_crop(img[:, y:y + sh, x:x + sw].contiguous(), pre) for y, x in boxes]
+    views = [torch.rot90(crop, k, (1, 2)) for k in range(4)] + [crop.flip(-1)]
+    views += [torch.rot90(full, k, (1, 2)) for k in range(4)] + subs
+    return views
+
+
+def embed(args: argparse.Namespace) -> None:
+    import torch
+
+    from deepvision.models.registry import get_spec
+    from deepvision.pipeline.transforms import pixel_stats
+    from deepvision.services.evaluate import load_evalset
+
+    torch.set_num_threads(2)
+    spec = get_spec(args.model)
+    pre = spec.preprocess()
+    trunk = spec.build(spec.find_weights(None, False)).eval()
+    mean, std = pixel_stats(pre)
+    items = load_evalset(Path(args.set)).items
+    if args.edits:  # a cheaper subset: the database of `--protocol copies`, queries of these edits
+        from deepvision.services.evaluate import edit_name
+
+        keep = {"original", "natural", *args.edits.split(",")}
+        items = tuple(i for i in items if i.group is None or edit_name(i.path) in keep)
+    names = args.only.split(",") if args.only else VIEWS[: args.views]
+    out = {pool: np.zeros((len(items), len(names), spec.dim), np.float16) for pool in POOLS}
+    start = time.perf_counter()
+    net_seconds = 0.0
+    for i, item in enumerate(items):
+        views = view_tensors(item.path, pre, pre.crop)
+        batch = torch.stack([views[VIEWS.index(n)] for n in names])
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            fmap = trunk((batch.float() - mean) / std).float()
+            pooled = {"avg": fmap.mean(dim=(2, 3)),
+                      "gem": fmap.clamp(min=1e-6).pow(3).mean(dim=(2, 3)).pow(1 / 3),
+                      "rmac": rmac(fmap)}
+        net_seconds += time.perf_counter() - t0
+        for pool, vec in pooled.items():
+            out[pool][i] = torch.nn.functional.normalize(vec, dim=1).numpy()
+        if i % 50 == 0:
+            print(f"{i}/{len(items)} {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    np.savez(args.cache, paths=np.array([it.path for it in items]),
+             groups=np.array([it.group or "" for it in items]), views=np.array(names),
+             net_seconds_per_view=net_seconds / (len(items) * len(names)), **out)
+    print(f"{len(items)} images x {len(names)} views: network {net_seconds:.0f} s "
+          f"({net_seconds / (len(items) * len(names)) * 1000:.1f} ms per view), "
+          f"wall {time.perf_counter() - start:.0f} s")
+
+
+# ---- options: how the cached views become database and query vectors -------------------------
+
+
+def _norm(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _v(cache: dict, pool: str, names: tuple[str, ...]) -> np.ndarray:
+    """(n, len(names), d) float32 views."""
+    have = [str(v) for v in cache["views"]]
+    idx = [have.index(n) for n in names]
+    return cache[pool][:, idx].astype(np.float32)
+
+
+def option_vectors(cache: dict, option: str) -> tuple[np.ndarray, np.ndarray]:
+    """(db (n, m, d), queries (n, q, d)): each image's database vectors and query vectors; a
+    query's score against an image is the max over the q x m pairs."""
+    pool, _, rest = option.partition(":")
+    frame = "full" if "full" in rest else "crop"
+    base = (f"{frame}0",)
+    turns = tuple(f"{frame}{k}" for k in range(4))
+    if "sumturns" in rest:  # rotation-invariant descriptor: the four turns summed (both sides)
+        v = _norm(_v(cache, pool, turns).sum(1, keepdims=True))
+        db, q = v, v
+    else:
+        db = _v(cache, pool, base)
+        q = _v(cache, pool, turns) if "qturns" in rest else db
+        if "dbturns" in rest:
+            db = _v(cache, pool, turns)
+    if "flip" in rest:  # summed with the mirror image (only for the crop frame)
+        f = _norm(_v(cache, pool, ("crop0",)) + _v(cache, pool, ("flip",)))
+        db, q = f, f
+    if "dbsub" in rest:  # database-side augmentation: five 60 % sub-crops as extra vectors
+        db = np.concatenate([db, _v(cache, pool, ("sub_tl", "sub_tr", "sub_bl", "sub_br",
+                                                   "sub_c"))], axis=1)
+    return db, q
+
+
+def scores_matrix(db: np.ndarray, q: np.ndarray, whiten: int = 0) -> np.ndarray:
+    """(n, n) query-by-image similarity: the max over all query views and database vectors."""
+    if whiten:
+        db, q = _whitened(db, q, whiten)
+    n = db.shape[0]
+    out = np.full((n, n), -np.inf, np.float32)
+    for a in range(q.shape[1]):
+        for b in range(db.shape[1]):
+            np.maximum(out, q[:, a] @ db[:, b].T, out=out)
+    return out
+
+
+def _whitened(db: np.ndarray, q: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """PCA-whitening learned on the database's own first vectors, with shrinkage (the
+    eigenvalues are floored at their mean, so the noise directions of a small collection are
+    not blown up), applied to both sides."""
+    x = db[:, 0]
+    mu = x.mean(0)
+    u, s, _ = np.linalg.svd((x - mu).T @ (x - mu) / len(x), hermitian=True)
+    k = min(dims, len(x) - 1)
+    lam = np.maximum(s[:k], s[:k].mean())
+    proj = u[:, :k] / np.sqrt(lam)
+    return _norm((db - mu) @ proj), _norm((q - mu) @ proj)
+
+
+def score(sim: np.ndarray, groups: np.ndarray, paths: np.ndarray, protocol: str = "all") -> dict:
+    """protocol "all": every grouped image queries all others (deepvision eval). "copies": the
+    database holds only originals, natural-pair members and distractors; every edited copy
+    (and natural-pair member) queries it, and its original (its partner) is what it must find."""
+    from deepvision.services.evaluate import edit_name
+
+    labels = np.unique(groups, return_inverse=True)[1]
+    grouped = groups != ""
+    edits = np.array([edit_name(str(p)) for p in paths])
+    in_db = (~grouped | (edits == "original") | (edits == "natural")) if protocol == "copies" \
+        else np.ones(len(paths), bool)
+    queries = grouped & ((edits != "original") if protocol == "copies" else True)
+    per_edit: dict[str, list[tuple[float, float]]] = {}
+    for qi in np.flatnonzero(queries):
+        row = sim[qi].copy()
+        row[qi] = -np.inf
+        row[~in_db] = -np.inf
+        row = row[: len(row)]
+        order = np.argsort(-row, kind="stable")[: int(in_db.sum()) - int(in_db[qi])]
+        hits = (labels[order] == labels[qi]) & grouped[order]
+        nrel = int(hits.sum())
+        if not nrel:
+            continue
+        ranks = np.flatnonzero(hits) + 1
+        ap = float((np.arange(1, nrel + 1) / ranks).sum() / nrel)
+        per_edit.setdefault(edit_name(str(paths[qi])) or "?", []).append((float(hits[0]), ap))
+    allq = [x for v in per_edit.values() for x in v]
+    return {"R@1": np.mean([r for r, _ in allq]), "mAP": np.mean([a for _, a in allq]),
+            "n": len(allq),
+            "edits": {e: (np.mean([r for r, _ in v]), np.mean([a for _, a in v]), len(v))
+                      for e, v in sorted(per_edit.items())}}
+
+
+def score_cmd(args: argparse.Namespace) -> None:
+    cache = dict(np.load(args.cache))
+    rows = {}
+    for option in args.options.split(","):
+        name, _, wh = option.partition("+w")
+        db, q = option_vectors(cache, name)
+        res = score(scores_matrix(db, q, int(wh or 0)), cache["groups"], cache["paths"],
+                    args.protocol)
+        res["db_vectors"], res["query_views"] = db.shape[1], q.shape[1]
+        rows[option] = res
+        worst = sorted(res["edits"].items(), key=lambda kv: (kv[1][0], kv[1][1]))[:4]
+        print(f"{option:28s} R@1 {res['R@1']:.4f} mAP {res['mAP']:.4f}  worst: "
+              + "  ".join(f"{e} {r:.3f}/{a:.3f}" for e, (r, a, _) in worst))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1, default=float))
+
+
+def cost(args: argparse.Namespace) -> None:
+    """Network time per image, side by side in one process: the old default (avg, centre crop),
+    the new one at index time (R-MAC, whole picture: one pass) and at query time (four turns),
+    and the turn-invariant descriptor (four passes at index time), with the load average."""
+    import os
+
+    import torch
+
+    from deepvision.models.descriptor import Descriptor
+    from deepvision.models.registry import get_spec, load_model
+    from deepvision.pipeline.network import embed_pixels
+
+    torch.set_num_threads(2)
+    spec = get_spec(args.model)
+    weights = spec.find_weights(None, False)
+    pixels = torch.randint(0, 256, (args.batch, 3, 224, 224), dtype=torch.uint8)
+    rows = {"avg, crop (old default), index or query": (Descriptor("avg", frame="crop"), 1),
+            "rmac, full (new default), index": (Descriptor(), 1),
+            "rmac, full + query turns (new default), query": (Descriptor(), 4),
+            "rmac, full, turn-invariant, index": (Descriptor(turns=True), 1)}
+    print(f"load average before: {os.getloadavg()}")
+    for name, (d, passes) in rows.items():
+        model = load_model(spec, weights, torch.device("cpu"), d)
+        embed_pixels(model, pixels[:2], torch.device("cpu"))  # warm-up
+        best = float("inf")
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            for k in range(passes):
+                embed_pixels(model, torch.rot90(pixels, k, (2, 3)), torch.device("cpu"))
+            best = min(best, time.perf_counter() - t0)
+        print(f"{name:48s} {best / args.batch * 1000:7.1f} ms per image (best of {args.repeat})")
+    print(f"load average after: {os.getloadavg()}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("embed")
+    e.add_argument("--set", required=True)
+    e.add_argument("--model", default="efficientnet-lite0")
+    e.add_argument("--cache", required=True)
+    e.add_argument("--views", type=int, default=len(VIEWS), help="the first N of VIEWS")
+    e.add_argument("--only", default=None, help="these views of VIEWS, comma-separated")
+    e.add_argument("--edits", default=None, help="only originals, natural pairs, distractors "
+                   "and copies with these edits")
+    s = sub.add_parser("score")
+    s.add_argument("--cache", required=True)
+    s.add_argument("--options", default="avg,avg:qturns,avg:sumturns,avg:full,avg:full+qturns")
+    s.add_argument("--json", default=None)
+    s.add_argument("--protocol", choices=("all", "copies"), default="all")
+    c = sub.add_parser("cost")
+    c.add_argument("--model", default="efficientnet-lite0")
+    c.add_argument("--batch", type=int, default=32)
+    c.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    {"embed": embed, "score": score_cmd, "cost": cost}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
