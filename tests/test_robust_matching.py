@@ -75,7 +75,7 @@ def test_full_frame_keeps_what_the_centre_crop_cuts_away() -> None:
     img = torch.zeros((3, 40, 120), dtype=torch.uint8)
     img[0, :, :20] = 255  # a red stripe at the left edge of a wide picture
     crop = Preprocess(32, 32, (0.5,) * 3, (0.5,) * 3, "bilinear")
-    full = Preprocess(32, 32, (0.5,) * 3, (0.5,) * 3, "bilinear", squash=True)
+    full = Preprocess(32, 32, (0.5,) * 3, (0.5,) * 3, "bilinear", resize_mode="squash")
     assert resize_crop(img, crop)[0].max() == 0  # the centre square never sees it
     out = resize_crop(img, full)
     assert out.shape == (3, 32, 32) and out[0, :, :4].float().mean() > 200

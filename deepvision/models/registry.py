@@ -170,11 +170,12 @@ def weights_for_index(model: str, identity: str, recorded_path: str,
 
 
 def load_model(spec: ModelSpec, weights: Weights, device: torch.device,
-               descriptor: Descriptor = Descriptor(), compile: bool = False) -> LoadedModel:
+               descriptor: Descriptor | None = None, compile: bool = False) -> LoadedModel:
     """Build the network with its weights, wrapped to take uint8 pixels and return descriptors.
     compile: torch.compile it (pays a one-off compile on the first batches; see bench/)."""
     import torch
 
+    descriptor = descriptor or default_descriptor(spec)
     check_descriptor(spec, descriptor)
     pre = spec.preprocess()
     if descriptor.frame == "full":  # the whole picture, resized to the square (issue #17)
