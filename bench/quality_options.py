@@ -137,6 +137,12 @@ def option_vectors(cache: dict, option: str) -> tuple[np.ndarray, np.ndarray]:
     """(db (n, m, d), queries (n, q, d)): each image's database vectors and query vectors; a
     query's score against an image is the max over the q x m pairs."""
     pool, _, rest = option.partition(":")
+    if "both" in rest:  # centre crop and whole picture, their descriptors summed (2 passes)
+        k = 4 if "qturns" in rest else 1
+        crop = _v(cache, pool, tuple(f"crop{i}" for i in range(k)))
+        full = _v(cache, pool, tuple(f"full{i}" for i in range(k)))
+        views = _norm(crop + full)
+        return views[:, :1], views
     frame = "full" if "full" in rest else "crop"
     base = (f"{frame}0",)
     turns = tuple(f"{frame}{k}" for k in range(4))

@@ -341,7 +341,10 @@ def test_pooling_and_scales_do_not_apply_to_clip(cli, photos, tmp_path, option):
     assert run.exit_code == ExitCode.USAGE and "one embedding per image" in run.stderr
     with pytest.raises(UsageError):  # also where a service builds the model itself
         models.check_descriptor(models.get_spec("clip-vit-b-16"), parse_descriptor("gem"))
-    models.check_descriptor(models.get_spec("clip-vit-b-16"), parse_descriptor(flip=True))
+    clip = models.get_spec("clip-vit-b-16")  # options left out: the model's own default
+    models.check_descriptor(clip, parse_descriptor(flip=True,
+                                                   base=models.default_descriptor(clip)))
+    assert models.default_descriptor(clip).pooling == "avg"  # #17's default is not for CLIP
 
 
 def test_old_manifest_without_the_field_reads_as_no_text_encoder(tmp_path):
