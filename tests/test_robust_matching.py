@@ -133,12 +133,14 @@ def test_eval_synthetic_reports_every_edit_and_a_threshold(cli, tiny_model, tmp_
         make_photo_like(lib / "sub" / f"holiday__{i:02d}.jpg", seed=100 + i)  # '__' in names
     keep = tmp_path / "copies"
     done = cli("eval", "--synthetic", lib, "--model", tiny_model, "--sample", "4",
-               "--distractors", "6", "--format", "json", "--workers", "0", "--keep-copies", keep,
+               "--distractors", "10", "--format", "json", "--workers", "0", "--keep-copies", keep,
                "--quiet")
     assert done.exit_code == 0, done.stderr
     report = json.loads(done.stdout)
     jsonschema.validate(report, _schema())
     assert report["protocol"] == "originals" and report["groups"] == 4
+    assert report["distractors"] == 10 and report["images"] == 4 * 14 + 10  # all 14 used
+    assert all(g.startswith("sub/holiday__") for g in report["by_group"])  # named by photo
     assert set(report["by_edit"]) == set(edits.ROBUST_EDITS)
     assert all(s["queries"] == 4 for s in report["by_edit"].values())
     cal = report["calibration"]

@@ -114,15 +114,16 @@ def _make_set(paths: list[str], req: SyntheticRequest, workdir: Path,
     rest = iter(paths)
     sampled = 0
     with rep.progress(req.sample, "making edited copies") as advance:
-        for path in rest:
-            if sampled == req.sample:
+        while sampled < req.sample:  # checked before taking a path: none is skipped
+            path = next(rest, None)
+            if path is None:
                 break
             try:
                 made = _copies(path, workdir / f"g{sampled:04d}")
             except DecodeError as exc:
                 failures.append(Failure(path, exc.reason, exc.message))
                 continue
-            group = f"g{sampled:04d}"
+            group = os.path.relpath(path, req.source)  # the per-group lines name the photo
             items.extend(EvalItem(p, group) for p in made)
             sampled += 1
             advance(1)
