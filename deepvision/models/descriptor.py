@@ -98,8 +98,8 @@ def views(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
     """The normalised float views a descriptor sums, from uint8 crops and `pixel_stats` on
     their device: each scale, its mirror image with `flip`, each turned with `turns`. Shared by
     the torch extractor and the exported backends (the antialiased resize does not export to
-    ONNX, so the views are made in torch whatever runs the network). channels_last: the layout torch's convolutions
-    prefer; the runtimes take plain NCHW."""
+    ONNX, so the views are made in torch whatever runs the network). channels_last: the
+    layout torch's convolutions prefer; the runtimes take plain NCHW."""
     import torch
     import torch.nn.functional as F  # noqa: N812
 
