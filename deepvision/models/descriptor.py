@@ -169,7 +169,9 @@ def rmac(fmap: torch.Tensor, levels: int = RMAC_LEVELS) -> torch.Tensor:
     summed. A region that survives a crop, a border or a caption keeps its vote."""
     import torch.nn.functional as F  # noqa: N812
 
-    _, _, h, w = fmap.shape
+    # Plain ints: the region grid is fixed by the model's input size (and an ONNX export then
+    # records constant slices, not shape arithmetic).
+    h, w = int(fmap.shape[2]), int(fmap.shape[3])
     total = F.normalize(fmap.amax(dim=(2, 3)), dim=1)
     for level in range(1, levels + 1):
         side = max(1, int(2 * min(h, w) / (level + 1)))
