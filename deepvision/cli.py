@@ -338,7 +338,8 @@ def rebuild(
         show_default=False)] = None,
     index_dir: IndexDir = Path("indexes"),
     name: Name = "default",
-    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "auto",
+    model: Annotated[str, typer.Option(help=MODEL_HELP + " Default: the index's own model "
+                                       "(auto for a new or unreadable index).")] = "auto",
     weights: Weights = None,
     device: Device = "auto",
     batch_size: BatchSize = 0,

@@ -97,6 +97,29 @@ def test_rebuild_without_folder_uses_recorded_ones(cli, tiny_model, photos, tmp_
     assert run.json()["total_files"] == 12
 
 
+def test_rebuild_keeps_the_index_model_and_its_weights_file(cli, tiny_model, photos, tmp_path):
+    """Without --model, rebuild re-creates the index with its own model (re-picking `auto`
+    would turn it into another model's index), and finds a --weights file it was built with
+    from the manifest; --model switches."""
+    import torch
+    from conftest import TINY_DIM
+
+    idx, weights = tmp_path / "idx", tmp_path / "mine.pt"
+    torch.manual_seed(7)
+    torch.save({"proj.weight": torch.randn(TINY_DIM, TINY_DIM)}, weights)
+    run = cli("index", photos, "--index-dir", idx, "--model", "tiny-b", "--weights", weights,
+              "--workers", "0", "--quiet")
+    assert run.exit_code == 0, run.stderr
+    built = json.loads((idx / "default" / "manifest.json").read_text())
+    assert cli("rebuild", "--index-dir", idx, "--workers", "0", "--quiet").exit_code == 0
+    kept = json.loads((idx / "default" / "manifest.json").read_text())
+    assert (kept["model"], kept["weights"]) == ("tiny-b", built["weights"])
+    assert kept["catalog"] != built["catalog"]
+    run = cli("rebuild", "--index-dir", idx, "--model", "tiny", "--workers", "0", "--quiet")
+    assert run.exit_code == 0, run.stderr
+    assert json.loads((idx / "default" / "manifest.json").read_text())["model"] == "tiny"
+
+
 def test_model_mismatch_is_refused_with_a_pointer_to_rebuild(cli, tiny_model, photos, tmp_path):
     idx = tmp_path / "idx"
     assert _index(cli, photos, idx).exit_code == 0

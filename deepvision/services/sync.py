@@ -22,6 +22,7 @@ from deepvision.errors import (
     MassDeleteError,
     NoImagesError,
     UsageError,
+    WeightsUnavailableError,
 )
 from deepvision.models import registry as models
 from deepvision.models.descriptor import Descriptor
@@ -216,7 +217,7 @@ class IndexRun:
     def _manifest(self, existing: Manifest | None, fresh: bool) -> Manifest:
         req = self.req
         if fresh:
-            manifest = self._new_manifest()
+            manifest = self._new_manifest(existing if req.rebuild else None)
         else:
             assert existing is not None
             self._check_compatible(existing)
@@ -229,8 +230,17 @@ class IndexRun:
             changes["max_memory"] = req.max_memory
         return replace(manifest, **changes) if changes else manifest  # type: ignore[arg-type]
 
-    def _new_manifest(self) -> Manifest:
-        spec, weights, notice = models.resolve(self.req.model, self.req.weights)
+    def _new_manifest(self, previous: Manifest | None) -> Manifest:
+        """A fresh index's manifest. `rebuild` (previous: the index's manifest) keeps the
+        index's own model, and its weights file where the model's own lookup finds none, unless
+        --model says otherwise: re-picking `auto` would quietly turn a CLIP index (or a ResNet50
+        one on a machine without its cached weights) into an EfficientNet-Lite0 one."""
+        model, weights_file = self.req.model, self.req.weights
+        if previous is not None and model == models.AUTO:
+            model = previous.model
+            if weights_file is None:
+                weights_file = _recorded_weights(previous)
+        spec, weights, notice = models.resolve(model, weights_file)
         if notice:
             self.rep.info(notice)
         store = self.req.store
@@ -354,6 +364,20 @@ class IndexRun:
                     _commit(pending[:every], plan, known, catalog, writer, summary)
                     pending = pending[every:]
             _commit(pending, plan, known, catalog, writer, summary)
+
+
+def _recorded_weights(manifest: Manifest) -> Path | None:
+    """The weights file `rebuild` keeps: None when the model's own lookup (torch cache,
+    package, Hugging Face cache) finds the very weights the index was built with; else the
+    recorded file, if it is still there (a --weights file); else None (the lookup decides)."""
+    recorded = Path(manifest.weights_path)
+    try:
+        found = models.get_spec(manifest.model).find_weights(None, models.downloads_allowed())
+        if found.identity == manifest.weights:
+            return None
+    except WeightsUnavailableError:
+        pass
+    return recorded if recorded.is_file() else None
 
 
 def run_index(req: IndexRequest, rep: Reporter) -> IndexSummary:
