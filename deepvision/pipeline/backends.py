@@ -15,6 +15,7 @@ remembered choice or torch, and says so.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import platform
@@ -23,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -323,9 +324,7 @@ def _onnxruntime(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]
 
 
 def _openvino(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    import openvino as ov
-
-    core = ov.Core()
+    core = _openvino_core()
     try:
         # f32: the CPU plugin's default bf16 (on CPUs with bf16 units) moves descriptors to
         # cosine ~0.997, below MIN_COSINE.
@@ -343,6 +342,16 @@ def _openvino(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
             return np.array(request.infer({0: views})[output])  # own it: the request reuses it
 
     return run
+
+
+@functools.cache
+def _openvino_core() -> Any:
+    """One OpenVINO Core for the process: a Core's destruction unloads its device plugins,
+    and a compiled model that outlives it (or a later Core loading them again) crashed the
+    process here (SIGSEGV in the test suite)."""
+    import openvino as ov
+
+    return ov.Core()
 
 
 RUNNERS: dict[str, Runner] = {"onnxruntime": _onnxruntime, "openvino": _openvino}
