@@ -490,16 +490,17 @@ class Bench:
 
 
 def network(model: models.LoadedModel, device: torch.device, batch: int,
-            repeats: int) -> Network:
+            repeats: int, step: Callable = embed_pixels) -> Network:
     """The network alone on random uint8 crops (never zeros), features copied back as a real
-    run pays it. On CUDA: pixels on the device already, and pixels from pinned host memory."""
+    run pays it. On CUDA: pixels on the device already, and pixels from pinned host memory.
+    step: the inference function (a runtime backend's step: CPU only)."""
     import torch
 
     crop = model.preprocess.crop
     # Three input sets, rotated: one 512-image batch (77 MB) would otherwise sit in L2.
     host = [torch.randint(0, 256, (batch, 3, crop, crop), dtype=torch.uint8) for _ in range(3)]
     if device.type != "cuda":
-        return Network(median_rate(model, host, device, repeats), None)
+        return Network(median_rate(model, host, device, repeats, step=step), None)
     on_device = [x.to(device) for x in host]
     pinned = [x.pin_memory() for x in host]
     return Network(median_rate(model, on_device, device, repeats),
@@ -540,15 +541,11 @@ def median_rate(model: models.LoadedModel, inputs: list[torch.Tensor], device: t
 
 
 def runtime_network(b: Bench, name: str) -> float:
-    """A runtime backend's network alone (CPU), on the same kind of crops as `network`."""
-    import torch
-
+    """A runtime backend's network alone (CPU), measured as `network` measures torch."""
     from deepvision.pipeline.backends import resolve_threads
 
     step, _ = runtime_step(name, b.model, resolve_threads(b.threads))
-    crop = b.model.preprocess.crop
-    host = [torch.randint(0, 256, (b.batch, 3, crop, crop), dtype=torch.uint8) for _ in range(3)]
-    return median_rate(b.model, host, b.device, b.repeats, step=step)
+    return network(b.model, b.device, b.batch, b.repeats, step=step).ceiling
 
 
 def compiled_network(spec: models.ModelSpec, weights: Weights, device: torch.device,
