@@ -107,6 +107,13 @@ def read_file(path: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> byte
     return data
 
 
+def file_error(exc: FileNotFoundError | PermissionError) -> DecodeError:
+    """The reason a file that vanished or cannot be read gets, whatever kind of file it is."""
+    if isinstance(exc, FileNotFoundError):
+        return DecodeError(Reason.VANISHED, "file disappeared before it was read")
+    return DecodeError(Reason.PERMISSION_DENIED, "permission denied: make the file readable")
+
+
 @contextmanager
 def decode_errors() -> Iterator[None]:
     """Every exception reading or decoding a file can raise, as a DecodeError with its reason."""
@@ -114,11 +121,8 @@ def decode_errors() -> Iterator[None]:
         yield
     except DecodeError:
         raise
-    except FileNotFoundError as exc:
-        raise DecodeError(Reason.VANISHED, "file disappeared before it was read") from exc
-    except PermissionError as exc:
-        raise DecodeError(Reason.PERMISSION_DENIED,
-                          "permission denied: make the file readable") from exc
+    except (FileNotFoundError, PermissionError) as exc:
+        raise file_error(exc) from exc
     except UnidentifiedImageError as exc:
         raise DecodeError(Reason.NOT_AN_IMAGE, "not a recognised image format") from exc
     except MemoryError as exc:  # a decoder's own allocation: this file, not the run, fails

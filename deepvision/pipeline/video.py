@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from deepvision.pipeline.decode import DecodeError, Size, check_pixels
+from deepvision.pipeline.decode import DecodeError, Size, check_pixels, file_error
 from deepvision.pipeline.transforms import DRAFT_HEADROOM, Preprocess, resize_crop
 from deepvision.types import Reason
 
@@ -324,11 +324,8 @@ def _video_errors() -> Iterator[None]:
         yield
     except DecodeError:
         raise
-    except FileNotFoundError as exc:
-        raise DecodeError(Reason.VANISHED, "file disappeared before it was read") from exc
-    except PermissionError as exc:
-        raise DecodeError(Reason.PERMISSION_DENIED,
-                          "permission denied: make the file readable") from exc
+    except (FileNotFoundError, PermissionError) as exc:
+        raise file_error(exc) from exc
     except (av.error.DecoderNotFoundError, av.error.PatchWelcomeError) as exc:
         raise DecodeError(Reason.UNSUPPORTED_FORMAT, f"unsupported video: {exc}") from exc
     except av.error.EOFError as exc:
