@@ -64,8 +64,9 @@ MaxMP = Annotated[float, typer.Option(
     "--max-megapixels", min=0.01, help="Skip images larger than this (decompression bombs).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (cron).")]
 IndexType = Annotated[Optional[str], typer.Option(
-    "--index-type", help="FAISS structure: auto, flat, ivf, ivfpq or hnsw (default: the index's "
-    "own; auto for a new one).", show_default=False)]
+    "--index-type", help="FAISS structure: auto, flat, ivf, ivfpq, ivfpq-ondisk (lists in a "
+    "memory-mapped file, for collections beyond RAM) or hnsw (default: the index's own; auto "
+    "for a new one).", show_default=False)]
 
 
 class DecoderChoice(str, Enum):

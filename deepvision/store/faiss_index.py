@@ -10,7 +10,10 @@ import errno
 import math
 import os
 import re
-from collections.abc import Callable, Iterable
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,8 @@ from deepvision.atomic import atomic_write
 from deepvision.errors import UsageError
 
 FACTORY = "IDMap2,Flat"  # exact search; ids are the catalog's vector ids
-INDEX_TYPES = ("auto", "flat", "ivf", "ivfpq", "hnsw")
+ONDISK = "ivfpq-ondisk"  # IVF-PQ whose lists live in a memory-mapped file (store/ondisk.py)
+INDEX_TYPES = ("auto", "flat", "ivf", "ivfpq", ONDISK, "hnsw")
 FLAT_MAX = 50_000  # exact search stays in single-digit milliseconds up to about here
 MIN_POINTS_PER_CENTROID = 39  # FAISS warns below this; k-means needs it to be meaningful
 TRAIN_POINTS_PER_CENTROID = 64  # sample size for training (k-means on a sample)
@@ -35,7 +39,7 @@ HNSW_EF_CONSTRUCTION = 200
 class IndexPlan:
     """A FAISS structure and its parameters; recorded in the manifest, shown by `info`."""
 
-    kind: str  # flat | ivf | ivfpq | hnsw
+    kind: str  # flat | ivf | ivfpq | ivfpq-ondisk | hnsw
     factory: str
     nlist: int = 0
     pq_m: int = 0
@@ -46,14 +50,28 @@ class IndexPlan:
 
     @property
     def needs_training(self) -> bool:
-        return self.kind in ("ivf", "ivfpq")
+        return self.kind in ("ivf", "ivfpq", ONDISK)
+
+    @property
+    def compressed(self) -> bool:
+        """PQ codes: they only propose candidates, which search re-ranks exactly."""
+        return self.kind in ("ivfpq", ONDISK)
+
+    @property
+    def on_disk(self) -> bool:
+        """Lists in a memory-mapped .ivfdata file beside the index file (store/ondisk.py)."""
+        return self.kind == ONDISK
 
     @property
     def removes_in_place(self) -> bool:
-        return self.kind != "hnsw"  # FAISS HNSW cannot delete: rebuilt from stored vectors
+        # FAISS HNSW cannot delete; an on-disk index is never written in place (a run that
+        # changes vectors merges a new one). Both are rebuilt from the stored vectors.
+        return self.kind not in ("hnsw", ONDISK)
 
     def bytes_per_vector(self, dim: int) -> int:
-        code = {"flat": 4 * dim, "ivf": 2 * dim, "ivfpq": (self.pq_m * self.pq_nbits + 7) // 8,
+        """Bytes per vector of the structure: in RAM, or for ivfpq-ondisk in its .ivfdata file."""
+        pq = (self.pq_m * self.pq_nbits + 7) // 8
+        code = {"flat": 4 * dim, "ivf": 2 * dim, "ivfpq": pq, ONDISK: pq,
                 "hnsw": 4 * dim + 8 * self.hnsw_m}[self.kind]
         return code + 8  # the 64-bit id
 
@@ -82,7 +100,8 @@ def parse_size(text: str) -> int:
 
 def plan_index(kind: str, n: int, dim: int, max_memory: int | None = None) -> IndexPlan:
     """The structure for n vectors: `auto` picks exact flat while it is small and fits, then
-    IVF (fp16 codes, lossless for our fp16-stored vectors), then IVF-PQ when memory needs."""
+    IVF (fp16 codes, lossless for our fp16-stored vectors), then IVF-PQ when memory needs, and
+    on-disk IVF-PQ when even the smallest in-memory codes exceed the budget."""
     budget = max_memory or default_max_memory()
     if kind == "auto":
         if n <= FLAT_MAX and n * (4 * dim + 8) <= budget:
@@ -91,13 +110,15 @@ def plan_index(kind: str, n: int, dim: int, max_memory: int | None = None) -> In
             kind = "ivf"
         else:
             kind = "ivfpq"
+            if n * plan_index("ivfpq", n, dim, budget).bytes_per_vector(dim) > budget:
+                kind = ONDISK
     if kind == "flat":
         return FLAT_PLAN
     if kind == "hnsw":
         return IndexPlan("hnsw", "IDMap2,HNSW32,Flat", hnsw_m=32)
-    if kind not in ("ivf", "ivfpq"):
+    if kind not in ("ivf", "ivfpq", ONDISK):
         raise UsageError(f"unknown index type {kind!r}; choose one of {', '.join(INDEX_TYPES)}")
-    if kind == "ivfpq" and n < PQ_MIN_VECTORS:
+    if kind in ("ivfpq", ONDISK) and n < PQ_MIN_VECTORS:
         return FLAT_PLAN  # too few vectors to train codebooks; re-planned as the index grows
     nlist = _nlist(n)
     nprobe = min(nlist, max(16, nlist // 128))  # from the nprobe sweep in bench/RESULTS.md
@@ -105,8 +126,10 @@ def plan_index(kind: str, n: int, dim: int, max_memory: int | None = None) -> In
         return IndexPlan("ivf", f"IVF{nlist},SQfp16", nlist=nlist, trained_on=n, nprobe=nprobe)
     # 8-bit codebooks need 256 x 39 training points; small collections get 4-bit ones.
     nbits = 8 if n >= MIN_POINTS_PER_CENTROID * 256 else 4
-    m = _pq_m(dim, (budget // max(n, 1) - 8) * 8 // nbits)
-    return IndexPlan("ivfpq", f"IVF{nlist},PQ{m}x{nbits}", nlist=nlist, pq_m=m,
+    # On disk the codes cost no RAM: the finest codes _pq_m allows (dim/8 sub-quantizers).
+    fit = dim if kind == ONDISK else (budget // max(n, 1) - 8) * 8 // nbits
+    m = _pq_m(dim, fit)
+    return IndexPlan(kind, f"IVF{nlist},PQ{m}x{nbits}", nlist=nlist, pq_m=m,
                      pq_nbits=nbits, trained_on=n, nprobe=nprobe)
 
 
@@ -195,7 +218,7 @@ class VectorIndex:
         faiss = load_faiss()
 
         ivf = faiss.try_extract_index_ivf(self._index) if self.plan.needs_training else None
-        if ivf is not None and self.plan.kind == "ivfpq":
+        if ivf is not None and self.plan.compressed:
             # 64 points per codeword (FAISS default 256): 4x faster codebook training, and the
             # codes only propose candidates that search re-ranks exactly.
             faiss.downcast_index(ivf).pq.cp.max_points_per_centroid = 64
@@ -221,7 +244,7 @@ class VectorIndex:
         """Search-time knobs, reached through the IDMap wrapper."""
         faiss = load_faiss()
 
-        if self.plan.kind in ("ivf", "ivfpq"):
+        if self.plan.needs_training:
             ivf = faiss.try_extract_index_ivf(self._index)
             if ivf is not None:
                 ivf.nprobe = min(ivf.nlist, nprobe or self.plan.nprobe or 16)
@@ -269,7 +292,7 @@ class VectorIndex:
         """Top-k (scores, ids), exact cosine scores whatever the structure: compressed (PQ)
         types fetch RERANK_FACTOR x k candidates from their codes and rescore them with the
         stored vectors (`stored`: sorted unique ids -> vectors)."""
-        if self.plan.kind == "ivfpq":
+        if self.plan.compressed:
             _, candidates = self.search(queries, k * RERANK_FACTOR)
             return rerank(queries, candidates, stored, k)
         return self.search(queries, k)
@@ -277,13 +300,42 @@ class VectorIndex:
     @classmethod
     def load(cls, path: Path, plan: IndexPlan = FLAT_PLAN, mmap: bool = False) -> VectorIndex:
         """mmap: memory-map the file read-only (IVF types), so `search` starts without reading
-        the whole index; pages are read as lists are probed."""
+        the whole index; pages are read as lists are probed. An on-disk index is always
+        mapped: its lists are the .ivfdata file, found beside `path` (IO_FLAG_ONDISK_SAME_DIR;
+        the file records only its bare name), so the index folder may move."""
         faiss = load_faiss()
 
+        if plan.on_disk:
+            flags = faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY
+            with faiss_chatter_to_stderr():
+                return cls(faiss.read_index(str(path), flags), plan)
         if mmap and plan.needs_training:
             flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
             return cls(faiss.read_index(str(path), flags), plan)
         return cls(faiss.read_index(str(path)), plan)
+
+
+_STDOUT_LOCK = threading.Lock()
+
+
+@contextmanager
+def faiss_chatter_to_stderr() -> Iterator[None]:
+    """FAISS's on-disk lists printf() progress lines ("resizing ...", "IO_FLAG_ONDISK_SAME_DIR:
+    updating ondisk filename ...") to the C stdout, where they would corrupt `--json` and
+    `--format json` output: send file descriptor 1 to stderr meanwhile. C stdio buffers a
+    pipe's output, so its buffers are flushed before fd 1 is given back."""
+    import ctypes
+
+    with _STDOUT_LOCK:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        try:
+            os.dup2(2, 1)
+            yield
+        finally:
+            ctypes.CDLL(None).fflush(None)
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def _as_os_error(exc: RuntimeError, path: str) -> Exception:

@@ -4,6 +4,7 @@ indexes/<name>/
   manifest.json            what the index is (manifest.py); names the live catalog
   catalog-<token>.sqlite   files + vectors (catalog.py): the source of truth
   faiss-<generation>.bin   FAISS structure as of a catalog generation: a cache, checksummed
+  faiss-<generation>.ivfdata  its inverted lists, for an on-disk IVF-PQ (ondisk.py)
   .lock                    held by a running index/rebuild (flock: released if the process dies)
   broken-<time>/           unreadable state that `rebuild` set aside (never deleted)
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +40,7 @@ from deepvision.errors import (
     UsageError,
 )
 from deepvision.models.registry import REGISTRY
+from deepvision.store import ondisk
 from deepvision.store.catalog import Catalog, FaissRecord, sqlite_damage
 from deepvision.store.faiss_index import (
     FLAT_PLAN,
@@ -48,14 +51,17 @@ from deepvision.store.faiss_index import (
     plan_index,
 )
 from deepvision.store.manifest import MANIFEST, Manifest, now_iso, parse_manifest, write_manifest
+from deepvision.store.ondisk import SHARDS_DIR, LocalRunner, ShardRunner, ivfdata_name
 
 DEFAULT_NAME = "default"
 LOCK = ".lock"  # held by the one writer
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # Everything deepvision writes in an index folder. Cleanup deletes nothing else, so a user's
 # file that happens to sit there (catalog-notes.pdf, faiss-x.txt, .s.tmp) is never touched.
-OWN_FILE = re.compile(r"catalog-[0-9a-f]{8}\.sqlite(-wal|-shm|-journal)?|faiss-\d+\.bin"
-                      r"|\.(manifest\.json|faiss-\d+\.bin|\.lock\.owner)\.[a-z0-9_]{8}\.tmp")
+OWN_FILE = re.compile(r"catalog-[0-9a-f]{8}\.sqlite(-wal|-shm|-journal)?|faiss-\d+\.(bin|ivfdata)"
+                      r"|\.(manifest\.json|faiss-\d+\.(bin|ivfdata)|\.lock\.owner)\.[a-z0-9_]{8}"
+                      r"\.tmp")
+OWN_DIR = re.compile(rf"\.{SHARDS_DIR}-[a-z0-9_]{{8}}")  # an on-disk build's work folder
 _FREE = "free some space and run again"
 _STORAGE_ERRNOS = {
     errno.ENOSPC: ("the disk is full", _FREE),
@@ -94,12 +100,25 @@ def file_checksum(path: Path) -> str:
     return h.hexdigest()
 
 
-class IndexStore:
-    """The index `name` inside the folder `root` (--index-dir)."""
+def structure_checksum(folder: Path, file: str, plan: IndexPlan) -> str:
+    """The checksum a FAISS record keeps: the index file's, and for an on-disk index its
+    .ivfdata's too ('bin+ivfdata'), so damage to either is caught. FileNotFoundError when
+    one of them is missing."""
+    sums = [file_checksum(folder / file)]
+    if plan.on_disk:
+        sums.append(file_checksum(folder / ivfdata_name(file)))
+    return "+".join(sums)
 
-    def __init__(self, root: Path, name: str = DEFAULT_NAME) -> None:
+
+class IndexStore:
+    """The index `name` inside the folder `root` (--index-dir). `shards` runs the shard tasks
+    of an on-disk IVF-PQ build (default: a thread pool here; ondisk.RayRunner: a Ray cluster)."""
+
+    def __init__(self, root: Path, name: str = DEFAULT_NAME,
+                 shards: ShardRunner | None = None) -> None:
         self.root = Path(root)
         self.name = validate_name(name)
+        self.shards = shards or LocalRunner()
 
     @property
     def dir(self) -> Path:
@@ -260,9 +279,13 @@ class IndexStore:
         record = catalog.faiss_record()
         live = {manifest.catalog, *(manifest.catalog + s for s in ("-wal", "-shm", "-journal"))}
         keep = live | ({record.file} if record else set())
+        if record is not None and record.plan.on_disk:
+            keep.add(ivfdata_name(record.file))
         for path in self.dir.iterdir():
             if OWN_FILE.fullmatch(path.name) and path.name not in keep and path.is_file():
                 path.unlink(missing_ok=True)
+            elif OWN_DIR.fullmatch(path.name) and path.is_dir():  # left by a killed build
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def _connect(path: Path, readonly: bool) -> Catalog:
@@ -338,15 +361,19 @@ def load_cached(catalog: Catalog, dim: int, folder: Path, mmap: bool = False) ->
 
 def _file_problem(path: Path, record: FaissRecord) -> str | None:
     try:
-        if record.checksum is not None and file_checksum(path) != record.checksum:
-            return f"FAISS file {path} does not match its checksum (damaged)"
-    except FileNotFoundError:
-        return f"FAISS file {path} is missing"
+        if record.checksum is not None and \
+                structure_checksum(path.parent, record.file, record.plan) != record.checksum:
+            what = f"{path} + {ivfdata_name(path.name)}" if record.plan.on_disk else str(path)
+            return f"FAISS file {what} does not match its checksum (damaged)"
+    except FileNotFoundError as exc:
+        return f"FAISS file {exc.filename or path} is missing"
     return None
 
 
 def build_from_catalog(catalog: Catalog, dim: int, plan: IndexPlan) -> VectorIndex:
-    """Any structure from the stored vectors, without the model (k-means on a sample)."""
+    """Any structure from the stored vectors, without the model (k-means on a sample), in
+    memory (an on-disk plan too: a reader cannot write the index folder; the writer builds
+    on-disk ones with VectorCache)."""
     sample = None
     if plan.needs_training:
         sample = catalog.sample_vectors(dim, TRAIN_POINTS_PER_CENTROID * plan.nlist)
@@ -382,7 +409,7 @@ class Writer:
                 write_manifest(self.store.manifest_path, manifest)
         else:
             self.catalog = self.store.open_catalog(manifest, readonly=False)
-        self.cache = VectorCache(self.catalog, manifest, self.store.dir)
+        self.cache = VectorCache(self.catalog, manifest, self.store.dir, self.store.shards)
         return self.catalog
 
     def finish(self, replan: bool = False) -> IndexPlan:
@@ -407,17 +434,24 @@ class VectorCache:
 
     Changes a structure cannot take in place (removal from HNSW) and a structure that no longer
     fits the collection (auto: flat -> IVF; IVF grown 4x since training) are handled at the end
-    of the run by rebuilding from the stored vectors, without the model."""
+    of the run by rebuilding from the stored vectors, without the model. An on-disk IVF-PQ is
+    never loaded for changes: any change merges a new one at the end (ondisk.py)."""
 
-    def __init__(self, catalog: Catalog, manifest: Manifest, folder: Path) -> None:
+    def __init__(self, catalog: Catalog, manifest: Manifest, folder: Path,
+                 shards: ShardRunner | None = None) -> None:
         self.catalog, self.manifest, self.folder = catalog, manifest, folder
+        self.shards = shards or LocalRunner()
         self._index: VectorIndex | None = None
         self._verified = False  # the loaded structure is the saved file, checksum and all
         self.dirty = False
         self.rebuild = False
+        record = catalog.faiss_record()
+        self._on_disk = record is not None and record.plan.on_disk
 
     def load(self) -> VectorIndex | None:
         """Call before a catalog transaction: FAISS must not already hold what it commits."""
+        if self._on_disk and self._index is None:
+            return None
         if self._index is None and not self.rebuild:
             with self.catalog.snapshot():
                 self._index, problem, self._verified = load_cached(
@@ -430,9 +464,13 @@ class VectorCache:
         if ids and index is not None:
             index.add(np.asarray(ids, np.int64), vecs)
             self.dirty = True
+        elif ids and self._on_disk:
+            self.rebuild = True
 
     def remove(self, ids: list[int]) -> None:
         index = self.load()
+        if ids and self._on_disk and index is None:
+            self.rebuild = True
         if not ids or index is None:
             return
         if index.plan.removes_in_place:
@@ -451,6 +489,8 @@ class VectorCache:
         m = self.manifest
         wanted = (plan_index(m.index_type, n, m.dim, m.max_memory or None) if replan
                   else desired_plan(m.index_type, current, n, m.dim, m.max_memory or None))
+        if wanted.on_disk:
+            return self._finish_on_disk(wanted, current, record, replan)
         if self.rebuild or replan or wanted != current:
             with self.catalog.snapshot():
                 self._index = build_from_catalog(self.catalog, m.dim, wanted)
@@ -462,9 +502,36 @@ class VectorCache:
         self._save(index)
         return index.plan
 
+    def _finish_on_disk(self, wanted: IndexPlan, current: IndexPlan,
+                        record: FaissRecord | None, replan: bool) -> IndexPlan:
+        """Merge a new on-disk index when vectors changed, the plan changed or the saved pair
+        is stale or damaged. The trained quantizer is kept when the plan is the same and the
+        saved pair is intact: only the codes are re-encoded (in shards, on `shards`)."""
+        intact = record is not None and record.plan == wanted and self._intact(record)
+        if intact and not (self.rebuild or self.dirty or replan) \
+                and record is not None and record.generation == self.catalog.generation:
+            return current
+        trained = ondisk.kept_training(self.folder / record.file) if intact and record else None
+        name = f"faiss-{self.catalog.generation}.bin"
+        dim = self.manifest.dim
+        with self.catalog.snapshot():
+            if trained is None:
+                sample = self.catalog.sample_vectors(dim, ondisk.train_sample_size(wanted))
+                trained = ondisk.train(sample, wanted)
+            self._index = ondisk.build(trained, self.catalog.iter_vectors(dim), wanted,
+                                       self.folder / name, self.shards)
+        self._on_disk, self.rebuild, self.dirty = True, False, False
+        self._record(FaissRecord(name, self.catalog.generation, wanted,
+                                 structure_checksum(self.folder, name, wanted)))
+        return wanted
+
     def _saved_ok(self, record: FaissRecord | None) -> bool:
         if record is None or record.generation != self.catalog.generation:
             return False
+        return self._intact(record)
+
+    def _intact(self, record: FaissRecord) -> bool:
+        """The recorded file(s) are there and match the record's checksum."""
         path = self.folder / record.file
         if not path.is_file():
             return False
@@ -472,13 +539,18 @@ class VectorCache:
             self._record(FaissRecord(record.file, record.generation, record.plan,
                                      file_checksum(path)))
             return True
-        return file_checksum(path) == record.checksum
+        try:
+            return structure_checksum(self.folder, record.file, record.plan) == record.checksum
+        except FileNotFoundError:
+            return False
 
     def _save(self, index: VectorIndex) -> None:
         generation = self.catalog.generation
         name = f"faiss-{generation}.bin"
         index.save(self.folder / name)
-        self._record(FaissRecord(name, generation, index.plan, file_checksum(self.folder / name)))
+        self._on_disk = False
+        self._record(FaissRecord(name, generation, index.plan,
+                                 structure_checksum(self.folder, name, index.plan)))
 
     def _record(self, record: FaissRecord) -> None:
         with self.catalog.write():
