@@ -8,6 +8,7 @@ imported inside the services, so `--help` is instant. Only this module exits the
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -96,6 +97,11 @@ Backend = Annotated[BackendChoice, typer.Option(
 Threads = Annotated[int, typer.Option(
     "--threads", min=0, help="Threads for the onnxruntime/openvino network (0: as many as "
     "torch uses).")]
+Ray = Annotated[Optional[str], typer.Option(
+    "--ray", metavar="[ADDRESS]", show_default=False,
+    help="Embed on a Ray cluster (the ray extra): HOST:PORT or ray://HOST:10001 of a running "
+    "cluster; `local` starts one on this machine; alone: RAY_ADDRESS. This machine still "
+    "plans and commits; the files must be at the same path on every node.")]
 Compile = Annotated[bool, typer.Option(
     "--compile", help="torch.compile the network: faster on big GPU runs, costs a one-off "
     "compile (see bench/RESULTS.md).")]
@@ -184,6 +190,17 @@ def _embed_options(*, device: str, batch_size: int, workers: int, max_megapixels
     return EmbedOptions(device=device, batch_size=batch_size, workers=workers,
                         max_megapixels=max_megapixels, compile=compile, decoder=decoder.value,
                         backend=backend.value, threads=threads)
+
+
+def _ray_address(value: str | None) -> str | None:
+    """--ray's address, checked before any work (a folder name taken for one, an unset
+    RAY_ADDRESS); None: no --ray."""
+    if value is None:
+        return None
+    from deepvision.services.distributed import import_ray, resolve_address
+
+    import_ray()
+    return resolve_address(value or None)
 
 
 def _descriptor(pooling: str | None, flip: bool | None, scales: str | None,
@@ -306,6 +323,7 @@ def index(
     video_timeout: VideoTimeout = 300.0,
     backend: Backend = BackendChoice.auto,
     threads: Threads = 0,
+    ray: Ray = None,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -327,7 +345,8 @@ def index(
             index_type=index_type, max_memory=_max_memory(index_type, max_memory),
             descriptor=_descriptor(pooling, flip, scales, frame, model),
             allow_mass_delete=allow_mass_delete,
-            video=_video(video_interval, max_frames_per_video, video_timeout))
+            video=_video(video_interval, max_frames_per_video, video_timeout),
+            ray=_ray_address(ray))
         rep.info(f"index {req.store.dir}: {', '.join(map(str, dirs))}")
     _sync(req, rep, as_json)
 
@@ -368,6 +387,7 @@ def rebuild(
     video_timeout: VideoTimeout = 300.0,
     backend: Backend = BackendChoice.auto,
     threads: Threads = 0,
+    ray: Ray = None,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -393,7 +413,8 @@ def rebuild(
             filters=Filters(tuple(include), tuple(exclude), hidden, follow_links),
             retry_failed=True, commit_every=commit_every, wait=wait, index_type=index_type,
             max_memory=budget, descriptor=_descriptor(pooling, flip, scales, frame, model),
-            rebuild=True, video=_video(video_interval, max_frames_per_video, video_timeout))
+            rebuild=True, video=_video(video_interval, max_frames_per_video, video_timeout),
+            ray=_ray_address(ray))
         rep.info(f"rebuild {store.dir}: {', '.join(map(str, dirs or [])) or 'recorded folders'}")
     _sync(req, rep, as_json)
 
@@ -689,10 +710,20 @@ def _root(version: Annotated[bool, typer.Option(
 
 def main() -> None:
     try:
-        app()
+        app(args=_bare_ray(sys.argv[1:]))
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 
+
+def _bare_ray(argv: list[str]) -> list[str]:
+    """`--ray` alone (last, or followed by another option) means RAY_ADDRESS: Click has no
+    option with an optional value, so the empty address is filled in here."""
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--ray" and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append("")
+    return out
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ class ExitCode(IntEnum):
     MASS_DELETE = 9  # a recorded folder is empty: refused to drop its files from the index
     STORAGE = 10  # the index could not be written: disk full, read-only filesystem, I/O error
     CORRUPT = 11  # the index's files on disk are damaged or unreadable
+    CLUSTER = 12  # --ray: the cluster cannot be reached, or it lost work for good
 
 
 class DeepVisionError(Exception):
@@ -66,3 +67,9 @@ class StorageError(DeepVisionError):
 
 class CorruptIndexError(DeepVisionError):
     exit_code = ExitCode.CORRUPT
+
+
+class ClusterError(DeepVisionError):
+    """--ray: the cluster cannot be reached, or failed the run (what was committed stays)."""
+
+    exit_code = ExitCode.CLUSTER

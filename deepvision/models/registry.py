@@ -177,9 +177,7 @@ def load_model(spec: ModelSpec, weights: Weights, device: torch.device,
 
     descriptor = descriptor or default_descriptor(spec)
     check_descriptor(spec, descriptor)
-    pre = spec.preprocess()
-    if descriptor.frame == "full":  # the whole picture, resized to the square (issue #17)
-        pre = replace(pre, resize_mode="squash")
+    pre = model_preprocess(spec, descriptor)
     trunk = spec.build(weights)
     # channels_last: faster convolutions with cuDNN (bf16) and with oneDNN on the CPU alike.
     wrapped = extractor(trunk, pre, descriptor).eval().to(device,
@@ -189,6 +187,15 @@ def load_model(spec: ModelSpec, weights: Weights, device: torch.device,
     if compile:
         compile_network(model)
     return model
+
+
+def model_preprocess(spec: ModelSpec, descriptor: Descriptor) -> Preprocess:
+    """The crops `spec` takes with `descriptor`, without building the network (decode tasks on
+    other machines make them)."""
+    pre = spec.preprocess()
+    if descriptor.frame == "full":  # the whole picture, resized to the square (issue #17)
+        pre = replace(pre, resize_mode="squash")
+    return pre
 
 
 def compile_network(model: LoadedModel) -> None:

@@ -62,6 +62,7 @@ class IndexRequest:
     rebuild: bool = False  # re-extract everything into a fresh catalog, then switch
     allow_mass_delete: bool = False  # drop the files of a recorded folder that is now empty
     video: VideoOptions = VideoOptions()  # how video files are sampled
+    ray: str | None = None  # embed on this Ray cluster (services.distributed); None: here
 
 
 @dataclass
@@ -71,6 +72,8 @@ class IndexSummary:
     device: str | None  # None: nothing needed the model
     decoder: str | None = None  # JPEG decoder used; None: nothing needed the model
     backend: str | None = None  # what ran the network (torch, onnxruntime, openvino)
+    engine: str = "local"  # where the network ran: "local" (this process) or "ray"
+    cluster: str | None = None  # --ray: the cluster and its embedding actors
     added: int = 0
     updated: int = 0
     renamed: int = 0
@@ -344,9 +347,6 @@ class IndexRun:
         assert writer.manifest is not None
         opts = replace(self.req.embed, workload=len(plan.embed))
         embedder = self.embedders(writer.manifest, self.req.weights, opts)
-        summary.device = str(embedder.device)
-        summary.decoder = embedder.decoder_name
-        summary.backend = embedder.backend.backend
         self.rep.info(f"{embedder.describe()}; embedding {len(plan.embed)} new or changed "
                       "files")
         report_notes(embedder, self.rep)
@@ -364,6 +364,10 @@ class IndexRun:
                     _commit(pending[:every], plan, known, catalog, writer, summary)
                     pending = pending[every:]
             _commit(pending, plan, known, catalog, writer, summary)
+        # After the run: on a cluster the actors report what they ran on once they have run.
+        summary.device = str(embedder.device)
+        summary.decoder = embedder.decoder_name
+        summary.backend = embedder.backend.backend
 
 
 def _recorded_weights(manifest: Manifest) -> Path | None:
@@ -381,8 +385,19 @@ def _recorded_weights(manifest: Manifest) -> Path | None:
 
 
 def run_index(req: IndexRequest, rep: Reporter) -> IndexSummary:
-    """`index` (or `rebuild`, per req.rebuild) with the real hasher and model."""
-    return IndexRun(req, rep).run()
+    """`index` (or `rebuild`, per req.rebuild) with the real hasher and model; with req.ray,
+    the model runs on that Ray cluster."""
+    if req.ray is None:
+        return IndexRun(req, rep).run()
+    from deepvision.services.distributed import RayEmbedders, import_ray
+
+    import_ray()  # a missing extra is a usage error before any work
+    embedders = RayEmbedders(req.ray, rep)
+    summary = IndexRun(req, rep, embedders=embedders).run()
+    summary.engine = "ray"
+    if embedders.cluster is not None and embedders.plan is not None:
+        summary.cluster = f"{embedders.cluster.describe()}; {embedders.plan.describe()}"
+    return summary
 
 
 def _unchanged(row: FileRow | None, rec: FileRecord, retry_failed: bool) -> bool:
