@@ -192,6 +192,10 @@ def test_a_rerun_embeds_only_what_changed_and_a_noop_needs_no_cluster(cluster, t
     noop = _index(folder, tmp_path / "idx", "--ray", cluster).json()
     assert noop["embedded"] == 0 and noop["unchanged"] == n
     assert noop["cluster"] is None  # nothing to embed: the cluster was never joined
+    rebuilt = run_cli("rebuild", "--index-dir", tmp_path / "idx", "--json", "--ray", cluster,
+                      timeout=400)
+    assert rebuilt.exit_code == 0, rebuilt.stderr
+    assert (rebuilt.json()["engine"], rebuilt.json()["embedded"]) == ("ray", n)
 
 
 def _start(folder: Path, idx: Path, cluster: str) -> subprocess.Popen:
