@@ -79,8 +79,8 @@ def report(walls: dict[tuple[str, int], list[float]], small: int, large: int,
     lines = ["## Ray extraction overhead: `index --ray local` vs in-process (issue #14)", "",
              f"`{command_line()}`", "", f"Machine: {machine()}; 1 Ray node with all its cores.",
              f"Load average (1 min) before / after: {load[0]} / {load[1]}.", "",
-             "| engine | wall, {s} files | wall, {l} files | steady rate | fixed cost |".format(
-                 s=small, l=large), "| --- | ---: | ---: | ---: | ---: |"]
+             f"| engine | wall, {small} files | wall, {large} files | steady rate | fixed cost |",
+             "| --- | ---: | ---: | ---: | ---: |"]
     rates = {}
     for engine in ("local", "ray"):
         a, b = best(engine, small), best(engine, large)
