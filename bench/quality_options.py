@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 VIEWS = ("crop0", "crop1", "crop2", "crop3", "flip", "full0", "full1", "full2", "full3",
-         "sub_tl", "sub_tr", "sub_bl", "sub_br", "sub_c")
+         "sub_tl", "sub_tr", "sub_bl", "sub_br", "sub_c", "zoom87", "zoom75")
 POOLS = ("avg", "gem", "rmac")
 
 
@@ -72,6 +72,13 @@ def view_tensors(path: str, pre, full_side: int):
     subs = [resize_crop(img[:, y:y + sh, x:x + sw].contiguous(), pre) for y, x in boxes]
     views = [torch.rot90(crop, k, (1, 2)) for k in range(4)] + [crop.flip(-1)]
     views += [torch.rot90(full, k, (1, 2)) for k in range(4)] + subs
+    # zoomNN: the centre NN % of the whole picture's square (both sides), resized back to the
+    # square: derived from the one decoded square, as the descriptor's views would derive it
+    for keep in (0.875, 0.75):
+        side = round(full_side * keep)
+        start = (full_side - side) // 2
+        views.append(F.resize(full[:, start:start + side, start:start + side], [full_side] * 2,
+                              antialias=True, interpolation=F.InterpolationMode(pre.interpolation)))
     return views
 
 
@@ -95,6 +102,7 @@ def embed(args: argparse.Namespace) -> None:
         items = tuple(i for i in items if i.group is None or edit_name(i.path) in keep)
     names = args.only.split(",") if args.only else VIEWS[: args.views]
     out = {pool: np.zeros((len(items), len(names), spec.dim), np.float16) for pool in POOLS}
+    fmaps = None  # --fmaps: the raw feature maps too, to try other region grids later
     start = time.perf_counter()
     net_seconds = 0.0
     for i, item in enumerate(items):
@@ -109,11 +117,16 @@ def embed(args: argparse.Namespace) -> None:
         net_seconds += time.perf_counter() - t0
         for pool, vec in pooled.items():
             out[pool][i] = torch.nn.functional.normalize(vec, dim=1).numpy()
+        if args.fmaps:
+            if fmaps is None:
+                fmaps = np.zeros((len(items), *fmap.shape), np.float16)
+            fmaps[i] = fmap.numpy()
         if i % 50 == 0:
             print(f"{i}/{len(items)} {time.perf_counter() - start:.0f} s", file=sys.stderr)
     np.savez(args.cache, paths=np.array([it.path for it in items]),
              groups=np.array([it.group or "" for it in items]), views=np.array(names),
-             net_seconds_per_view=net_seconds / (len(items) * len(names)), **out)
+             net_seconds_per_view=net_seconds / (len(items) * len(names)), **out,
+             **({"fmaps": fmaps} if fmaps is not None else {}))
     print(f"{len(items)} images x {len(names)} views: network {net_seconds:.0f} s "
           f"({net_seconds / (len(items) * len(names)) * 1000:.1f} ms per view), "
           f"wall {time.perf_counter() - start:.0f} s")
@@ -133,10 +146,33 @@ def _v(cache: dict, pool: str, names: tuple[str, ...]) -> np.ndarray:
     return cache[pool][:, idx].astype(np.float32)
 
 
+def recipe_vectors(cache: dict, pool: str, recipes: str) -> np.ndarray:
+    """(n, len, d) vectors from recipes such as "full0/crop0" (two vectors per image) or
+    "full0+0.5*crop0" (one: the weighted sum of two views' descriptors, re-normalised); a "#"
+    stands for each turn 0..3 ("full#" = "full0/full1/full2/full3"); "0.9^crop0" scales that
+    view's scores by 0.9."""
+    out = []
+    for recipe in recipes.split("/"):
+        # "0.9^crop0": the view's scores count at 0.9 (a secondary view that must win clearly)
+        discount, _, recipe = recipe.rpartition("^")
+        for k in (range(4) if "#" in recipe else (None,)):
+            total = 0.0
+            for term in recipe.replace("#", str(k)).split("+"):
+                weight, _, name = term.rpartition("*")
+                total = total + float(weight or 1.0) * _v(cache, pool, (name,))
+            out.append(float(discount or 1.0) * _norm(total))
+    return np.concatenate(out, axis=1)
+
+
 def option_vectors(cache: dict, option: str) -> tuple[np.ndarray, np.ndarray]:
     """(db (n, m, d), queries (n, q, d)): each image's database vectors and query vectors; a
-    query's score against an image is the max over the q x m pairs."""
+    query's score against an image is the max over the q x m pairs. "POOL:db=RECIPES|q=RECIPES"
+    names both sides' vectors explicitly (recipe_vectors)."""
     pool, _, rest = option.partition(":")
+    if rest.startswith("db="):
+        db_part, _, q_part = rest.partition("|")
+        return (recipe_vectors(cache, pool, db_part[3:]),
+                recipe_vectors(cache, pool, q_part.removeprefix("q=")))
     if "both" in rest:  # centre crop and whole picture, their descriptors summed (2 passes)
         k = 4 if "qturns" in rest else 1
         crop = _v(cache, pool, tuple(f"crop{i}" for i in range(k)))
@@ -281,6 +317,7 @@ def main() -> None:
     e.add_argument("--cache", required=True)
     e.add_argument("--views", type=int, default=len(VIEWS), help="the first N of VIEWS")
     e.add_argument("--only", default=None, help="these views of VIEWS, comma-separated")
+    e.add_argument("--fmaps", action="store_true", help="also keep the feature maps")
     e.add_argument("--edits", default=None, help="only originals, natural pairs, distractors "
                    "and copies with these edits")
     s = sub.add_parser("score")

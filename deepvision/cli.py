@@ -471,6 +471,11 @@ def search(
         "(finds copies turned sideways; 4x the query's network time); a match's score is its "
         "best turn's. Default: as the index records (on for indexes made since #17).",
         show_default=False)] = None,
+    zoom: Annotated[Optional[bool], typer.Option(
+        "--zoom/--no-zoom", help="Also search with the centre of each query enlarged (finds "
+        "a photo inside a screenshot or a frame; one more network pass). Default: as the "
+        "index records (on for indexes made since #17's second round).",
+        show_default=False)] = None,
     quiet: Quiet = False,
 ) -> None:
     """Print the most similar indexed images and videos (with the time of the best frame)
@@ -492,7 +497,7 @@ def search(
             queries=tuple(paths), texts=tuple(text), store=_store(index_dir, name),
             rank=RankOptions(top_k=top_k, min_score=min_score, nprobe=nprobe,
                              ef_search=ef_search, qe=qe, all_frames=all_frames,
-                             turns=turns),
+                             turns=turns, zoom=zoom),
             weights=_weights(weights),
             embed=_embed_options(device=device, batch_size=batch_size, workers=workers,
                                  max_megapixels=max_megapixels, decoder=decoder,
@@ -632,6 +637,9 @@ def eval_(
     turns: Annotated[Optional[bool], typer.Option(
         "--turns/--no-turns", help="Query-time turns (default: as `search` on a new index).",
         show_default=False)] = None,
+    zoom: Annotated[Optional[bool], typer.Option(
+        "--zoom/--no-zoom", help="Query-time zoom (default: as `search` on a new index).",
+        show_default=False)] = None,
     frame: Frame = None,
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "auto",
     weights: Weights = None,
@@ -677,7 +685,7 @@ def eval_(
                                  backend=backend, threads=threads),
             ks=parse_ks(ks),
             descriptor=_descriptor(pooling, flip, scales, frame, model),
-            whiten=whiten, qe=qe, protocol=protocol, turns=turns)
+            whiten=whiten, qe=qe, protocol=protocol, turns=turns, zoom=zoom)
         calibration = None
         if synthetic is not None:
             done = run_synthetic(SyntheticRequest(

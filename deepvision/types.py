@@ -105,9 +105,9 @@ class EmbeddedBatch:
     vectors: np.ndarray  # float32 (len(items), dim), L2-normalised
     failures: list[tuple[int, Failure]]
     times: list[float | None] | None = None
-    # float32 (len(items), 3, dim): the images turned by 90, 180 and 270° (query-time turns,
-    # asked for with turns=True); None when not asked for.
-    turned: np.ndarray | None = None
+    # float32 (len(items), V, dim): the images' query views (turned by 90, 180 and 270°, then
+    # zoomed: descriptor.QueryViews, asked for with views=...); None when not asked for.
+    query_views: np.ndarray | None = None
 
     def files(self) -> list[FileVectors]:
         """Per input file, in order of first appearance. A video with any failed frame fails

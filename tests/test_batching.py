@@ -43,8 +43,9 @@ def test_queries_arriving_together_share_batches_and_get_their_own_answers(searc
         assert [m.rank for m in matches] == list(range(1, len(matches) + 1))
     assert batcher.queries == len(files) and batcher.batches < len(files)
     # The same ranking as one direct call over all of them.
-    embedded = searcher.embedder.embed_crops([p.name for p in files], crops, turns=True)
-    direct, _ = searcher.rank(embedded.vectors, RankOptions(3), embedded.turned)
+    embedded = searcher.embedder.embed_crops([p.name for p in files], crops,
+                                             searcher.views(RankOptions(3)))
+    direct, _ = searcher.rank(embedded.vectors, RankOptions(3), embedded.query_views)
     assert [[m.path for m in d[:1 + i % 3]] for i, d in enumerate(direct)] == \
         [[m.path for m in a] for a in answers]
 
@@ -67,7 +68,7 @@ def test_a_failing_search_answers_every_waiter(searcher, photos):
     crop = searcher.embedder.prepare(path.read_bytes(), path.name)
 
     class GoneAway(Searcher):
-        def rank(self, vectors, opts, turned=None):
+        def rank(self, vectors, opts, extra=None):
             raise UsageError("the index went away")
 
     batcher = QueryBatcher(GoneAway(searcher.store, searcher.embedder), max_batch=4,

@@ -32,10 +32,16 @@ class Descriptor:
     # queries change, not the stored vectors, but it is recorded so that an index keeps the
     # query behaviour (and score scale) it was built with.
     query_turns: bool = True
+    # Search also with the centre `query_zoom` of the query's square (both sides) enlarged to
+    # the square, 0: not. The whole picture keeps what surrounds a photo (a screenshot's
+    # browser window, a rotation's black corners); the zoomed view cuts most of it away
+    # (bench/QUALITY.md, "Issue #17, second round"). Query side only, recorded like query_turns.
+    query_zoom: float = 0.75
 
     def to_dict(self) -> dict[str, object]:
         return {"pooling": self.pooling, "flip": self.flip, "scales": list(self.scales),
-                "frame": self.frame, "turns": self.turns, "query_turns": self.query_turns}
+                "frame": self.frame, "turns": self.turns, "query_turns": self.query_turns,
+                "query_zoom": self.query_zoom}
 
     @classmethod
     def from_dict(cls, data: dict) -> Descriptor:
@@ -44,24 +50,50 @@ class Descriptor:
         return cls(data.get("pooling", "avg"), bool(data.get("flip", False)),
                    tuple(float(s) for s in data.get("scales", (1.0,))),
                    str(data.get("frame", "crop")), bool(data.get("turns", False)),
-                   bool(data.get("query_turns", False)))
+                   bool(data.get("query_turns", False)), float(data.get("query_zoom", 0.0)))
 
     @property
     def label(self) -> str:
         scales = "" if self.scales == (1.0,) else "@" + ",".join(f"{s:g}" for s in self.scales)
         return (self.pooling + ("+flip" if self.flip else "") + ("+turns" if self.turns else "")
-                + ("+full" if self.frame == "full" else "") + scales
-                + (" (query turns)" if self.query_turns else ""))
+                + ("+full" if self.frame == "full" else "") + scales + self.query_views.label)
 
     @property
     def views(self) -> int:
         """Network passes per image (the cost of this descriptor relative to a plain one)."""
         return len(self.scales) * (2 if self.flip else 1) * (4 if self.turns else 1)
 
+    @property
+    def query_views(self) -> QueryViews:
+        return QueryViews(self.query_turns, self.query_zoom)
+
+
+@dataclass(frozen=True)
+class QueryViews:
+    """The views a query image is searched with besides itself; each indexed image scores its
+    best view. They cost network passes per query only: the stored vectors stay as they are."""
+
+    turns: bool = False  # the query turned by 90, 180 and 270°
+    zoom: float = 0.0  # the centre `zoom` of the query's square enlarged to it; 0: none
+
+    @property
+    def count(self) -> int:
+        """Extra vectors per query image (one network pass each)."""
+        return (3 if self.turns else 0) + (1 if self.zoom else 0)
+
+    @property
+    def label(self) -> str:
+        parts = (["query turns"] if self.turns else []) + (
+            [f"query zoom {self.zoom:g}"] if self.zoom else [])
+        return f" ({', '.join(parts)})" if parts else ""
+
+
+# What `--zoom` asks for on an index that records no zoom: the default's (measured) fraction.
+QUERY_ZOOM = Descriptor().query_zoom
 
 # What every index made before issue #17 was built with, and what a field missing from a
 # recorded descriptor means; also the default of models that give one finished embedding (CLIP).
-PRE_17 = Descriptor("avg", False, (1.0,), "crop", False, False)
+PRE_17 = Descriptor("avg", False, (1.0,), "crop", False, False, 0.0)
 
 GEM_P = 3.0
 POOLINGS = ("avg", "gem", "rmac")
@@ -90,7 +122,8 @@ def parse_descriptor(pooling: str | None = None, flip: bool | None = None,
         if not all(0.25 <= s <= 2.0 for s in values):
             raise UsageError(f"--scales {scales!r}: each scale must be between 0.25 and 2")
     return Descriptor(pooling, default.flip if flip is None else flip, values, frame,
-                      default.turns if turns is None else turns, default.query_turns)
+                      default.turns if turns is None else turns, default.query_turns,
+                      default.query_zoom)
 
 
 def views(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,

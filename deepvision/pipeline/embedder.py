@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from deepvision.models.descriptor import Descriptor
+    from deepvision.models.descriptor import Descriptor, QueryViews
     from deepvision.models.registry import LoadedModel, ModelSpec, Weights
     from deepvision.progress import Reporter
 
@@ -149,12 +149,12 @@ class Embedder:
                 f"{runs}; {decoding_note(self.decoder, self.opts.decoder, self.device)}")
 
     def embed_files(self, paths: Sequence[str], video: VideoOptions | None = None,
-                    turns: bool = False) -> Iterator[EmbeddedBatch]:
+                    views: QueryViews | None = None) -> Iterator[EmbeddedBatch]:
         """Decode and embed `paths` in batches. Every position comes back once, in items or in
         failures; batches are not in input order. video: sample video files so (their frames
         come back together, items repeating the position; EmbeddedBatch.files() groups them);
-        None: a video is decoded as an image, and fails. turns: also every crop turned by 90,
-        180 and 270° (EmbeddedBatch.turned; query-time turns cost 4 network passes a crop)."""
+        None: a video is decoded as an image, and fails. views: also every crop's query views
+        (EmbeddedBatch.query_views; each costs one more network pass a crop)."""
         if not paths:
             return
         pre = self.model.preprocess
@@ -168,7 +168,7 @@ class Embedder:
         chunks = iter(loader)
         try:
             yield from self.network.batches(paths, background(feeder.pieces(chunks), depth=2),
-                                            turns)
+                                            views)
         finally:
             del chunks  # the last reference: shuts the workers down, also when stopped early
 
@@ -196,16 +196,18 @@ class Embedder:
         return self._crop(image, name)
 
     def embed_crops(self, names: Sequence[str], crops: Sequence[torch.Tensor],
-                    turns: bool = False) -> EmbeddedBatch:
-        """Crops from `prepare`, through the network in one go (positions as in `crops`)."""
+                    views: QueryViews | None = None) -> EmbeddedBatch:
+        """Crops from `prepare`, through the network in one go (positions as in `crops`);
+        views: also their query views."""
+        count = views.count if views is not None else 0
         if not crops:
             return EmbeddedBatch([], np.zeros((0, self.dim), np.float32), [],
-                                 turned=np.zeros((0, 3, self.dim), np.float32) if turns
-                                 else None)
+                                 query_views=np.zeros((0, count, self.dim), np.float32)
+                                 if count else None)
         import torch
 
         return self.network.checked(names, list(range(len(crops))),
-                                    torch.stack(list(crops)).to(self.device), turns=turns)
+                                    torch.stack(list(crops)).to(self.device), views=views)
 
     def _crop(self, image: InMemoryImage, label: str) -> torch.Tensor:
         import torch

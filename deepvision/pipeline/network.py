@@ -18,6 +18,7 @@ from deepvision.types import EmbeddedBatch, Failure, Reason
 if TYPE_CHECKING:
     import torch
 
+    from deepvision.models.descriptor import QueryViews
     from deepvision.pipeline.feeder import Piece
 
 # What embeds one batch of uint8 crops: `embed_pixels`, or a stand-in a test injects.
@@ -106,11 +107,11 @@ class Network:
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
     def batches(self, paths: Sequence[str], pieces: Iterator[Piece],
-                turns: bool = False) -> Iterator[EmbeddedBatch]:
+                views: QueryViews | None = None) -> Iterator[EmbeddedBatch]:
         """Pieces -> network batches of `batch` images (the last one smaller); failures at once.
         A video's frames (one piece) are never split: a batch grows to hold all of them, and
-        `embed` still runs at most `cap` crops per forward pass. turns: also embed each crop
-        turned by 90, 180 and 270° (EmbeddedBatch.turned)."""
+        `embed` still runs at most `cap` crops per forward pass. views: also embed each crop's
+        query views (EmbeddedBatch.query_views)."""
         held: list[Held] = []
         for piece in pieces:
             if piece.failures:
@@ -120,22 +121,22 @@ class Network:
                 held.append((piece.items, _arrived(piece, self.device), times))
             while sum(len(items) for items, _, _ in held) >= self.batch:
                 items, pixels, times, held = _take(held, self.batch)
-                yield self.checked(paths, items, pixels, times, turns)
+                yield self.checked(paths, items, pixels, times, views)
         if held:
             items, pixels, times, _ = _take(held, None)
-            yield self.checked(paths, items, pixels, times, turns)
+            yield self.checked(paths, items, pixels, times, views)
 
     def checked(self, paths: Sequence[str], items: list[int], pixels: torch.Tensor,
                 times: list[float | None] | None = None,
-                turns: bool = False) -> EmbeddedBatch:
-        """Embed one batch (turns: also turned by 90, 180, 270°). A NaN/inf feature (fp16
-        overflow, a broken weights file) would rank as FAISS id -1: report the image instead
-        of indexing garbage."""
+                views: QueryViews | None = None) -> EmbeddedBatch:
+        """Embed one batch (views: also its query views). A NaN/inf feature (fp16 overflow, a
+        broken weights file) would rank as FAISS id -1: report the image instead of indexing
+        garbage."""
         vectors = self.embed(pixels)
-        turned = self.embed_turned(pixels) if turns else None
+        extra = self.embed_views(pixels, views) if views is not None and views.count else None
         finite = np.isfinite(vectors).all(axis=1)
-        if turned is not None:
-            finite &= np.isfinite(turned).all(axis=(1, 2))
+        if extra is not None:
+            finite &= np.isfinite(extra).all(axis=(1, 2))
         bad = [(items[i], Failure(paths[items[i]], Reason.CORRUPT,
                                   "the model produced non-finite features for this image"))
                for i in np.flatnonzero(~finite)]
@@ -144,14 +145,19 @@ class Network:
         if times is not None and any(t is not None for t in times):
             frames = [t for t, ok in zip(times, finite, strict=True) if ok]
         return EmbeddedBatch(kept, vectors[finite], bad, frames,
-                             None if turned is None else turned[finite])
+                             None if extra is None else extra[finite])
 
-    def embed_turned(self, pixels: torch.Tensor) -> np.ndarray:
-        """(N, 3, dim): the crops turned by 90, 180 and 270° (a crop is square, so a turned
-        batch has the batch's shape)."""
+    def embed_views(self, pixels: torch.Tensor, views: QueryViews) -> np.ndarray:
+        """(N, views.count, dim): the crops turned by 90, 180 and 270° (a crop is square, so a
+        turned batch has the batch's shape), then their zoomed centres, as `views` asks."""
         import torch
 
-        return np.stack([self.embed(torch.rot90(pixels, k, (2, 3))) for k in (1, 2, 3)], axis=1)
+        from deepvision.pipeline.transforms import centre_zoom
+
+        made = [torch.rot90(pixels, k, (2, 3)) for k in (1, 2, 3)] if views.turns else []
+        if views.zoom:
+            made.append(centre_zoom(pixels, views.zoom, self.model.preprocess))
+        return np.stack([self.embed(view) for view in made], axis=1)
 
 
 def out_of_memory(exc: BaseException) -> bool:

@@ -101,6 +101,21 @@ def resize_crop(images: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     return F.center_crop(resized, [pre.crop, pre.crop])
 
 
+def centre_zoom(crops: torch.Tensor, keep: float, pre: Preprocess) -> torch.Tensor:
+    """uint8 (N, 3, S, S) model squares -> the centre `keep` of each (both sides) resized back
+    to S x S, antialiased like resize_crop: a query view derived from the one decoded square
+    (Descriptor.query_zoom), so that every decode road gets it for free."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as F  # noqa: N812
+
+    size = int(crops.shape[-1])
+    side = max(1, round(size * keep))
+    start = (size - side) // 2
+    centre = crops[..., start:start + side, start:start + side]
+    return F.resize(centre, [size, size], interpolation=InterpolationMode(pre.interpolation),
+                    antialias=True)
+
+
 def resize_crop_grouped(images: Sequence[torch.Tensor], pre: Preprocess,
                         budget: int = RESIZE_BYTES) -> torch.Tensor:
     """Upright uint8 (3, H, W) images of any shapes -> uint8 (N, 3, crop, crop), in input order.

@@ -92,19 +92,21 @@ class QueryBatcher:
             q.done.set_result(result)
 
     def _search(self, batch: list[_Query]) -> list[list[Match] | Failure]:
-        # A batch is embedded one way: with turns if any of its queries wants them (the serve
-        # API never mixes: every request uses the index's own setting).
-        turns = any(self.searcher.resolved(q.opts).turns for q in batch)
+        # A batch is embedded one way: with the views any of its queries wants (the serve API
+        # never mixes: every request uses the index's own setting).
+        asked = [self.searcher.resolved(q.opts) for q in batch]
+        turns, zoom = any(o.turns for o in asked), any(o.zoom for o in asked)
+        views = self.searcher.views(replace(batch[0].opts, turns=turns, zoom=zoom))
         embedded = self.searcher.embedder.embed_crops([q.name for q in batch],
-                                                      [q.crop for q in batch], turns)
+                                                      [q.crop for q in batch], views)
         results: list[list[Match] | Failure] = [[] for _ in batch]
         for pos, failure in embedded.failures:
             results[pos] = failure
         if embedded.items:
             widest = replace(batch[0].opts, top_k=max(q.opts.top_k for q in batch),
                              min_score=None)
-            widest = replace(widest, turns=turns)
-            ranked, _ = self.searcher.rank(embedded.vectors, widest, embedded.turned)
+            widest = replace(widest, turns=turns, zoom=zoom)
+            ranked, _ = self.searcher.rank(embedded.vectors, widest, embedded.query_views)
             for pos, matches in zip(embedded.items, ranked, strict=True):
                 results[pos] = _cut(matches, batch[pos].opts)
         self.batches += 1

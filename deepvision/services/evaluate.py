@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from deepvision.errors import NoImagesError, UsageError
-from deepvision.models.descriptor import Descriptor
+from deepvision.models.descriptor import QUERY_ZOOM, Descriptor, QueryViews
 from deepvision.models.registry import AUTO, default_descriptor, resolve
 from deepvision.pipeline.discover import discover, extension_kind
 from deepvision.pipeline.embedder import Embedder, EmbedOptions, report_notes
@@ -249,6 +249,7 @@ class EvalRequest:
     qe: int = 0  # experiment: alpha query expansion with this many neighbours
     protocol: str = "all"  # all | originals (see PROTOCOLS)
     turns: bool | None = None  # query-time turns (None: as the descriptor says, like search)
+    zoom: bool | None = None  # query-time zoom (None: as the descriptor says, like search)
 
 
 # all: every grouped image searches all the others (its group-mates are relevant).
@@ -296,8 +297,8 @@ def evaluate_set(evalset: EvalSet, req: EvalRequest, rep: Reporter,
     report_notes(embedder, rep)
 
     embed_start = time.perf_counter()
-    turns = descriptor.query_turns if req.turns is None else req.turns
-    vectors, turned, ok, failures = _embed_all(embedder, evalset.items, rep, turns)
+    views = query_views(descriptor, req.turns, req.zoom)
+    vectors, turned, ok, failures = _embed_all(embedder, evalset.items, rep, views)
     embed_seconds = time.perf_counter() - embed_start
     rep.info(f"embedded {int(ok.sum())} images in {embed_seconds:.1f} s "
              f"({ok.sum() / embed_seconds if embed_seconds else 0:.1f} img/s)")
@@ -305,14 +306,15 @@ def evaluate_set(evalset: EvalSet, req: EvalRequest, rep: Reporter,
     db = pca_whiten(vectors[ok], req.whiten) if req.whiten else vectors[ok]
     expanded = alpha_query_expansion(db, req.qe) if req.qe else None
     if turned is not None and (req.whiten or req.qe):
-        raise UsageError("query-time turns do not combine with --whiten/--qe; add --no-turns")
+        raise UsageError("query-time turns and zoom do not combine with --whiten/--qe; add "
+                         "--no-turns --no-zoom")
     queries = score_rankings(db, [i.group for i in items], [i.path for i in items], req.ks,
                              expanded, database_mask(items, req.protocol),
                              None if turned is None else turned[ok])
     return EvalResult(
         source=os.path.abspath(req.source), model=spec.name, weights=weights.origin,
         weights_identity=weights.identity, device=str(embedder.device),
-        descriptor=replace(descriptor, query_turns=turns).label
+        descriptor=replace(descriptor, query_turns=views.turns, query_zoom=views.zoom).label
         + (f"+pcaw{req.whiten}" if req.whiten else "") + (f"+qe{req.qe}" if req.qe else ""),
         protocol=req.protocol,
         ks=req.ks, images=len(items),
@@ -324,6 +326,13 @@ def evaluate_set(evalset: EvalSet, req: EvalRequest, rep: Reporter,
         queries=queries, failures=[*evalset.failures, *failures],
         embed_seconds=embed_seconds, seconds=time.perf_counter() - start,
         vectors=db, paths=[i.path for i in items], item_groups=[i.group for i in items])
+
+
+def query_views(descriptor: Descriptor, turns: bool | None, zoom: bool | None) -> QueryViews:
+    """The query views of an eval: the descriptor's, unless --turns/--zoom chose (as search)."""
+    fraction = (descriptor.query_zoom or QUERY_ZOOM) if zoom else 0.0
+    return QueryViews(descriptor.query_turns if turns is None else turns,
+                      descriptor.query_zoom if zoom is None else fraction)
 
 
 def database_mask(items: Sequence[EvalItem], protocol: str) -> np.ndarray | None:
@@ -345,22 +354,24 @@ def _check_scorable(groups: Iterable[str | None], source: Path) -> None:
             "copies in a sub-folder of their own (or give them one group in the CSV)")
 
 
-def _embed_all(embedder: Embedder, items: Sequence[EvalItem], rep: Reporter, turns: bool
-               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, list[Failure]]:
+def _embed_all(embedder: Embedder, items: Sequence[EvalItem], rep: Reporter,
+               views: QueryViews) -> tuple[np.ndarray, np.ndarray | None, np.ndarray,
+                                           list[Failure]]:
     paths = [item.path for item in items]
     vectors = np.zeros((len(paths), embedder.dim), np.float32)
-    turned = np.zeros((len(paths), 3, embedder.dim), np.float32) if turns else None
+    extra = np.zeros((len(paths), views.count, embedder.dim), np.float32) if views.count \
+        else None
     ok = np.zeros(len(paths), bool)
     failures: list[Failure] = []
     with rep.progress(len(paths), "embedding") as advance:
-        for batch in embedder.embed_files(paths, turns=turns):
+        for batch in embedder.embed_files(paths, views=views):
             vectors[batch.items] = batch.vectors
-            if turned is not None and batch.turned is not None:
-                turned[batch.items] = batch.turned
+            if extra is not None and batch.query_views is not None:
+                extra[batch.items] = batch.query_views
             ok[batch.items] = True
             failures.extend(f for _, f in batch.failures)
             advance(len(batch.items) + len(batch.failures))
-    return vectors, turned, ok, failures
+    return vectors, extra, ok, failures
 
 
 def pca_whiten(vectors: np.ndarray, dims: int) -> np.ndarray:
@@ -395,8 +406,8 @@ def score_rankings(vectors: np.ndarray, groups: Sequence[str | None], paths: Seq
     removed by id, not by position: an exact duplicate may tie with it for rank 1. `queries`
     (row-aligned with vectors) replaces the query side, e.g. after query expansion. `database`
     (a mask, None: all) is what is searched; an original (in it) queries only when it is not.
-    `turned` (n, 3, d): the queries turned by 90/180/270°; each item then scores its best view,
-    as `search` ranks them (ranking.merge_views).
+    `turned` (n, V, d): the queries' other views (turned by 90/180/270°, zoomed); each item
+    then scores its best view, as `search` ranks them (ranking.merge_views).
     """
     queries = vectors if queries is None else queries
     from deepvision.store.faiss_index import VectorIndex

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from deepvision.errors import NoImagesError, UsageError
+from deepvision.models.descriptor import QUERY_ZOOM, QueryViews
 from deepvision.models.registry import text_models
 from deepvision.pipeline.discover import discover
 from deepvision.pipeline.embedder import Embedder, EmbedOptions, report_notes
@@ -69,12 +70,15 @@ class RankOptions:
     # 4 network passes per query, nothing changes in the index). None: as the index records
     # (Descriptor.query_turns).
     turns: bool | None = None
+    # Query-time zoom: also the centre of the query, enlarged (Descriptor.query_zoom; one
+    # network pass). None: as the index records; True on an index without: QUERY_ZOOM.
+    zoom: bool | None = None
 
 
 @dataclass(frozen=True)
 class Query:
     """One query's vectors: an image's one, or a video's sampled frames (times[i]); with
-    query-time turns also each of them turned (more rows, same times)."""
+    query views also each of them turned or zoomed (more rows, same times)."""
 
     vectors: np.ndarray  # float32 (n, dim)
     times: tuple[float | None, ...]
@@ -153,16 +157,17 @@ class Searcher:
         queries: dict[int, Query] = {}
         results: dict[str, QueryResult] = {}
         with rep.progress(len(paths) if len(paths) > 1 else 0, "embedding queries") as advance:
-            for batch in self.embedder.embed_files(paths, video, turns=bool(opts.turns)):
+            views = self.views(opts)
+            for batch in self.embedder.embed_files(paths, video, views=views):
                 files = batch.files()
-                turned = _turned_rows(batch)
+                extra = _view_rows(batch)
                 for f in files:
                     if f.failure is not None:
                         results[paths[f.pos]] = failed_query(f.failure)
-                    elif f.pos in turned:  # each view is one more row: its best pair wins
-                        queries[f.pos] = Query(np.concatenate([f.vectors, turned[f.pos]]),
+                    elif f.pos in extra:  # each view is one more row: its best pair wins
+                        queries[f.pos] = Query(np.concatenate([f.vectors, extra[f.pos]]),
                                                f.times + tuple(t for t in f.times
-                                                               for _ in range(3)))
+                                                               for _ in range(views.count)))
                     else:
                         queries[f.pos] = Query(f.vectors, f.times)
                 advance(len(files), sum(len(f.times) for f in files if f.times != (None,)))
@@ -192,20 +197,28 @@ class Searcher:
                 for t, ok in zip(texts, finite, strict=True)]
 
     def resolved(self, opts: RankOptions) -> RankOptions:
-        """opts with `turns` decided: the index's own choice unless the caller made one."""
-        if opts.turns is not None:
-            return opts
-        return replace(opts, turns=self.embedder.model.descriptor.query_turns)
+        """opts with `turns` and `zoom` decided: the index's own choice unless the caller made
+        one."""
+        d = self.embedder.model.descriptor
+        return replace(opts, turns=d.query_turns if opts.turns is None else opts.turns,
+                       zoom=bool(d.query_zoom) if opts.zoom is None else opts.zoom)
+
+    def views(self, opts: RankOptions) -> QueryViews:
+        """The query views `opts` asks for (resolved): the index's zoom, or QUERY_ZOOM when
+        the caller asks for a zoom on an index that records none."""
+        opts = self.resolved(opts)
+        zoom = (self.embedder.model.descriptor.query_zoom or QUERY_ZOOM) if opts.zoom else 0.0
+        return QueryViews(bool(opts.turns), zoom)
 
     def rank(self, vectors: np.ndarray, opts: RankOptions,
-             turned: np.ndarray | None = None) -> tuple[list[list[Match]], list[str]]:
-        """Ranked matches for each query vector (an image), and notes for the user. turned
-        (q, 3, dim): the queries turned, used when the (resolved) options ask for turns; each
-        image then scores its best view."""
-        if turned is None or not self.resolved(opts).turns:
+             extra: np.ndarray | None = None) -> tuple[list[list[Match]], list[str]]:
+        """Ranked matches for each query vector (an image), and notes for the user. extra
+        (q, V, dim): the queries' views (EmbeddedBatch.query_views), used when the options
+        ask for views; each image then scores its best view."""
+        if extra is None or not self.views(opts).count:
             return self.rank_queries([Query(v[None], (None,)) for v in vectors], opts)
-        return self.rank_queries([Query(np.concatenate([v[None], t]), (None,) * 4)
-                                  for v, t in zip(vectors, turned, strict=True)], opts)
+        return self.rank_queries([Query(np.concatenate([v[None], e]), (None,) * (1 + len(e)))
+                                  for v, e in zip(vectors, extra, strict=True)], opts)
 
     def rank_queries(self, queries: Sequence[Query],
                      opts: RankOptions) -> tuple[list[list[Match]], list[str]]:
@@ -247,18 +260,18 @@ class Searcher:
             return self._cached[1]
 
 
-def _turned_rows(batch: EmbeddedBatch) -> dict[int, np.ndarray]:
-    """Position -> its rows' turned vectors, (rows x 3, dim) in row order, for the positions
-    of the batch that did not fail (as EmbeddedBatch.files() groups them); {} without turns."""
-    if batch.turned is None:
+def _view_rows(batch: EmbeddedBatch) -> dict[int, np.ndarray]:
+    """Position -> its rows' query views, (rows x V, dim) in row order, for the positions of
+    the batch that did not fail (as EmbeddedBatch.files() groups them); {} without views."""
+    if batch.query_views is None:
         return {}
     failed = {pos for pos, _ in batch.failures}
     rows: dict[int, list[int]] = {}
     for row, pos in enumerate(batch.items):
         if pos not in failed:
             rows.setdefault(pos, []).append(row)
-    dim = batch.turned.shape[-1]
-    return {pos: batch.turned[r].reshape(-1, dim) for pos, r in rows.items()}
+    dim = batch.query_views.shape[-1]
+    return {pos: batch.query_views[r].reshape(-1, dim) for pos, r in rows.items()}
 
 
 def _expand(index: VectorIndex, queries: np.ndarray, n: int,
