@@ -275,36 +275,41 @@ def score_cmd(args: argparse.Namespace) -> None:
 
 
 def cost(args: argparse.Namespace) -> None:
-    """Network time per image, side by side in one process: the old default (avg, centre crop),
-    the new one at index time (R-MAC, whole picture: one pass) and at query time (four turns),
-    and the turn-invariant descriptor (four passes at index time), with the load average."""
+    """Network time per image, side by side in one process, through the pipeline's Network
+    (its query views included): the old default (avg, centre crop), R-MAC of the whole picture
+    at index time (one pass) and at query time with the query views of #17's first round
+    (turns: 4 passes) and of its second (turns + zoom: 5), and the turn-invariant descriptor,
+    with the load average."""
     import os
 
     import torch
 
-    from deepvision.models.descriptor import Descriptor
+    from deepvision.models.descriptor import Descriptor, QueryViews
     from deepvision.models.registry import get_spec, load_model
-    from deepvision.pipeline.network import embed_pixels
+    from deepvision.pipeline.network import Network
 
     torch.set_num_threads(2)
     spec = get_spec(args.model)
     weights = spec.find_weights(None, False)
     pixels = torch.randint(0, 256, (args.batch, 3, 224, 224), dtype=torch.uint8)
-    rows = {"avg, crop (old default), index or query": (Descriptor("avg", frame="crop"), 1),
-            "rmac, full (new default), index": (Descriptor(), 1),
-            "rmac, full + query turns (new default), query": (Descriptor(), 4),
-            "rmac, full, turn-invariant, index": (Descriptor(turns=True), 1)}
+    rows = {"avg, crop (old default), index or query": (Descriptor("avg", frame="crop"), None),
+            "rmac, full (#17 defaults), index": (Descriptor(), None),
+            "rmac, full + query turns (#17 first round), query":
+                (Descriptor(), QueryViews(True, 0.0)),
+            "rmac, full + query turns + zoom (#17 now), query":
+                (Descriptor(), QueryViews(True, 0.75)),
+            "rmac, full, turn-invariant, index": (Descriptor(turns=True), None)}
     print(f"load average before: {os.getloadavg()}")
-    for name, (d, passes) in rows.items():
-        model = load_model(spec, weights, torch.device("cpu"), d)
-        embed_pixels(model, pixels[:2], torch.device("cpu"))  # warm-up
+    for name, (d, views) in rows.items():
+        net = Network(load_model(spec, weights, torch.device("cpu"), d), torch.device("cpu"),
+                      args.batch)
+        net.embed(pixels[:2])  # warm-up
         best = float("inf")
         for _ in range(args.repeat):
             t0 = time.perf_counter()
-            for k in range(passes):
-                embed_pixels(model, torch.rot90(pixels, k, (2, 3)), torch.device("cpu"))
+            net.checked([""] * len(pixels), list(range(len(pixels))), pixels, views=views)
             best = min(best, time.perf_counter() - t0)
-        print(f"{name:48s} {best / args.batch * 1000:7.1f} ms per image (best of {args.repeat})")
+        print(f"{name:52s} {best / args.batch * 1000:7.1f} ms per image (best of {args.repeat})")
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -472,9 +472,10 @@ def search(
         "best turn's. Default: as the index records (on for indexes made since #17).",
         show_default=False)] = None,
     zoom: Annotated[Optional[bool], typer.Option(
-        "--zoom/--no-zoom", help="Also search with the centre of each query enlarged (finds "
-        "a photo inside a screenshot or a frame; one more network pass). Default: as the "
-        "index records (on for indexes made since #17's second round).",
+        "--zoom/--no-zoom", help="Also search with the centre 75 % of each query enlarged "
+        "(finds a photo inside a screenshot or a wide frame; one more network pass; can cost "
+        "small low-quality copies of textures their match). Default: as the index records "
+        "(off).",
         show_default=False)] = None,
     quiet: Quiet = False,
 ) -> None:
@@ -638,7 +639,7 @@ def eval_(
         "--turns/--no-turns", help="Query-time turns (default: as `search` on a new index).",
         show_default=False)] = None,
     zoom: Annotated[Optional[bool], typer.Option(
-        "--zoom/--no-zoom", help="Query-time zoom (default: as `search` on a new index).",
+        "--zoom/--no-zoom", help="Query-time zoom, as `search --zoom` (default: off).",
         show_default=False)] = None,
     frame: Frame = None,
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "auto",

@@ -61,9 +61,8 @@ def test_recorded_descriptors_keep_their_query_views() -> None:
     assert Descriptor.from_dict({"pooling": "avg"}) == PRE_17
     assert PRE_17.query_views.count == 0
     assert Descriptor.from_dict(Descriptor().to_dict()) == Descriptor()
-    assert Descriptor().query_views == QueryViews(True, 0.75)
-    assert Descriptor().query_views.count == 4
-    assert Descriptor().label == "rmac+full (query turns, query zoom 0.75)"
+    assert Descriptor().query_views == QueryViews(True, 0.0)  # measured, not a default
+    assert Descriptor(query_zoom=0.75).label == "rmac+full (query turns, query zoom 0.75)"
 
 
 def _framed(src: Path, target: Path) -> None:
@@ -82,6 +81,7 @@ def _framed(src: Path, target: Path) -> None:
 
 def test_search_finds_a_framed_copy_only_with_the_zoom(cli, tiny_model, tmp_path: Path,
                                                       photos: Path) -> None:
+    # The default has no zoom: --zoom adds it to a search on any index.
     idx = tmp_path / "idx"
     assert cli("index", photos, "--index-dir", idx, "--model", tiny_model, "--quiet",
                "--workers", "0").exit_code == 0
@@ -97,7 +97,8 @@ def test_search_finds_a_framed_copy_only_with_the_zoom(cli, tiny_model, tmp_path
         return {Path(q["query"]).stem: Path(q["matches"][0]["path"]).stem
                 for q in json.loads(done.stdout)["queries"]}
 
-    with_zoom = firsts()
+    with_zoom = firsts("--zoom")
     assert all(q == m for q, m in with_zoom.items()), with_zoom
-    without = firsts("--no-zoom")
+    assert firsts("--no-zoom") == firsts()  # the default
+    without = firsts()
     assert any(q != m for q, m in without.items()), "the stub finds framed copies anyway"

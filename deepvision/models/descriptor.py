@@ -34,9 +34,10 @@ class Descriptor:
     query_turns: bool = True
     # Search also with the centre `query_zoom` of the query's square (both sides) enlarged to
     # the square, 0: not. The whole picture keeps what surrounds a photo (a screenshot's
-    # browser window, a rotation's black corners); the zoomed view cuts most of it away
+    # browser window, a rotation's black corners); the zoomed view cuts most of it away. Not a
+    # default: it fixes screenshots but costs a small low-quality texture copy its match
     # (bench/QUALITY.md, "Issue #17, second round"). Query side only, recorded like query_turns.
-    query_zoom: float = 0.75
+    query_zoom: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         return {"pooling": self.pooling, "flip": self.flip, "scales": list(self.scales),
@@ -88,8 +89,9 @@ class QueryViews:
         return f" ({', '.join(parts)})" if parts else ""
 
 
-# What `--zoom` asks for on an index that records no zoom: the default's (measured) fraction.
-QUERY_ZOOM = Descriptor().query_zoom
+# What `--zoom` asks for on an index that records no zoom: the fraction measured best on both
+# evaluation sets (0.75 over 0.875; bench/QUALITY.md).
+QUERY_ZOOM = 0.75
 
 # What every index made before issue #17 was built with, and what a field missing from a
 # recorded descriptor means; also the default of models that give one finished embedding (CLIP).

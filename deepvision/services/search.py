@@ -71,7 +71,8 @@ class RankOptions:
     # (Descriptor.query_turns).
     turns: bool | None = None
     # Query-time zoom: also the centre of the query, enlarged (Descriptor.query_zoom; one
-    # network pass). None: as the index records; True on an index without: QUERY_ZOOM.
+    # network pass). None: as the index records (no index does by default); True on an index
+    # without: QUERY_ZOOM.
     zoom: bool | None = None
 
 
