@@ -292,12 +292,13 @@ def evaluate_set(evalset: EvalSet, req: EvalRequest, rep: Reporter,
     opts = replace(req.embed, workload=len(evalset.items))
     embedder = embedder or Embedder.load(spec, weights, descriptor, opts)
     n_groups = len({i.group for i in evalset.items if i.group is not None})
+    views = query_views(descriptor, req.turns, req.zoom)
+    described = replace(descriptor, query_turns=views.turns, query_zoom=views.zoom)
     rep.info(f"eval {req.source}: {len(evalset.items)} images in {n_groups} groups; "
-             f"descriptor {descriptor.label}; {embedder.describe()}")
+             f"descriptor {described.label}; {embedder.describe()}")
     report_notes(embedder, rep)
 
     embed_start = time.perf_counter()
-    views = query_views(descriptor, req.turns, req.zoom)
     vectors, turned, ok, failures = _embed_all(embedder, evalset.items, rep, views)
     embed_seconds = time.perf_counter() - embed_start
     rep.info(f"embedded {int(ok.sum())} images in {embed_seconds:.1f} s "
@@ -314,7 +315,7 @@ def evaluate_set(evalset: EvalSet, req: EvalRequest, rep: Reporter,
     return EvalResult(
         source=os.path.abspath(req.source), model=spec.name, weights=weights.origin,
         weights_identity=weights.identity, device=str(embedder.device),
-        descriptor=replace(descriptor, query_turns=views.turns, query_zoom=views.zoom).label
+        descriptor=described.label
         + (f"+pcaw{req.whiten}" if req.whiten else "") + (f"+qe{req.qe}" if req.qe else ""),
         protocol=req.protocol,
         ks=req.ks, images=len(items),
