@@ -12,7 +12,15 @@ re-measured end to end with `deepvision eval` (bench/QUALITY.md).
 
 Views per image: the short-side-resize + centre crop of the pipeline ("crop"), turned by 0, 90,
 180, 270 degrees; the mirrored crop; the whole image squashed to the model's square ("full"),
-turned likewise; five 60 % sub-crops (four corners and the centre) for database-side augmentation.
+turned likewise; five 60 % sub-crops (four corners and the centre) for database-side augmentation;
+the centre 87.5 % / 75 % of the whole picture's square enlarged to it ("zoom87", "zoom75", as
+`search --zoom` derives it).
+
+An option is a pooling and how views become vectors: a named recipe ("rmac:full+qturns"), or
+"POOL:db=RECIPES|q=RECIPES" with RECIPES such as "full0/crop0" (two vectors per image),
+"full0+0.5*crop0" (a weighted sum), "full#" (the four turns), "0.9^crop0" (that view's scores
+count at 0.9). `embed --fmaps` also keeps the feature maps; `regions` pools them with other
+region grids into a cache `score` reads like any other (pool names as in REGION_POOLS).
 """
 
 from __future__ import annotations
@@ -277,9 +285,9 @@ def score_cmd(args: argparse.Namespace) -> None:
 def cost(args: argparse.Namespace) -> None:
     """Network time per image, side by side in one process, through the pipeline's Network
     (its query views included): the old default (avg, centre crop), R-MAC of the whole picture
-    at index time (one pass) and at query time with the query views of #17's first round
-    (turns: 4 passes) and of its second (turns + zoom: 5), and the turn-invariant descriptor,
-    with the load average."""
+    at index time (one pass) and at query time with the default's query views (turns: 4
+    passes) and with `--zoom` (turns + zoom: 5), and the turn-invariant descriptor, with the
+    load average."""
     import os
 
     import torch
@@ -293,10 +301,10 @@ def cost(args: argparse.Namespace) -> None:
     weights = spec.find_weights(None, False)
     pixels = torch.randint(0, 256, (args.batch, 3, 224, 224), dtype=torch.uint8)
     rows = {"avg, crop (old default), index or query": (Descriptor("avg", frame="crop"), None),
-            "rmac, full (#17 defaults), index": (Descriptor(), None),
-            "rmac, full + query turns (#17 first round), query":
+            "rmac, full (the default), index": (Descriptor(), None),
+            "rmac, full + query turns (the default), query":
                 (Descriptor(), QueryViews(True, 0.0)),
-            "rmac, full + query turns + zoom (#17 now), query":
+            "rmac, full + query turns + zoom (--zoom), query":
                 (Descriptor(), QueryViews(True, 0.75)),
             "rmac, full, turn-invariant, index": (Descriptor(turns=True), None)}
     print(f"load average before: {os.getloadavg()}")
@@ -311,6 +319,67 @@ def cost(args: argparse.Namespace) -> None:
             best = min(best, time.perf_counter() - t0)
         print(f"{name:52s} {best / args.batch * 1000:7.1f} ms per image (best of {args.repeat})")
     print(f"load average after: {os.getloadavg()}")
+
+
+def _rmac_grid(fmap, levels: int, whole: bool = True, avg: bool = False):
+    """R-MAC with `levels` levels (the package's region grid), optionally without the
+    whole-map term or plus average pooling."""
+    import torch.nn.functional as F  # noqa: N812
+
+    from deepvision.models.descriptor import _region_starts
+
+    h, w = fmap.shape[2:]
+    total = F.normalize(fmap.amax(dim=(2, 3)), dim=1) if whole else 0.0
+    for level in range(1, levels + 1):
+        side = max(1, int(2 * min(h, w) / (level + 1)))
+        for y in _region_starts(h, side, level):
+            for x in _region_starts(w, side, level):
+                total = total + F.normalize(fmap[:, :, y:y + side, x:x + side].amax(dim=(2, 3)),
+                                            dim=1)
+    if avg:
+        total = F.normalize(total, dim=1) + F.normalize(fmap.mean(dim=(2, 3)), dim=1)
+    return F.normalize(total, dim=1)
+
+
+def _regional_gem(fmap, levels: int = 3, p: float = 3.0):
+    """R-MAC's regions, each GeM-pooled instead of max-pooled."""
+    import torch.nn.functional as F  # noqa: N812
+
+    from deepvision.models.descriptor import _region_starts
+
+    x = fmap.clamp(min=1e-6)
+    h, w = x.shape[2:]
+    total = F.normalize(x.pow(p).mean(dim=(2, 3)).pow(1 / p), dim=1)
+    for level in range(1, levels + 1):
+        side = max(1, int(2 * min(h, w) / (level + 1)))
+        for y in _region_starts(h, side, level):
+            for xx in _region_starts(w, side, level):
+                region = x[:, :, y:y + side, xx:xx + side]
+                total = total + F.normalize(region.pow(p).mean(dim=(2, 3)).pow(1 / p), dim=1)
+    return F.normalize(total, dim=1)
+
+
+REGION_POOLS = {
+    "rmac": lambda f: _rmac_grid(f, 3), "rmac1": lambda f: _rmac_grid(f, 1),
+    "rmac2": lambda f: _rmac_grid(f, 2), "rmac4": lambda f: _rmac_grid(f, 4),
+    "rmac5": lambda f: _rmac_grid(f, 5), "rmacnog": lambda f: _rmac_grid(f, 3, whole=False),
+    "rmac+avg": lambda f: _rmac_grid(f, 3, avg=True), "rgem": _regional_gem,
+}
+
+
+def regions(args: argparse.Namespace) -> None:
+    """An `embed --fmaps` cache -> a cache of the same views pooled with REGION_POOLS."""
+    import torch
+
+    cache = dict(np.load(args.cache))
+    fmaps = cache.pop("fmaps")
+    n, v, d = fmaps.shape[:3]
+    out = {name: np.zeros((n, v, d), np.float16) for name in REGION_POOLS}
+    for i in range(0, n, 64):
+        f = torch.from_numpy(fmaps[i:i + 64].astype(np.float32)).flatten(0, 1)
+        for name, pool in REGION_POOLS.items():
+            out[name][i:i + 64] = pool(f).reshape(-1, v, d).numpy()
+    np.savez(args.out, **{**cache, **out})
 
 
 def main() -> None:
@@ -330,12 +399,15 @@ def main() -> None:
     s.add_argument("--options", default="avg,avg:qturns,avg:sumturns,avg:full,avg:full+qturns")
     s.add_argument("--json", default=None)
     s.add_argument("--protocol", choices=("all", "copies"), default="all")
+    g = sub.add_parser("regions")
+    g.add_argument("--cache", required=True, help="from embed --fmaps")
+    g.add_argument("--out", required=True)
     c = sub.add_parser("cost")
     c.add_argument("--model", default="efficientnet-lite0")
     c.add_argument("--batch", type=int, default=32)
     c.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    {"embed": embed, "score": score_cmd, "cost": cost}[args.cmd](args)
+    {"embed": embed, "score": score_cmd, "regions": regions, "cost": cost}[args.cmd](args)
 
 
 if __name__ == "__main__":
