@@ -314,3 +314,22 @@ def test_without_ray_installed_the_extra_is_named(tmp_path):
                            str(tmp_path / "idx"), "--ray", "local"],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 2 and "pip install 'deepvision[ray]'" in done.stderr, done.stderr
+
+
+def test_an_on_disk_index_encodes_its_shards_on_the_ray_cluster(cluster, tmp_path):
+    """`index --ray` hands the store ClusterShards: the shard tasks of an on-disk IVF-PQ build
+    run on the cluster, and merge into what one process builds."""
+    from test_scale_index import DIM, check_same, clustered, sharded, single_process
+
+    from deepvision.services.distributed import ClusterShards
+    from deepvision.store import ondisk
+    from deepvision.store.faiss_index import ONDISK, plan_index
+
+    n = 3000
+    ids, db, q = np.arange(n, dtype=np.int64) * 5 + 1, clustered(n, 3), clustered(30, 4)
+    trained = ondisk.train(db[::2], plan_index(ONDISK, n, DIM))
+    index = sharded(trained, ids, db, tmp_path, ClusterShards(cluster))
+    check_same(index, single_process(trained, ids, db), ids, db, q)
+    import ray
+
+    assert not ray.is_initialized()  # left the cluster when the shards were done

@@ -16,7 +16,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,6 +169,25 @@ def disconnect(ray: Any) -> None:
     ray.shutdown()
     if isinstance(sys.stdout, _StderrInstead):
         sys.stdout = sys.stdout.stdout
+
+
+class ClusterShards:
+    """An on-disk IVF-PQ build's shard tasks (store.ondisk) on the --ray cluster, joined the same
+    way as for embedding (checked, quiet) and left when the shards are done."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def map(self, fn: Callable[..., np.ndarray], shared: np.ndarray,
+            jobs: Iterable[tuple[Any, ...]]) -> Iterator[np.ndarray]:
+        from deepvision.store.ondisk import RayRunner
+
+        ray = import_ray()
+        connect(self.address, ray)
+        try:
+            yield from RayRunner(self.address).map(fn, shared, jobs)
+        finally:
+            disconnect(ray)
 
 
 class RayEmbedders:

@@ -389,11 +389,13 @@ def run_index(req: IndexRequest, rep: Reporter) -> IndexSummary:
     the model runs on that Ray cluster."""
     if req.ray is None:
         return IndexRun(req, rep).run()
-    from deepvision.services.distributed import RayEmbedders, import_ray
+    from deepvision.services.distributed import ClusterShards, RayEmbedders, import_ray
 
     import_ray()  # a missing extra is a usage error before any work
     embedders = RayEmbedders(req.ray, rep)
-    summary = IndexRun(req, rep, embedders=embedders).run()
+    # An on-disk IVF-PQ structure encodes its shards on the same cluster.
+    store = IndexStore(req.store.root, req.store.name, shards=ClusterShards(req.ray))
+    summary = IndexRun(replace(req, store=store), rep, embedders=embedders).run()
     summary.engine = "ray"
     if embedders.cluster is not None and embedders.plan is not None:
         summary.cluster = f"{embedders.cluster.describe()}; {embedders.plan.describe()}"
