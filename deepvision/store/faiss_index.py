@@ -222,6 +222,10 @@ class VectorIndex:
             # 64 points per codeword (FAISS default 256): 4x faster codebook training, and the
             # codes only propose candidates that search re-ranks exactly.
             faiss.downcast_index(ivf).pq.cp.max_points_per_centroid = 64
+            # FAISS's default polysemous training only relabels the codewords for Hamming
+            # pre-filtering, which search never uses: 343 s of IVF1024,PQ160x8 training on
+            # 65k vectors with it, 107 s without (bench/ivf_train.py, bench/RESULTS.md).
+            faiss.downcast_index(ivf).do_polysemous_training = False
         if ivf is not None and faiss.get_num_gpus() > 0:
             # k-means on the GPU; the index itself stays a CPU index (that is what is saved).
             ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(ivf.d))
