@@ -193,7 +193,11 @@ def test_cli_builds_searches_updates_and_repairs_an_on_disk_index(cli, tiny_mode
     new = photos / "new.png"
     make_photo_like(new, seed=99)
     centroids = quantizer(idx / "default" / first[0])
+    killed = idx / "default" / ".shards-k1lled00"  # the work folder of a build killed midway
+    killed.mkdir()
+    (killed / "shard-0.bin").write_bytes(b"partial")
     assert cli("index", photos, "--index-dir", idx, "--workers", "0").exit_code == 0
+    assert not killed.exists()
     second = faiss_files(idx)
     assert len(second) == 2 and not set(second) & set(first)
     np.testing.assert_array_equal(quantizer(idx / "default" / second[0]), centroids)
