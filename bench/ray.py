@@ -42,11 +42,12 @@ def make_photos(folder: Path, n: int, seed: int = 0) -> None:
         Image.fromarray(pixels.astype(np.uint8)).save(folder / f"p{i:05d}.jpg", quality=90)
 
 
-def timed_index(folder: Path, ray: bool) -> dict:
+def timed_index(folder: Path, ray: bool, backend: str) -> dict:
     """One fresh `deepvision index` process; wall seconds and its own summary."""
     with tempfile.TemporaryDirectory(prefix="dv-bench-idx-") as idx:
         args = [sys.executable, "-m", "deepvision", "index", str(folder), "--index-dir", idx,
-                "--model", MODEL, "--json", *(["--ray", "local"] if ray else [])]
+                "--model", MODEL, "--json", "--backend", backend,
+                *(["--ray", "local"] if ray else [])]
         start = time.perf_counter()
         done = subprocess.run(args, capture_output=True, text=True, check=False,
                               env={**os.environ, "RAY_AUTH_MODE": "disabled"})
@@ -54,30 +55,34 @@ def timed_index(folder: Path, ray: bool) -> dict:
     if done.returncode != 0:
         raise SystemExit(f"index failed ({done.returncode}): {done.stderr[-2000:]}")
     doc = json.loads(done.stdout)
-    return {"wall": wall, "embedded": doc["embedded"], "cluster": doc.get("cluster")}
+    return {"wall": wall, "embedded": doc["embedded"], "cluster": doc.get("cluster"),
+            "backend": doc["backend"]}
 
 
-def measure(folders: dict[int, Path], repeats: int) -> dict[tuple[str, int], list[float]]:
+def measure(folders: dict[int, Path], repeats: int,
+            backend: str) -> dict[tuple[str, int], list[float]]:
     walls: dict[tuple[str, int], list[float]] = {}
     for r in range(repeats):
         order = [("local", False), ("ray", True)]
         for engine, ray in order if r % 2 == 0 else order[::-1]:
             for n, folder in folders.items():
-                got = timed_index(folder, ray)
+                got = timed_index(folder, ray, backend)
                 assert got["embedded"] == n, got
                 walls.setdefault((engine, n), []).append(got["wall"])
-                print(f"{engine:5s} n={n:4d} {got['wall']:6.1f} s  {got['cluster'] or ''}",
+                print(f"{engine:5s} n={n:4d} {got['wall']:6.1f} s  {got['backend']}  "
+                      f"{got['cluster'] or ''}",
                       file=sys.stderr)
     return walls
 
 
 def report(walls: dict[tuple[str, int], list[float]], small: int, large: int,
-           load: tuple[str, str]) -> str:
+           load: tuple[str, str], backend: str) -> str:
     def best(engine: str, n: int) -> float:
         return min(walls[(engine, n)])
 
     lines = ["## Ray extraction overhead: `index --ray local` vs in-process (issue #14)", "",
-             f"`{command_line()}`", "", f"Machine: {machine()}; 1 Ray node with all its cores.",
+             f"`{command_line()}`", "", f"Machine: {machine()}; 1 Ray node with all its cores; "
+             f"`--backend {backend}` on both sides.",
              f"Load average (1 min) before / after: {load[0]} / {load[1]}.", "",
              f"| engine | wall, {small} files | wall, {large} files | steady rate | fixed cost |",
              "| --- | ---: | ---: | ---: | ---: |"]
@@ -100,6 +105,9 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=60)
     parser.add_argument("--large", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--backend", default="torch",
+                        help="the same network backend on both sides (auto could pick another "
+                        "one for each: its remembered choice depends on the threads)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dv-bench-ray-") as tmp:
@@ -108,9 +116,10 @@ def main() -> None:
             folders[n] = Path(tmp) / f"photos{n}"
             make_photos(folders[n], n)
         before = os.getloadavg()[0]
-        walls = measure(folders, args.repeats)
+        walls = measure(folders, args.repeats, args.backend)
         after = os.getloadavg()[0]
-    publish(report(walls, args.small, args.large, (f"{before:.2f}", f"{after:.2f}")), args.out)
+    publish(report(walls, args.small, args.large, (f"{before:.2f}", f"{after:.2f}"),
+                   args.backend), args.out)
 
 
 if __name__ == "__main__":
