@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from vectorfactory import DIM, clustered
 
 from deepvision.store.faiss_index import (
     FLAT_MAX,
@@ -16,16 +17,6 @@ from deepvision.store.faiss_index import (
     plan_index,
     rerank,
 )
-
-DIM = 64
-
-
-def clustered(n: int, seed: int, dim: int = DIM, centers: int = 50) -> np.ndarray:
-    """Unit vectors around random centres: like image embeddings, unlike uniform noise."""
-    rng = np.random.default_rng(seed)
-    c = rng.standard_normal((centers, dim)).astype(np.float32)
-    x = c[rng.integers(0, centers, n)] + 0.35 * rng.standard_normal((n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def brute(db: np.ndarray, ids: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:

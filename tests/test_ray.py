@@ -319,7 +319,8 @@ def test_without_ray_installed_the_extra_is_named(tmp_path):
 def test_an_on_disk_index_encodes_its_shards_on_the_ray_cluster(cluster, tmp_path):
     """`index --ray` hands the store ClusterShards: the shard tasks of an on-disk IVF-PQ build
     run on the cluster, and merge into what one process builds."""
-    from test_scale_index import DIM, check_same, clustered, sharded, single_process
+    from test_scale_index import check_same, sharded, single_process
+    from vectorfactory import DIM, clustered
 
     from deepvision.services.distributed import ClusterShards
     from deepvision.store import ondisk

@@ -10,19 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from vectorfactory import DIM, clustered
 
 from deepvision.store import ondisk
 from deepvision.store.faiss_index import ONDISK, VectorIndex, load_faiss, plan_index
 
-DIM = 64
 N = 3000
-
-
-def clustered(n: int, seed: int, dim: int = DIM, centers: int = 50) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    c = rng.standard_normal((centers, dim)).astype(np.float32)
-    x = c[rng.integers(0, centers, n)] + 0.35 * rng.standard_normal((n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 @pytest.fixture(scope="module")
