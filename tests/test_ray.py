@@ -109,10 +109,15 @@ def _index(folder: Path, idx: Path, *extra: object, timeout: float = 400):
                    timeout=timeout)
 
 
+def _catalog(idx: Path) -> sqlite3.Connection:
+    """The live catalog, read-only, straight from the files (not through deepvision)."""
+    manifest = json.loads((idx / "default" / "manifest.json").read_text())
+    return sqlite3.connect(f"file:{idx / 'default' / manifest['catalog']}?mode=ro", uri=True)
+
+
 def _vectors(idx: Path) -> dict[tuple[str, int], np.ndarray]:
     """Every stored vector by (path, frame): an image's one, a video's sampled frames."""
-    manifest = json.loads((idx / "default" / "manifest.json").read_text())
-    db = sqlite3.connect(f"file:{idx / 'default' / manifest['catalog']}?mode=ro", uri=True)
+    db = _catalog(idx)
     rows = db.execute("SELECT f.path, v.frame, v.vec FROM files f JOIN vectors v ON "
                       "v.hash = f.hash WHERE f.status = 'ok'").fetchall()
     db.close()
@@ -122,8 +127,7 @@ def _vectors(idx: Path) -> dict[tuple[str, int], np.ndarray]:
 def _committed(idx: Path) -> int:
     """Files with a vector in the live catalog; 0 while it does not exist yet."""
     try:
-        manifest = json.loads((idx / "default" / "manifest.json").read_text())
-        db = sqlite3.connect(f"file:{idx / 'default' / manifest['catalog']}?mode=ro", uri=True)
+        db = _catalog(idx)
         try:
             return db.execute("SELECT count(*) FROM files WHERE vector_id IS NOT NULL"
                               ).fetchone()[0]
@@ -237,8 +241,7 @@ def test_a_killed_worker_is_retried_and_every_image_is_indexed_once(cluster, six
     assert doc["embedded"] == doc["added"] == doc["total_files"] == 60
     vectors = _vectors(idx)
     assert len(vectors) == 60
-    manifest = json.loads((idx / "default" / "manifest.json").read_text())
-    db = sqlite3.connect(idx / "default" / manifest["catalog"])
+    db = _catalog(idx)
     assert db.execute("SELECT count(*) FROM vectors").fetchone()[0] == 60  # none twice
     db.close()
 

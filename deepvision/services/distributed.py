@@ -17,7 +17,7 @@ import re
 import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,26 +30,28 @@ from deepvision.pipeline.embedder import EmbedOptions
 from deepvision.pipeline.loader import PILLOW_CHUNK, PillowRun
 from deepvision.pipeline.transforms import Preprocess
 from deepvision.pipeline.video import VideoOptions
-from deepvision.progress import Reporter
 from deepvision.store.manifest import Manifest
 from deepvision.types import EmbeddedBatch, Failure, Reason
 
 LOCAL = "local"  # --ray local: start a cluster on this machine for this run
 INSTALL = "pip install 'deepvision[ray]'"
-ADDRESS = re.compile(r"(ray://)?[\w.\-]+:\d{1,5}|ray://[\w.\-]+")  # HOST:PORT, ray://HOST[:PORT]
+HOST_PORT = re.compile(r"(?:ray://)?([\w.\-]+):(\d{1,5})")  # HOST:PORT or ray://HOST:PORT
+CLIENT = re.compile(r"ray://[\w.\-]+")  # Ray Client on its default port
 DECODE_MEMORY = 1 << 30  # bytes: a photo at the 178 MP default limit is 534 MB as RGB, + its crop
 CHECK_SAMPLE = 16  # files every node must be able to read before the run starts
 ACTOR_BATCH = {"cpu": 32, "gpu": 128}  # rows per actor call (a GPU's network batch is larger)
 
 
 def import_ray() -> Any:
-    """Ray, imported only when --ray asks for it; without it, which extra to install."""
+    """Ray with Ray Data (the streaming batch inference engine), imported only when --ray asks
+    for it; without them, the store's error naming the extra to install."""
+    from deepvision.store.ondisk import load_ray
+
+    ray = load_ray()
     try:
-        import ray
-        import ray.data  # the streaming batch inference engine
-    except ImportError:
-        raise UsageError(f"--ray needs Ray, which is not installed; install it with: {INSTALL}"
-                         ) from None
+        import ray.data
+    except ImportError:  # ray without its `data` extra: deepvision[ray] brings both
+        raise UsageError(f"Ray Data is not installed: {INSTALL}") from None
     return ray
 
 
@@ -61,7 +63,8 @@ def resolve_address(address: str | None) -> str:
              "to start one on this machine")
     if not chosen:
         raise UsageError(f"--ray was given without an address and RAY_ADDRESS is not set; {forms}")
-    if chosen not in (LOCAL, "auto") and not ADDRESS.fullmatch(chosen):
+    if chosen not in (LOCAL, "auto") and not (HOST_PORT.fullmatch(chosen)
+                                               or CLIENT.fullmatch(chosen)):
         raise UsageError(f"--ray {chosen}: not a Ray cluster address (give the folders before "
                          f"--ray if that was one); {forms}")
     return chosen
@@ -144,7 +147,7 @@ def connect(address: str, ray: Any) -> Cluster:
 def _reachable(address: str, timeout: float = 5.0) -> None:
     """A HOST:PORT that does not answer fails in seconds: Ray itself keeps retrying for
     minutes before it gives up."""
-    m = re.fullmatch(r"(?:ray://)?([\w.\-]+):(\d+)", address)
+    m = HOST_PORT.fullmatch(address)
     if m is None:
         return  # local, auto, or ray://HOST on the default port: Ray's own checks
     try:
@@ -194,9 +197,8 @@ class RayEmbedders:
     """An EmbedderFactory for IndexRun: joins the cluster only once something needs embedding
     (a no-op nightly rerun never touches it)."""
 
-    def __init__(self, address: str, rep: Reporter) -> None:
+    def __init__(self, address: str) -> None:
         self.address = address
-        self.rep = rep
         self.cluster: Cluster | None = None
         self.plan: ActorPlan | None = None
 
@@ -293,8 +295,6 @@ def _blocks(n: int, cluster: Cluster) -> int:
 def _actor_options(opts: EmbedOptions, plan: ActorPlan, workload: int) -> EmbedOptions:
     """What each actor's Embedder is built with: its device, no decoding of its own (the
     crops arrive decoded), the runtime's threads as the cores it holds."""
-    from dataclasses import replace
-
     threads = opts.threads or int(plan.cpus)
     device = opts.device if plan.gpus and opts.device != "auto" else plan.device
     return replace(opts, device=device, decoder="pil", workers=0, threads=threads,
@@ -418,7 +418,7 @@ class EmbedActor:
                 parts.append(np.frombuffer(rows["pixels"][row], np.uint8).reshape(k, 3, crop,
                                                                                     crop))
                 items += [row] * k
-                times += _times_list(rows["times"][row], k)
+                times += _times_list(rows["times"][row])
         files = {}
         if parts:
             pixels = torch.from_numpy(np.concatenate(parts)).to(embedder.device)
@@ -470,7 +470,7 @@ def rows_to_batch(rows: dict[str, np.ndarray], paths: Sequence[str], dim: int,
         vecs = np.frombuffer(rows["vectors"][row], np.float32).reshape(-1, dim)
         items += [pos] * len(vecs)
         vectors.append(vecs)
-        times += _times_list(rows["times"][row], len(vecs))
+        times += _times_list(rows["times"][row])
     stacked = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
     frames = times if any(t is not None for t in times) else None
     return EmbeddedBatch(items, stacked, failures, frames)
@@ -481,11 +481,9 @@ def _times_bytes(times: Sequence[float | None]) -> bytes:
     return np.array([np.nan if t is None else t for t in times], np.float64).tobytes()
 
 
-def _times_list(data: bytes, n: int) -> list[float | None]:
-    values = np.frombuffer(data, np.float64)
-    if len(values) != n:  # an image: one crop, no time
-        return [None] * n
-    return [None if np.isnan(t) else float(t) for t in values]
+def _times_list(data: bytes) -> list[float | None]:
+    """_times_bytes back: one entry per crop (an image's one is None)."""
+    return [None if np.isnan(t) else float(t) for t in np.frombuffer(data, np.float64)]
 
 
 def _columns(out: dict[str, list[Any]]) -> dict[str, np.ndarray]:

@@ -392,7 +392,7 @@ def run_index(req: IndexRequest, rep: Reporter) -> IndexSummary:
     from deepvision.services.distributed import ClusterShards, RayEmbedders, import_ray
 
     import_ray()  # a missing extra is a usage error before any work
-    embedders = RayEmbedders(req.ray, rep)
+    embedders = RayEmbedders(req.ray)
     # An on-disk IVF-PQ structure encodes its shards on the same cluster.
     store = IndexStore(req.store.root, req.store.name, shards=ClusterShards(req.ray))
     summary = IndexRun(replace(req, store=store), rep, embedders=embedders).run()
