@@ -154,21 +154,40 @@ def _v(cache: dict, pool: str, names: tuple[str, ...]) -> np.ndarray:
     return cache[pool][:, idx].astype(np.float32)
 
 
+def _sides(cache: dict) -> np.ndarray:
+    """Each image's short side in pixels (read from the files, once per cache)."""
+    if "_sides" not in cache:
+        from PIL import Image
+
+        sides = []
+        for path in cache["paths"]:
+            with Image.open(str(path)) as im:
+                sides.append(min(im.size))
+        cache["_sides"] = np.array(sides)
+    return cache["_sides"]
+
+
 def recipe_vectors(cache: dict, pool: str, recipes: str) -> np.ndarray:
     """(n, len, d) vectors from recipes such as "full0/crop0" (two vectors per image) or
     "full0+0.5*crop0" (one: the weighted sum of two views' descriptors, re-normalised); a "#"
     stands for each turn 0..3 ("full#" = "full0/full1/full2/full3"); "0.9^crop0" scales that
-    view's scores by 0.9."""
+    view's scores by 0.9; "zoom75@224": the view only for images whose short side is at least
+    224 px, full0 in its place for the others (QueryViews.zooms, the package's size gate)."""
     out = []
     for recipe in recipes.split("/"):
         # "0.9^crop0": the view's scores count at 0.9 (a secondary view that must win clearly)
         discount, _, recipe = recipe.rpartition("^")
+        recipe, _, gate = recipe.partition("@")
         for k in (range(4) if "#" in recipe else (None,)):
             total = 0.0
             for term in recipe.replace("#", str(k)).split("+"):
                 weight, _, name = term.rpartition("*")
                 total = total + float(weight or 1.0) * _v(cache, pool, (name,))
-            out.append(float(discount or 1.0) * _norm(total))
+            vectors = float(discount or 1.0) * _norm(total)
+            if gate:
+                small = _sides(cache) < int(gate)
+                vectors[small] = _v(cache, pool, ("full0",))[small]
+            out.append(vectors)
     return np.concatenate(out, axis=1)
 
 
@@ -302,9 +321,9 @@ def cost(args: argparse.Namespace) -> None:
     pixels = torch.randint(0, 256, (args.batch, 3, 224, 224), dtype=torch.uint8)
     rows = {"avg, crop (old default), index or query": (Descriptor("avg", frame="crop"), None),
             "rmac, full (the default), index": (Descriptor(), None),
-            "rmac, full + query turns (the default), query":
+            "rmac, full + query turns (--no-zoom), query":
                 (Descriptor(), QueryViews(True, 0.0)),
-            "rmac, full + query turns + zoom (--zoom), query":
+            "rmac, full + query turns + zoom (the default), query":
                 (Descriptor(), QueryViews(True, 0.75)),
             "rmac, full, turn-invariant, index": (Descriptor(turns=True), None)}
     print(f"load average before: {os.getloadavg()}")
@@ -315,7 +334,8 @@ def cost(args: argparse.Namespace) -> None:
         best = float("inf")
         for _ in range(args.repeat):
             t0 = time.perf_counter()
-            net.checked([""] * len(pixels), list(range(len(pixels))), pixels, views=views)
+            net.checked([""] * len(pixels), list(range(len(pixels))), pixels, views=views,
+                        sides=[224] * len(pixels))  # pictures that fill the input: zoomed
             best = min(best, time.perf_counter() - t0)
         print(f"{name:52s} {best / args.batch * 1000:7.1f} ms per image (best of {args.repeat})")
     print(f"load average after: {os.getloadavg()}")

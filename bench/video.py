@@ -35,6 +35,7 @@ from _common import command_line, machine, publish  # noqa: E402
 from deepvision.models import registry  # noqa: E402
 from deepvision.models.descriptor import Descriptor  # noqa: E402
 from deepvision.pipeline.embedder import Embedder, EmbedOptions  # noqa: E402
+from deepvision.pipeline.transforms import Crop  # noqa: E402
 from deepvision.pipeline.video import VideoOptions, sample_video  # noqa: E402
 from deepvision.progress import Silent  # noqa: E402
 from deepvision.services.sync import IndexRequest, IndexRun  # noqa: E402
@@ -117,7 +118,8 @@ def main() -> None:
     keyed = sample_video(str(video), embedder.model.preprocess, VideoOptions(max_frames=5), 120.0)
     keyed_s = time.perf_counter() - start
     start = time.perf_counter()
-    embedder.embed_crops([str(video)] * len(sampled.crops), sampled.crops)
+    crops = [Crop(c, side) for c, side in zip(sampled.crops, sampled.sides, strict=True)]
+    embedder.embed_crops([str(video)] * len(crops), crops)
     network_s = time.perf_counter() - start
 
     store = IndexStore(work / "indexes")

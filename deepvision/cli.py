@@ -473,9 +473,10 @@ def search(
         show_default=False)] = None,
     zoom: Annotated[Optional[bool], typer.Option(
         "--zoom/--no-zoom", help="Also search with the centre 75 % of each query enlarged "
-        "(finds a photo inside a screenshot or a wide frame; one more network pass; can cost "
-        "small low-quality copies of textures their match). Default: as the index records "
-        "(off).",
+        "(finds a photo inside a screenshot or a wide frame; one more network pass), for a "
+        "query whose short side is at least the model's input (224 px for the EfficientNets; a "
+        "smaller one has no detail to zoom into). Default: as the index records (on for "
+        "indexes made since #17's third round).",
         show_default=False)] = None,
     quiet: Quiet = False,
 ) -> None:
@@ -639,7 +640,8 @@ def eval_(
         "--turns/--no-turns", help="Query-time turns (default: as `search` on a new index).",
         show_default=False)] = None,
     zoom: Annotated[Optional[bool], typer.Option(
-        "--zoom/--no-zoom", help="Query-time zoom, as `search --zoom` (default: off).",
+        "--zoom/--no-zoom", help="Query-time zoom, as `search --zoom` (default: as `search` "
+        "on a new index).",
         show_default=False)] = None,
     frame: Frame = None,
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "auto",

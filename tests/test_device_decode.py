@@ -160,6 +160,9 @@ def _feed(decoder, paths: Sequence[Path], pre: Preprocess, decode_batch: int = 8
     for piece in feeder.pieces(chunks[k] for k in range(len(chunks))):
         if piece.items:
             assert piece.pixels.shape == (len(piece.items), 3, pre.crop, pre.crop)
+            for pos, side in zip(piece.items, piece.sides, strict=True):  # as stored, any road
+                with Image.open(names[pos]) as im:
+                    assert side == min(im.size), names[pos]
             crops.update({names[pos]: piece.pixels[j] for j, pos in enumerate(piece.items)})
         reasons.update({names[pos]: f.reason for pos, f in piece.failures})
         seen += piece.items + [pos for pos, _ in piece.failures]
@@ -366,7 +369,8 @@ def test_file_chunks_split_and_carry_jpeg_bytes_exactly(tmp_path):
             assert [(pos, f.reason) for pos, f in chunk.failures] == \
                 ([(5, Reason.TRUNCATED)] if 5 in span else [])
             for j, pos in enumerate(chunk.decoded):
-                assert torch.equal(chunk.pixels[j], pil_crop(names[pos], pre, 120))
+                assert torch.equal(chunk.pixels[j], pil_crop(names[pos], pre, 120).pixels)
+            assert chunk.sides == [pil_crop(names[pos], pre, 120).side for pos in chunk.decoded]
             assert len(chunk.offsets) == (len(chunk.encoded) + 1 if jpeg_bytes else 1)
             for j, pos in enumerate(chunk.encoded):
                 lo, hi = chunk.offsets[j], chunk.offsets[j + 1]
@@ -479,7 +483,8 @@ def test_pillow_fallback_decodes_the_bytes_the_worker_read(tmp_path, tiny):
     assert [p.failures for p in pieces] == [[]]
     for j, pos in enumerate(pieces[0].items):
         data = chunk.blob[chunk.offsets[pos]:chunk.offsets[pos + 1]].numpy().tobytes()
-        assert torch.equal(pieces[0].pixels[j], pil_crop("unused.jpg", pre, 120, data))
+        assert torch.equal(pieces[0].pixels[j], pil_crop("unused.jpg", pre, 120, data).pixels)
+        assert pieces[0].sides[j] == pil_crop("unused.jpg", pre, 120, data).side
 
 
 # --------------------------------------------------------------------------- OOM back-off

@@ -1,6 +1,7 @@
-"""Query-time zoom (issue #17, second round): the centre of the query's square enlarged, as one
-more query view; how it is derived, the order of the views, how recorded descriptors read it,
-and the search path end to end with the stub backbone."""
+"""Query-time zoom (issue #17, second and third rounds): the centre of the query's square
+enlarged, as one more query view, for queries whose picture fills the model's input; how it is
+derived, the order of the views, the size gate, how recorded descriptors read it, and the search
+path end to end with the stub backbone."""
 
 from __future__ import annotations
 
@@ -33,12 +34,13 @@ def test_query_views_are_the_turns_then_the_zoom(tiny_model: str) -> None:
 
     from deepvision.models.registry import resolve
     from deepvision.pipeline.embedder import Embedder, EmbedOptions
-    from deepvision.pipeline.transforms import centre_zoom
+    from deepvision.pipeline.transforms import Crop, centre_zoom
 
     spec, weights, _ = resolve(tiny_model, None)
     emb = Embedder.load(spec, weights, Descriptor(), EmbedOptions(device="cpu", workers=0))
     crops = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
-    got = emb.embed_crops(["a", "b", "c"], list(crops), QueryViews(True, 0.75))
+    big = [Crop(c, 32) for c in crops]  # pictures as large as the input: zoomed
+    got = emb.embed_crops(["a", "b", "c"], big, QueryViews(True, 0.75))
     assert got.query_views is not None and got.query_views.shape == (3, 4, emb.dim)
     net = emb.network
     for k in (1, 2, 3):
@@ -47,22 +49,49 @@ def test_query_views_are_the_turns_then_the_zoom(tiny_model: str) -> None:
     zoomed = net.embed(centre_zoom(crops, 0.75, emb.model.preprocess))
     assert np.allclose(got.query_views[:, 3], zoomed, atol=1e-5)
     assert not np.allclose(zoomed, got.vectors, atol=1e-2)  # a view of its own
-    only = emb.embed_crops(["a"], [crops[0]], QueryViews(False, 0.75)).query_views
+    only = emb.embed_crops(["a"], big[:1], QueryViews(False, 0.75)).query_views
     assert only is not None and only.shape == (1, 1, emb.dim)
-    assert emb.embed_crops(["a"], [crops[0]], QueryViews()).query_views is None
+    assert emb.embed_crops(["a"], big[:1], QueryViews()).query_views is None
+
+
+def test_a_picture_smaller_than_the_input_gets_no_zoom(tiny_model: str) -> None:
+    # A query enlarged to reach the input is not zoomed into again: its zoom view is its own
+    # vector (no score changes), while the picture that fills the input next to it is zoomed.
+    import torch
+
+    from deepvision.models.registry import resolve
+    from deepvision.pipeline.embedder import Embedder, EmbedOptions
+    from deepvision.pipeline.transforms import Crop, centre_zoom
+
+    spec, weights, _ = resolve(tiny_model, None)
+    emb = Embedder.load(spec, weights, Descriptor(), EmbedOptions(device="cpu", workers=0))
+    assert emb.model.preprocess.crop == 32
+    crops = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    got = emb.embed_crops(["small", "large"], [Crop(crops[0], 31), Crop(crops[1], 32)],
+                          QueryViews(False, 0.75))
+    assert got.query_views is not None
+    assert np.array_equal(got.query_views[0, 0], got.vectors[0])
+    zoomed = emb.network.embed(centre_zoom(crops[1:], 0.75, emb.model.preprocess))
+    assert np.allclose(got.query_views[1, 0], zoomed[0], atol=1e-5)
+    assert not np.allclose(got.query_views[1, 0], got.vectors[1], atol=1e-2)
+    assert QueryViews(True, 0.75).zooms(224, 224) and not QueryViews(True, 0.75).zooms(223, 224)
+    assert not QueryViews(True, 0.0).zooms(1000, 224)
 
 
 def test_recorded_descriptors_keep_their_query_views() -> None:
-    # An index made with #17's first defaults recorded query turns but no zoom: it keeps
-    # searching without one; one made before #17 has neither.
+    # An index made with #17's first defaults recorded query turns but no zoom (or no field):
+    # it keeps searching without one; one made before #17 has neither; new ones zoom.
     first_round = {"pooling": "rmac", "flip": False, "scales": [1.0], "frame": "full",
                    "turns": False, "query_turns": True}
     assert Descriptor.from_dict(first_round).query_views == QueryViews(True, 0.0)
     assert Descriptor.from_dict({"pooling": "avg"}) == PRE_17
     assert PRE_17.query_views.count == 0
     assert Descriptor.from_dict(Descriptor().to_dict()) == Descriptor()
-    assert Descriptor().query_views == QueryViews(True, 0.0)  # measured, not a default
-    assert Descriptor(query_zoom=0.75).label == "rmac+full (query turns, query zoom 0.75)"
+    second_round = {**first_round, "query_zoom": 0.0}
+    assert Descriptor.from_dict(second_round).query_views == QueryViews(True, 0.0)
+    assert Descriptor().query_views == QueryViews(True, 0.75)  # the third round's default
+    assert Descriptor().label == "rmac+full (query turns, query zoom 0.75)"
+    assert Descriptor(query_zoom=0.0).stored == Descriptor().stored  # the same vectors
 
 
 def _framed(src: Path, target: Path) -> None:
@@ -81,7 +110,7 @@ def _framed(src: Path, target: Path) -> None:
 
 def test_search_finds_a_framed_copy_only_with_the_zoom(cli, tiny_model, tmp_path: Path,
                                                       photos: Path) -> None:
-    # The default has no zoom: --zoom adds it to a search on any index.
+    # A new index searches with the zoom; --no-zoom leaves it out, --zoom asks for it.
     idx = tmp_path / "idx"
     assert cli("index", photos, "--index-dir", idx, "--model", tiny_model, "--quiet",
                "--workers", "0").exit_code == 0
@@ -99,6 +128,63 @@ def test_search_finds_a_framed_copy_only_with_the_zoom(cli, tiny_model, tmp_path
 
     with_zoom = firsts("--zoom")
     assert all(q == m for q, m in with_zoom.items()), with_zoom
-    assert firsts("--no-zoom") == firsts()  # the default
-    without = firsts()
+    assert firsts() == with_zoom  # the default
+    without = firsts("--no-zoom")
     assert any(q != m for q, m in without.items()), "the stub finds framed copies anyway"
+
+
+def test_search_does_not_zoom_into_a_small_query(cli, tiny_model, tmp_path: Path,
+                                                 photos: Path) -> None:
+    # Framed copies smaller than the stub's 32 px input: every score is the one --no-zoom
+    # gives (the zoom is left out, not merely outvoted); at 64 px the zoom changes scores.
+    idx = tmp_path / "idx"
+    assert cli("index", photos, "--index-dir", idx, "--model", tiny_model, "--quiet",
+               "--workers", "0").exit_code == 0
+    small, large = tmp_path / "small", tmp_path / "large"
+    small.mkdir()
+    large.mkdir()
+    for src in sorted(photos.iterdir()):
+        _framed(src, large / f"{src.stem}.png")
+        with Image.open(large / f"{src.stem}.png") as im:
+            im.resize((28, 28), Image.Resampling.BILINEAR).save(small / f"{src.stem}.png")
+
+    def scores(folder: Path, flag: str) -> list[float]:
+        done = cli("search", folder, "--index-dir", idx, "--format", "json", "-k", "5",
+                   "--workers", "0", flag)
+        assert done.exit_code == 0, done.stderr
+        return [m["score"] for q in json.loads(done.stdout)["queries"] for m in q["matches"]]
+
+    assert scores(small, "--zoom") == scores(small, "--no-zoom")
+    assert scores(large, "--zoom") != scores(large, "--no-zoom")
+
+
+def test_an_index_without_the_zoom_keeps_its_query_views_and_needs_no_rebuild(
+        cli, tiny_model, tmp_path: Path, photos: Path) -> None:
+    # An index of the second round recorded query_zoom 0.0. Descriptor options equal to its
+    # stored part (the query fields aside) index into it as they are; a stored part that
+    # differs still asks for a rebuild; info says how to search it with the zoom.
+    from dataclasses import replace
+
+    from deepvision.errors import ExitCode
+    from deepvision.store.indexstore import IndexStore
+    from deepvision.store.manifest import write_manifest
+
+    idx = tmp_path / "idx"
+    assert cli("index", photos, "--index-dir", idx, "--model", tiny_model, "--quiet",
+               "--workers", "0").exit_code == 0
+    store = IndexStore(idx)
+    m = store.read_manifest()
+    assert m.descriptor == Descriptor()
+    write_manifest(store.manifest_path, replace(m, descriptor=replace(m.descriptor,
+                                                                      query_zoom=0.0)))
+    (photos / "img_00.jpg").unlink()
+    done = cli("index", photos, "--index-dir", idx, "--pooling", "rmac", "--frame", "full",
+               "--workers", "0", "--json")
+    assert done.exit_code == 0, done.stderr
+    assert json.loads(done.stdout)["removed"] == 1
+    assert store.read_manifest().descriptor.query_zoom == 0.0  # kept as recorded
+    done = cli("index", photos, "--index-dir", idx, "--pooling", "gem", "--workers", "0")
+    assert done.exit_code == ExitCode.INCOMPATIBLE and "rebuild" in done.stderr
+    info = json.loads(cli("info", "--index-dir", idx, "--json").stdout)
+    assert "`search --zoom`" in info["descriptor_note"]
+    assert "no rebuild needed" in info["descriptor_note"]

@@ -34,6 +34,7 @@ def test_the_sampler_keeps_each_scene_and_its_time(tmp_path):
     assert got.decoded == 60 and got.duration == pytest.approx(6.0)
     assert len(got.times) == 3
     assert [int(t // 2) for t in got.times] == [0, 1, 2]  # one frame inside each scene
+    assert got.sides == [min(scene(101).shape[:2])] * 3  # each frame's short side, as stored
     # Each kept crop is its scene's picture (the tiny bar of motion aside).
     import torch
 

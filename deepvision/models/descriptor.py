@@ -13,6 +13,10 @@ from deepvision.pipeline.transforms import Preprocess, pixel_stats
 if TYPE_CHECKING:
     import torch
 
+# The query zoom's fraction: the default's, and what `--zoom` asks for on an index that records
+# none (one made before it was a default); measured best on both sets (0.75 over 0.875).
+QUERY_ZOOM = 0.75
+
 
 @dataclass(frozen=True)
 class Descriptor:
@@ -20,7 +24,8 @@ class Descriptor:
     Measured on the evaluation set before any option became a default (bench/QUALITY.md)."""
 
     # The defaults are issue #17's measured choice (bench/QUALITY.md): R-MAC of the whole
-    # picture, queries also turned. from_dict reads what an older index lacks as it was then.
+    # picture, queries also turned and zoomed. from_dict reads what an older index lacks as
+    # it was then.
     pooling: str = "rmac"  # avg | gem (p = 3) | rmac (regional max, 3 levels); none learned
     flip: bool = False  # average with the mirror image's descriptor: flip-invariant
     scales: tuple[float, ...] = (1.0,)  # image scales whose descriptors are summed
@@ -33,11 +38,11 @@ class Descriptor:
     # query behaviour (and score scale) it was built with.
     query_turns: bool = True
     # Search also with the centre `query_zoom` of the query's square (both sides) enlarged to
-    # the square, 0: not. The whole picture keeps what surrounds a photo (a screenshot's
-    # browser window, a rotation's black corners); the zoomed view cuts most of it away. Not a
-    # default: it fixes screenshots but costs a small low-quality texture copy its match
-    # (bench/QUALITY.md, "Issue #17, second round"). Query side only, recorded like query_turns.
-    query_zoom: float = 0.0
+    # the square, 0: not; only for a query with the pixels for it (QueryViews.zooms). The whole
+    # picture keeps what surrounds a photo (a screenshot's browser window, a rotation's black
+    # corners); the zoomed view cuts most of it away (bench/QUALITY.md, "Issue #17, third
+    # round"). Query side only, recorded like query_turns.
+    query_zoom: float = QUERY_ZOOM
 
     def to_dict(self) -> dict[str, object]:
         return {"pooling": self.pooling, "flip": self.flip, "scales": list(self.scales),
@@ -60,6 +65,12 @@ class Descriptor:
                 + ("+full" if self.frame == "full" else "") + scales + self.query_views.label)
 
     @property
+    def stored(self) -> tuple[object, ...]:
+        """What decides the stored vectors: two descriptors equal here can share an index (the
+        query fields only change how it is searched)."""
+        return (self.pooling, self.flip, self.scales, self.frame, self.turns)
+
+    @property
     def views(self) -> int:
         """Network passes per image (the cost of this descriptor relative to a plain one)."""
         return len(self.scales) * (2 if self.flip else 1) * (4 if self.turns else 1)
@@ -79,8 +90,15 @@ class QueryViews:
 
     @property
     def count(self) -> int:
-        """Extra vectors per query image (one network pass each)."""
+        """Extra vectors per query image (one network pass each, the zoom's only if it zooms)."""
         return (3 if self.turns else 0) + (1 if self.zoom else 0)
+
+    def zooms(self, side: int, size: int) -> bool:
+        """Whether a query whose picture has short side `side` (transforms.Crop.side) gets the
+        zoom view at model input `size`: only if the picture already fills the input. A smaller
+        one was enlarged to reach it, and zooming enlarges its blocks and noise again (a ⅓-size
+        JPEG-25 gravel then matched grass; bench/QUALITY.md, "Issue #17, third round")."""
+        return bool(self.zoom) and side >= size
 
     @property
     def label(self) -> str:
@@ -89,9 +107,6 @@ class QueryViews:
         return f" ({', '.join(parts)})" if parts else ""
 
 
-# What `--zoom` asks for on an index that records no zoom: the fraction measured best on both
-# evaluation sets (0.75 over 0.875; bench/QUALITY.md).
-QUERY_ZOOM = 0.75
 
 # What every index made before issue #17 was built with, and what a field missing from a
 # recorded descriptor means; also the default of models that give one finished embedding (CLIP).

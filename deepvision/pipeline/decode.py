@@ -60,16 +60,25 @@ def load_rgb(path: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     resize_short: the short side the caller will resize to; the pixel limit then also holds for
     the resized image (a 1x100000 strip is 0.1 MP, but 6,554 MP once its short side is 256).
     """
+    return load_rgb_sided(path, max_megapixels, draft_size, data, resize_short)[0]
+
+
+def load_rgb_sided(path: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+                   draft_size: int | None = None, data: bytes | None = None,
+                   resize_short: int | None = None) -> tuple[Image.Image, int]:
+    """load_rgb, and the short side of the picture as stored (before draft mode shrank it):
+    what the device road reads from a JPEG header, so both roads report the same."""
     _register_plugins()
     configure_pillow()
     with decode_errors():
         source = io.BytesIO(data if data is not None else read_file(path, max_megapixels))
         with Image.open(source) as im:
             check_pixels(im, max_megapixels, resize_short)
+            side = min(im.size)
             if draft_size and im.format == "JPEG":
                 im.draft("RGB", (draft_size, draft_size))
             im.load()
-            return to_rgb(_upright(im))
+            return to_rgb(_upright(im)), side
 
 
 def configure_pillow() -> None:

@@ -34,7 +34,7 @@ from deepvision.pipeline.network import (
     embed_text,
     pick_device,
 )
-from deepvision.pipeline.transforms import pil_crop, resize_crop
+from deepvision.pipeline.transforms import Crop, pil_crop, resize_crop
 from deepvision.pipeline.video import VideoOptions
 from deepvision.types import EmbeddedBatch, Failure, Reason
 
@@ -189,13 +189,14 @@ class Embedder:
         return EmbeddedBatch([items[i] for i in out.items], out.vectors,
                              [*failures, *((items[i], f) for i, f in out.failures)])
 
-    def prepare(self, image: InMemoryImage, name: str) -> torch.Tensor:
+    def prepare(self, image: InMemoryImage, name: str) -> Crop:
         """One image in memory -> the model's uint8 crop (3, crop, crop), decoded and checked
-        as a file would be. Raises DecodeError with the reason. Thread-safe: a service decodes
-        uploads on its request threads and batches only the network."""
+        as a file would be, with its picture's short side. Raises DecodeError with the reason.
+        Thread-safe: a service decodes uploads on its request threads and batches only the
+        network."""
         return self._crop(image, name)
 
-    def embed_crops(self, names: Sequence[str], crops: Sequence[torch.Tensor],
+    def embed_crops(self, names: Sequence[str], crops: Sequence[Crop],
                     views: QueryViews | None = None) -> EmbeddedBatch:
         """Crops from `prepare`, through the network in one go (positions as in `crops`);
         views: also their query views."""
@@ -206,10 +207,11 @@ class Embedder:
                                  if count else None)
         import torch
 
-        return self.network.checked(names, list(range(len(crops))),
-                                    torch.stack(list(crops)).to(self.device), views=views)
+        pixels = torch.stack([c.pixels for c in crops]).to(self.device)
+        return self.network.checked(names, list(range(len(crops))), pixels, views=views,
+                                    sides=[c.side for c in crops])
 
-    def _crop(self, image: InMemoryImage, label: str) -> torch.Tensor:
+    def _crop(self, image: InMemoryImage, label: str) -> Crop:
         import torch
         from PIL import Image as PILImage
         from torchvision.transforms.v2.functional import pil_to_tensor
@@ -219,10 +221,11 @@ class Embedder:
             return pil_crop(label, pre, limit, data=bytes(image))
         if isinstance(image, PILImage.Image):
             check_pixels(image, limit, pre.resize)
-            return resize_crop(pil_to_tensor(to_rgb(image)), pre)
+            return Crop(resize_crop(pil_to_tensor(to_rgb(image)), pre), min(image.size))
         array = np.asarray(image)
         if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
             raise DecodeError(Reason.CORRUPT, f"expected an HxWx3 uint8 RGB array, got shape "
                               f"{array.shape} of {array.dtype}")
         check_pixels(Size(array.shape[1], array.shape[0]), limit, pre.resize)
-        return resize_crop(torch.from_numpy(array.copy()).permute(2, 0, 1), pre)  # own it
+        pixels = resize_crop(torch.from_numpy(array.copy()).permute(2, 0, 1), pre)  # own it
+        return Crop(pixels, min(array.shape[:2]))

@@ -11,7 +11,7 @@ import contextlib
 import queue
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from deepvision.pipeline.gpudecode import DeviceDecoder, JpegHeader
@@ -34,6 +34,7 @@ class Piece:
     failures: list[tuple[int, Failure]]
     ready: Any = None  # torch.cuda.Event recorded after the pixels were written
     times: list[float | None] | None = None  # per item: a video frame's time; None: no frames
+    sides: list[int] = field(default_factory=list)  # per item: transforms.Crop.side
 
 
 Pending = tuple[int, "torch.Tensor", JpegHeader]  # position, file bytes, header
@@ -100,7 +101,8 @@ class Feeder:
             return Piece([], None, chunk.failures)
         with self._on_stream():
             pixels = chunk.pixels.to(self.device, non_blocking=True)
-        return Piece(chunk.decoded, pixels, chunk.failures, self._done(), chunk.times)
+        return Piece(chunk.decoded, pixels, chunk.failures, self._done(), chunk.times,
+                     chunk.sides)
 
     def _decode(self, pending: list[Pending]) -> Iterator[Piece]:
         import torch
@@ -113,7 +115,8 @@ class Feeder:
                 yield from self._after_oom(pending[start:])
                 return
             if decoded:
-                yield Piece(decoded, pixels, [], ready)
+                sides = {pos: min(header.height, header.width) for pos, _, header in part}
+                yield Piece(decoded, pixels, [], ready, sides=[sides[pos] for pos in decoded])
             if rejected:
                 yield self._pillow(rejected)
 

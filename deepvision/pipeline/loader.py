@@ -41,6 +41,7 @@ class Chunk:
     decoded: list[int] = field(default_factory=list)  # decoded in the worker (a video: repeated)
     pixels: Any = None  # torch uint8 (len(decoded), 3, crop, crop)
     times: list[float | None] | None = None  # a frame's time per decoded crop; None: no frames
+    sides: list[int] = field(default_factory=list)  # per decoded crop: transforms.Crop.side
     encoded: list[int] = field(default_factory=list)  # JPEGs left for the device decoder
     blob: Any = None  # torch uint8: their bytes end to end, one shared-memory transfer
     offsets: list[int] = field(default_factory=list)  # encoded[i] is blob[offsets[i]:[i+1]]
@@ -128,13 +129,16 @@ class PillowRun:
     crops: list[Any] = field(default_factory=list)
     failures: list[tuple[int, Failure]] = field(default_factory=list)
     times: list[float | None] = field(default_factory=list)
+    sides: list[int] = field(default_factory=list)
 
     def add(self, pos: int, path: str, data: bytes | None = None) -> None:
         try:
-            self.crops.append(pil_crop(path, self.pre, self.max_megapixels, data))
+            crop = pil_crop(path, self.pre, self.max_megapixels, data)
         except DecodeError as exc:
             self.fail(pos, path, exc)
             return
+        self.crops.append(crop.pixels)
+        self.sides.append(crop.side)
         self.decoded.append(pos)
         self.times.append(None)
 
@@ -146,6 +150,7 @@ class PillowRun:
             self.fail(pos, path, exc)
             return
         self.crops.extend(sampled.crops)
+        self.sides.extend(sampled.sides)
         self.decoded.extend([pos] * len(sampled.crops))
         self.times.extend(sampled.times)
 
@@ -157,7 +162,7 @@ class PillowRun:
 
         pixels = torch.stack(self.crops) if self.crops else None
         times = self.times if any(t is not None for t in self.times) else None
-        return Chunk(self.failures, self.decoded, pixels, times, **device_part)
+        return Chunk(self.failures, self.decoded, pixels, times, self.sides, **device_part)
 
 
 def _keep(chunk: Chunk) -> Chunk:

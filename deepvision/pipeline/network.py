@@ -8,6 +8,7 @@ feeder's pieces into network batches.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -117,23 +118,25 @@ class Network:
             if piece.failures:
                 yield EmbeddedBatch([], np.zeros((0, self.dim), np.float32), piece.failures)
             if piece.items:
-                times = piece.times or [None] * len(piece.items)
-                held.append((piece.items, _arrived(piece, self.device), times))
-            while sum(len(items) for items, _, _ in held) >= self.batch:
-                items, pixels, times, held = _take(held, self.batch)
-                yield self.checked(paths, items, pixels, times, views)
+                held.append(Held(piece.items, _arrived(piece, self.device),
+                                 piece.times or [None] * len(piece.items), piece.sides))
+            while sum(len(h.items) for h in held) >= self.batch:
+                batch, held = _take(held, self.batch)
+                yield self.checked(paths, batch.items, batch.pixels, batch.times, views,
+                                   batch.sides)
         if held:
-            items, pixels, times, _ = _take(held, None)
-            yield self.checked(paths, items, pixels, times, views)
+            batch, _ = _take(held, None)
+            yield self.checked(paths, batch.items, batch.pixels, batch.times, views, batch.sides)
 
     def checked(self, paths: Sequence[str], items: list[int], pixels: torch.Tensor,
-                times: list[float | None] | None = None,
-                views: QueryViews | None = None) -> EmbeddedBatch:
-        """Embed one batch (views: also its query views). A NaN/inf feature (fp16 overflow, a
-        broken weights file) would rank as FAISS id -1: report the image instead of indexing
-        garbage."""
+                times: list[float | None] | None = None, views: QueryViews | None = None,
+                sides: Sequence[int] = ()) -> EmbeddedBatch:
+        """Embed one batch (views: also its query views; sides: each crop's Crop.side, which
+        the zoom view needs). A NaN/inf feature (fp16 overflow, a broken weights file) would
+        rank as FAISS id -1: report the image instead of indexing garbage."""
         vectors = self.embed(pixels)
-        extra = self.embed_views(pixels, views) if views is not None and views.count else None
+        extra = (self.embed_views(pixels, views, sides, vectors)
+                 if views is not None and views.count else None)
         finite = np.isfinite(vectors).all(axis=1)
         if extra is not None:
             finite &= np.isfinite(extra).all(axis=(1, 2))
@@ -147,17 +150,29 @@ class Network:
         return EmbeddedBatch(kept, vectors[finite], bad, frames,
                              None if extra is None else extra[finite])
 
-    def embed_views(self, pixels: torch.Tensor, views: QueryViews) -> np.ndarray:
+    def embed_views(self, pixels: torch.Tensor, views: QueryViews, sides: Sequence[int],
+                    plain: np.ndarray) -> np.ndarray:
         """(N, views.count, dim): the crops turned by 90, 180 and 270° (a crop is square, so a
-        turned batch has the batch's shape), then their zoomed centres, as `views` asks."""
+        turned batch has the batch's shape), then their zoomed centres, as `views` asks. A crop
+        whose picture is too small to zoom into (QueryViews.zooms) gets its own `plain` vector
+        in the zoom's place: a view that changes no score, and no network pass."""
         import torch
 
         from deepvision.pipeline.transforms import centre_zoom
 
-        made = [torch.rot90(pixels, k, (2, 3)) for k in (1, 2, 3)] if views.turns else []
+        made = [self.embed(torch.rot90(pixels, k, (2, 3))) for k in (1, 2, 3)] \
+            if views.turns else []
         if views.zoom:
-            made.append(centre_zoom(pixels, views.zoom, self.model.preprocess))
-        return np.stack([self.embed(view) for view in made], axis=1)
+            if len(sides) != len(pixels):
+                raise ValueError("the zoom view needs each crop's Crop.side")
+            size = self.model.preprocess.crop
+            rows = [i for i, side in enumerate(sides) if views.zooms(side, size)]
+            zoomed = plain.copy()
+            if rows:
+                zoomed[rows] = self.embed(centre_zoom(pixels[rows], views.zoom,
+                                                      self.model.preprocess))
+            made.append(zoomed)
+        return np.stack(made, axis=1)
 
 
 def out_of_memory(exc: BaseException) -> bool:
@@ -220,20 +235,28 @@ def _arrived(piece: Piece, device: torch.device) -> torch.Tensor:
     return piece.pixels
 
 
-Held = tuple[list[int], "torch.Tensor", list[float | None]]  # items, pixels, frame times
+@dataclass(frozen=True)
+class Held:
+    """Crops on the device waiting for a network batch, and what belongs to each of them."""
+
+    items: list[int]
+    pixels: torch.Tensor
+    times: list[float | None]  # a video frame's time, None for a picture
+    sides: list[int]  # transforms.Crop.side
 
 
-def _take(held: list[Held], n: int | None
-          ) -> tuple[list[int], torch.Tensor, list[float | None], list[Held]]:
+def _take(held: list[Held], n: int | None) -> tuple[Held, list[Held]]:
     """The first n held images (all if n is None) as one batch, and what is left; n grows to
     the end of a video's frames (consecutive items of one position)."""
     import torch
 
-    items = [i for part, _, _ in held for i in part]
-    times = [t for _, _, part in held for t in part]
-    pixels = held[0][1] if len(held) == 1 else torch.cat([p for _, p, _ in held])
+    items = [i for h in held for i in h.items]
+    times = [t for h in held for t in h.times]
+    sides = [side for h in held for side in h.sides]
+    pixels = held[0].pixels if len(held) == 1 else torch.cat([h.pixels for h in held])
     while n is not None and 0 < n < len(items) and items[n] == items[n - 1]:
         n += 1
     if n is None or n >= len(items):
-        return items, pixels, times, []
-    return items[:n], pixels[:n], times[:n], [(items[n:], pixels[n:], times[n:])]
+        return Held(items, pixels, times, sides), []
+    return (Held(items[:n], pixels[:n], times[:n], sides[:n]),
+            [Held(items[n:], pixels[n:], times[n:], sides[n:])])

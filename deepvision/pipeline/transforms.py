@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     import torch
@@ -139,13 +139,22 @@ def resize_crop_grouped(images: Sequence[torch.Tensor], pre: Preprocess,
     return out
 
 
+class Crop(NamedTuple):
+    """One picture as the model's uint8 (3, crop, crop) square, and the short side of the
+    picture it was made from, as stored (a video: its frame): whether the query zoom has
+    pixels to zoom into (descriptor.QueryViews.zooms)."""
+
+    pixels: torch.Tensor
+    side: int
+
+
 def pil_crop(path: str, pre: Preprocess, max_megapixels: float,
-             data: bytes | None = None) -> torch.Tensor:
+             data: bytes | None = None) -> Crop:
     """Pillow's road: file -> upright RGB (draft mode) -> uint8 (3, crop, crop).
     Raises DecodeError."""
     from torchvision.transforms.v2.functional import pil_to_tensor
 
-    from deepvision.pipeline.decode import load_rgb
+    from deepvision.pipeline.decode import load_rgb_sided
 
-    image = load_rgb(path, max_megapixels, pre.draft_size, data=data, resize_short=pre.resize)
-    return resize_crop(pil_to_tensor(image), pre)
+    image, side = load_rgb_sided(path, max_megapixels, pre.draft_size, data, pre.resize)
+    return Crop(resize_crop(pil_to_tensor(image), pre), side)

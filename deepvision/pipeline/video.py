@@ -113,6 +113,7 @@ def spread(n: int, limit: int) -> list[int]:
 class SampledVideo:
     times: list[float]
     crops: list[torch.Tensor]  # uint8 (3, crop, crop), upright
+    sides: list[int]  # each kept frame's short side (transforms.Crop.side)
     decoded: int = 0  # frames the decoder produced
     duration: float | None = None  # as the header declares it
     end: float = 0.0  # time of the last demuxed packet
@@ -121,6 +122,7 @@ class SampledVideo:
     def keep(self, rows: list[int]) -> None:
         self.times = [self.times[i] for i in rows]
         self.crops = [self.crops[i] for i in rows]
+        self.sides = [self.sides[i] for i in rows]
 
 
 def sample_video(path: str, pre: Preprocess, opts: VideoOptions,
@@ -145,7 +147,7 @@ def _decode(container: Any, stream: Any, pre: Preprocess, opts: VideoOptions,
             max_megapixels: float, tick: Any) -> SampledVideo:
     duration = _duration(container, stream)
     sampler = FrameSampler(opts.interval, opts.max_frames, duration)
-    out = SampledVideo([], [], 0, duration)
+    out = SampledVideo([], [], [], 0, duration)
     stream.thread_type = "AUTO"  # frame threads: a long video is one worker's task
     if sampler.every > opts.interval:
         # The cap binds (a video longer than max_frames x interval): decode keyframes only.
@@ -165,6 +167,7 @@ def _decode(container: Any, stream: Any, pre: Preprocess, opts: VideoOptions,
         check_pixels(Size(frame.width, frame.height), max_megapixels, pre.resize)
         out.times.append(t)
         out.crops.append(frame_crop(frame, pre))
+        out.sides.append(min(frame.width, frame.height))
         if len(out.times) > 2 * opts.max_frames:  # bounded memory whatever the video does
             out.keep(spread(len(out.times), opts.max_frames))
     out.keep(spread(len(out.times), opts.max_frames))

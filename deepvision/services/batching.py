@@ -20,7 +20,7 @@ from deepvision.services.search import RankOptions, Searcher
 from deepvision.types import Failure, Match
 
 if TYPE_CHECKING:
-    import torch
+    from deepvision.pipeline.transforms import Crop
 
 MAX_WAIT = 0.005  # seconds a batch waits for company: small next to a ~30 ms network pass
 
@@ -28,7 +28,7 @@ MAX_WAIT = 0.005  # seconds a batch waits for company: small next to a ~30 ms ne
 @dataclass
 class _Query:
     name: str
-    crop: torch.Tensor
+    crop: Crop
     opts: RankOptions
     done: Future = field(default_factory=Future)
 
@@ -46,7 +46,7 @@ class QueryBatcher:
         self.batches = 0  # for the stats: how many network passes served how many queries
         self.queries = 0
 
-    def submit(self, name: str, crop: torch.Tensor, opts: RankOptions) -> Future:
+    def submit(self, name: str, crop: Crop, opts: RankOptions) -> Future:
         """A Future of list[Match], or of a Failure the network reported for this image."""
         query = _Query(name, crop, opts)
         self._queue.put(query)

@@ -260,7 +260,9 @@ class IndexRun:
             raise IncompatibleIndexError(
                 f"index {name!r} was built with model {manifest.model}, not {req.model}; "
                 f"{hint} --model {req.model}")
-        if req.descriptor is not None and req.descriptor != manifest.descriptor:
+        # Only what decides the stored vectors: the query fields are the index's own (its
+        # recorded choice, or search's flags), never a reason to re-embed.
+        if req.descriptor is not None and req.descriptor.stored != manifest.descriptor.stored:
             raise IncompatibleIndexError(
                 f"index {name!r} was built with descriptor {manifest.descriptor.label}, not "
                 f"{req.descriptor.label}; {hint} with the new --pooling/--flip/--scales")

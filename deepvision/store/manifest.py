@@ -82,6 +82,15 @@ class Manifest:
             return None
         if self.descriptor == default:
             return None
+        if self.descriptor.stored == default.stored:  # only how queries are searched differs
+            flags = " ".join(flag for flag, on in (
+                ("--turns" if default.query_turns else "--no-turns",
+                 default.query_turns != self.descriptor.query_turns),
+                ("--zoom" if default.query_zoom else "--no-zoom",
+                 bool(default.query_zoom) != bool(self.descriptor.query_zoom))) if on)
+            return (f"index {self.name!r} searches with descriptor {self.descriptor.label}; new "
+                    f"indexes now get {default.label} (bench/QUALITY.md): `search {flags}` "
+                    "searches this index that way, no rebuild needed")
         return (f"index {self.name!r} uses descriptor {self.descriptor.label}; new indexes now "
                 f"get {default.label} (bench/QUALITY.md): `deepvision rebuild --name "
                 f"{self.name}` re-embeds with it (searches keep working either way)")
