@@ -46,27 +46,18 @@ def _shipped_sources(dest: Path) -> list[Path]:
     return out
 
 
-def test_every_edited_copy_finds_its_source_at_rank_1(tmp_path: Path) -> None:
-    samples = load_script("make_samples")
-    src_dir, query_dir, idx_dir = tmp_path / "sources", tmp_path / "queries", tmp_path / "idx"
-    sources = _shipped_sources(src_dir)
-    assert len(sources) >= MIN_SOURCES
-    queries = samples.write_edits(sources, query_dir, {e: samples.EDITS[e] for e in TEST_EDITS})
-
+def _assert_rank1(src_dir: Path, query_dir: Path, idx_dir: Path,
+                  expected: dict[Path, Path]) -> None:
+    """Index src_dir and search every file of query_dir with the defaults through the CLI:
+    each query (resolved paths, exactly `expected`'s) must find its source first."""
     done = run_cli("index", str(src_dir), "--index-dir", str(idx_dir), "--name", "t",
                    "--model", "efficientnet-lite0", "--quiet")
     assert done.exit_code == 0, f"index failed ({done.exit_code}):\n{done.stderr}"
-
     done = run_cli("search", str(query_dir), "--index-dir", str(idx_dir), "--name", "t",
                    "--format", "json", "--top-k", "3")
     assert done.exit_code == 0, f"search failed ({done.exit_code}):\n{done.stderr}"
-    report = json.loads(done.stdout)
-
-    # Query files are named <source stem>__<edit>.jpg; compare resolved paths on both sides.
-    expected = {q.resolve(): (src_dir / f"{q.stem.split('__')[0]}.jpg").resolve() for q in queries}
-    results = {Path(r["query"]).resolve(): r for r in report["queries"]}
+    results = {Path(r["query"]).resolve(): r for r in json.loads(done.stdout)["queries"]}
     assert set(results) == set(expected), "the search did not answer exactly the query files"
-
     misses = []
     for query, source in sorted(expected.items()):
         result = results[query]
@@ -76,9 +67,20 @@ def test_every_edited_copy_finds_its_source_at_rank_1(tmp_path: Path) -> None:
         found = ", ".join(f"#{m['rank']} {Path(m['path']).name} {m['score']:.3f}" for m in matches)
         misses.append(f"  {query.name} (error: {result['error']}): {found or 'no matches'}")
     assert not misses, (
-        f"{len(misses)} of {len(expected)} edited copies did not find their source at rank 1:\n"
-        + "\n".join(misses)
-    )
+        f"{len(misses)} of {len(expected)} queries did not find their source at rank 1:\n"
+        + "\n".join(misses))
+
+
+def test_every_edited_copy_finds_its_source_at_rank_1(tmp_path: Path) -> None:
+    samples = load_script("make_samples")
+    src_dir, query_dir, idx_dir = tmp_path / "sources", tmp_path / "queries", tmp_path / "idx"
+    sources = _shipped_sources(src_dir)
+    assert len(sources) >= MIN_SOURCES
+    queries = samples.write_edits(sources, query_dir, {e: samples.EDITS[e] for e in TEST_EDITS})
+
+    # Query files are named <source stem>__<edit>.jpg.
+    expected = {q.resolve(): (src_dir / f"{q.stem.split('__')[0]}.jpg").resolve() for q in queries}
+    _assert_rank1(src_dir, query_dir, idx_dir, expected)
 
 
 # Issue #17's edit kinds, with the defaults (descriptor, query-time turns): each shipped photo
@@ -106,21 +108,7 @@ def test_robust_edits_find_their_source_at_rank_1_with_the_defaults(tmp_path: Pa
             out.save(target, "JPEG", quality="keep" if out.format == "JPEG" else 90)
             expected[target.resolve()] = source.resolve()
     assert {p.stem.split("__")[1] for p in expected} == set(names)
-
-    done = run_cli("index", str(src_dir), "--index-dir", str(idx_dir), "--name", "t",
-                   "--model", "efficientnet-lite0", "--quiet")
-    assert done.exit_code == 0, f"index failed ({done.exit_code}):\n{done.stderr}"
-    done = run_cli("search", str(query_dir), "--index-dir", str(idx_dir), "--name", "t",
-                   "--format", "json", "--top-k", "3")
-    assert done.exit_code == 0, f"search failed ({done.exit_code}):\n{done.stderr}"
-    results = {Path(r["query"]).resolve(): r for r in json.loads(done.stdout)["queries"]}
-    assert set(results) == set(expected)
-    misses = [f"  {q.name}: " + ", ".join(f"#{m['rank']} {Path(m['path']).name} {m['score']:.3f}"
-                                          for m in results[q]["matches"])
-              for q, source in sorted(expected.items())
-              if not results[q]["matches"]
-              or Path(results[q]["matches"][0]["path"]).resolve() != source]
-    assert not misses, f"{len(misses)} of {len(expected)} missed rank 1:\n" + "\n".join(misses)
+    _assert_rank1(src_dir, query_dir, idx_dir, expected)
 
 
 def test_lite2_embeds_with_its_own_weights_and_input_size() -> None:
@@ -162,18 +150,7 @@ def test_screenshots_and_a_small_texture_copy_find_their_source_with_the_default
         small = ROBUST_EDITS["third_q25"](im.convert("RGB"))
     small.save(query_dir / "gravel__third_q25.jpg", "JPEG", quality="keep")
     assert min(small.size) < 224  # below the input: not zoomed into
-
-    done = run_cli("index", str(src_dir), "--index-dir", str(idx_dir), "--name", "t",
-                   "--model", "efficientnet-lite0", "--quiet")
-    assert done.exit_code == 0, f"index failed ({done.exit_code}):\n{done.stderr}"
-    done = run_cli("search", str(query_dir), "--index-dir", str(idx_dir), "--name", "t",
-                   "--format", "json", "--top-k", "3")
-    assert done.exit_code == 0, f"search failed ({done.exit_code}):\n{done.stderr}"
-    results = json.loads(done.stdout)["queries"]
-    assert len(results) == len(sources) + 1
-    misses = [f"  {Path(r['query']).name}: " + ", ".join(
-                  f"#{m['rank']} {Path(m['path']).name} {m['score']:.3f}" for m in r["matches"])
-              for r in results
-              if not r["matches"]
-              or Path(r["matches"][0]["path"]).stem != Path(r["query"]).stem.split("__")[0]]
-    assert not misses, f"{len(misses)} of {len(results)} missed rank 1:\n" + "\n".join(misses)
+    expected = {q.resolve(): (src_dir / f"{q.stem.split('__')[0]}.jpg").resolve()
+                for q in query_dir.iterdir()}
+    assert len(expected) == len(sources) + 1
+    _assert_rank1(src_dir, query_dir, idx_dir, expected)
