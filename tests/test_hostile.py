@@ -708,3 +708,17 @@ def test_no_follow_links_skips_symlinked_folders_keeps_symlinked_files(cli, tiny
     summary = _ok(_index(cli, root, idx, "--no-follow-links"))
     assert summary["added"] == 2 and summary["failed"] == 0
     assert _indexed_paths(cli, idx, root / "a.jpg") == {str(root / "a.jpg"), str(file_link)}
+
+
+def test_the_guard_counts_what_files_under_holds(tmp_path):
+    # The mass-delete guard counts in sqlite; it must count exactly files_under's rows: the
+    # root itself and below it, not a sibling whose name only starts the same.
+    from deepvision.store.catalog import Catalog
+
+    catalog = Catalog(tmp_path / "catalog.sqlite")
+    for i, path in enumerate(("/p/a.jpg", "/p/sub/b.jpg", "/p", "/p2/c.jpg", "/p-x/d.jpg",
+                              "/q/e.jpg")):
+        catalog.upsert_file(path, 1, 1, f"h{i}", None)
+    for root in ("/p", "/p/", "/p/sub", "/p2", "/q", "/r"):
+        assert catalog.count_under(root) == len(catalog.files_under(root)), root
+    assert catalog.count_under("/p") == 3

@@ -231,6 +231,13 @@ class Catalog:
         )
         return {r[0]: FileRow(*r) for r in cur}
 
+    def count_under(self, root: str) -> int:
+        """How many rows files_under(root) holds, counted in sqlite (no rows materialised)."""
+        return int(self._db.execute(
+            "SELECT COUNT(*) FROM files WHERE path = ? OR (path >= ? AND path < ?)",
+            (root, root.rstrip("/") + "/", root.rstrip("/") + "0"),
+        ).fetchone()[0])
+
     def upsert_file(self, path: str, size: int, mtime_ns: int, hash_: str | None,
                     vector_id: int | None, status: str = "ok", reason: str | None = None,
                     message: str | None = None) -> None:
