@@ -42,12 +42,11 @@ def hash_one(rec: FileRecord) -> Hashed:
                                                "not a regular file (a FIFO, device or socket)"))
             while block := f.read(1 << 20):
                 h.update(block)
-    except FileNotFoundError:
-        return Hashed(rec, "", Failure(rec.path, Reason.VANISHED,
-                                       "file disappeared before it was read"))
-    except PermissionError:
-        return Hashed(rec, "", Failure(rec.path, Reason.PERMISSION_DENIED,
-                                       "permission denied: make the file readable"))
+    except (FileNotFoundError, PermissionError) as exc:
+        from deepvision.pipeline.decode import file_error  # the decoders' own wording
+
+        err = file_error(exc)
+        return Hashed(rec, "", Failure(rec.path, err.reason, err.message))
     except OSError as exc:
         return Hashed(rec, "", Failure(rec.path, Reason.IO_ERROR,
                                        f"read error: {exc.strerror}"))
