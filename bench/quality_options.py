@@ -39,27 +39,12 @@ POOLS = ("avg", "gem", "rmac")
 
 
 def rmac(fmap, levels: int = 3):
-    """R-MAC (Tolias et al. 2016) without learned whitening: max-pooled square regions at
-    `levels` scales, ~40 % overlap, each L2-normalised, summed."""
-    import torch
+    """The package's R-MAC (descriptor.rmac: the pipeline's region grid), L2-normalised."""
     import torch.nn.functional as F  # noqa: N812
 
-    _, _, h, w = fmap.shape
-    total = F.normalize(fmap.amax(dim=(2, 3)), dim=1)
-    for level in range(1, levels + 1):
-        side = max(1, int(2 * min(h, w) / (level + 1)))
-        for y in _starts(h, side, level):
-            for x in _starts(w, side, level):
-                total = total + F.normalize(fmap[:, :, y:y + side, x:x + side].amax(dim=(2, 3)),
-                                            dim=1)
-    return torch.nn.functional.normalize(total, dim=1)
+    from deepvision.models.descriptor import rmac as package_rmac
 
-
-def _starts(length: int, side: int, level: int) -> list[int]:
-    n = level + (1 if length > side * (level + 0.5) else 0)
-    if n <= 1 or length <= side:
-        return [max(0, (length - side) // 2)]
-    return sorted({round(i * (length - side) / (n - 1)) for i in range(n)})
+    return F.normalize(package_rmac(fmap, levels), dim=1)
 
 
 def view_tensors(path: str, pre, full_side: int):
