@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from search_helpers import first_matches, index_folder
 
 from deepvision.models.descriptor import PRE_17, Descriptor, QueryViews
 
@@ -112,24 +113,16 @@ def test_search_finds_a_framed_copy_only_with_the_zoom(cli, tiny_model, tmp_path
                                                       photos: Path) -> None:
     # A new index searches with the zoom; --no-zoom leaves it out, --zoom asks for it.
     idx = tmp_path / "idx"
-    assert cli("index", photos, "--index-dir", idx, "--model", tiny_model, "--quiet",
-               "--workers", "0").exit_code == 0
+    index_folder(cli, photos, idx, tiny_model)
     queries = tmp_path / "q"
     queries.mkdir()
     for src in sorted(photos.iterdir()):
         _framed(src, queries / f"{src.stem}.png")
 
-    def firsts(*flags: str) -> dict[str, str]:
-        done = cli("search", queries, "--index-dir", idx, "--format", "json", "-k", "1",
-                   "--workers", "0", *flags)
-        assert done.exit_code == 0, done.stderr
-        return {Path(q["query"]).stem: Path(q["matches"][0]["path"]).stem
-                for q in json.loads(done.stdout)["queries"]}
-
-    with_zoom = firsts("--zoom")
+    with_zoom = first_matches(cli, queries, idx, "--zoom")
     assert all(q == m for q, m in with_zoom.items()), with_zoom
-    assert firsts() == with_zoom  # the default
-    without = firsts("--no-zoom")
+    assert first_matches(cli, queries, idx) == with_zoom  # the default
+    without = first_matches(cli, queries, idx, "--no-zoom")
     assert any(q != m for q, m in without.items()), "the stub finds framed copies anyway"
 
 
@@ -138,8 +131,7 @@ def test_search_does_not_zoom_into_a_small_query(cli, tiny_model, tmp_path: Path
     # Framed copies smaller than the stub's 32 px input: every score is the one --no-zoom
     # gives (the zoom is left out, not merely outvoted); at 64 px the zoom changes scores.
     idx = tmp_path / "idx"
-    assert cli("index", photos, "--index-dir", idx, "--model", tiny_model, "--quiet",
-               "--workers", "0").exit_code == 0
+    index_folder(cli, photos, idx, tiny_model)
     small, large = tmp_path / "small", tmp_path / "large"
     small.mkdir()
     large.mkdir()
@@ -170,8 +162,7 @@ def test_an_index_without_the_zoom_keeps_its_query_views_and_needs_no_rebuild(
     from deepvision.store.manifest import write_manifest
 
     idx = tmp_path / "idx"
-    assert cli("index", photos, "--index-dir", idx, "--model", tiny_model, "--quiet",
-               "--workers", "0").exit_code == 0
+    index_folder(cli, photos, idx, tiny_model)
     store = IndexStore(idx)
     m = store.read_manifest()
     assert m.descriptor == Descriptor()

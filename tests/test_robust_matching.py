@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from search_helpers import first_matches, index_folder
 
 from deepvision.models.descriptor import Descriptor, parse_descriptor
 from deepvision.services import edits
@@ -101,24 +102,16 @@ def test_robust_edits_are_deterministic_and_do_what_they_say() -> None:
 def test_search_finds_a_turned_copy_only_with_query_turns(cli, tiny_model, tmp_path: Path,
                                                           photos: Path) -> None:
     idx = tmp_path / "idx"
-    assert cli("index", photos, "--index-dir", idx, "--model", tiny_model, "--quiet",
-               "--workers", "0").exit_code == 0
+    index_folder(cli, photos, idx, tiny_model)
     queries = tmp_path / "q"
     queries.mkdir()
     for src in sorted(photos.iterdir())[:6]:
         with Image.open(src) as im:
             im.convert("RGB").transpose(Image.Transpose.ROTATE_90).save(queries / f"{src.stem}.png")
 
-    def firsts(*flags: str) -> dict[str, str]:
-        done = cli("search", queries, "--index-dir", idx, "--format", "json", "-k", "1",
-                   "--workers", "0", *flags)
-        assert done.exit_code == 0, done.stderr
-        return {Path(q["query"]).stem: Path(q["matches"][0]["path"]).stem
-                for q in json.loads(done.stdout)["queries"]}
-
-    with_turns = firsts()
+    with_turns = first_matches(cli, queries, idx)
     assert all(q == m for q, m in with_turns.items()), with_turns
-    without = firsts("--no-turns")
+    without = first_matches(cli, queries, idx, "--no-turns")
     assert any(q != m for q, m in without.items()), "the stub finds turned copies anyway"
 
 
