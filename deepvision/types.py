@@ -74,6 +74,44 @@ class Failure:
     message: str
 
 
+class Tier(_Text):
+    """How two images are related (`dupes` pairs; a verified search match is a copy)."""
+
+    EXACT = "exact"  # the same bytes
+    COPY = "copy"  # the same picture: one geometric transform maps most of one onto the other
+    SIMILAR = "similar"  # the same scene or object, another shot (or an unverified neighbour)
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """An axis-aligned region of an image as fractions of its upright width and height
+    (0..1), so it can be drawn on any thumbnail of it."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    def as_list(self) -> list[float]:
+        return [round(v, 4) for v in (self.x0, self.y0, self.x1, self.y1)]
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """Why two images match: local features of both, matched and checked with RANSAC.
+
+    transform: the 3x3 homography (row-major) that maps the query's normalised coordinates
+    (fractions of its width and height) onto the indexed image's. points: a sample of the
+    inlier pairs (qx, qy, mx, my), also normalised, for drawing."""
+
+    inliers: int
+    score: float  # 0..1: how strongly the geometry confirms the match (verify.verified_score)
+    query_box: Box  # the matched region in the query
+    match_box: Box  # the matched region in the indexed image
+    transform: tuple[float, ...]
+    points: tuple[tuple[float, float, float, float], ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class Match:
     rank: int
@@ -82,6 +120,13 @@ class Match:
     file_id: int | None = None  # the catalog's id of the file (what `serve` addresses images by)
     timestamp: float | None = None  # seconds into the matched video (its best frame); None: image
     query_timestamp: float | None = None  # seconds into the query video of that best pair
+    # Local-feature verification (match/): None when it did not run for this candidate
+    # (--no-verify, beyond --verify-top, a video frame); else whether the geometry held.
+    verified: bool | None = None
+    verification: Verification | None = None  # the evidence, when verified is True
+    # A match (a copy of the query, or a part of one), as opposed to another similar image:
+    # verified, or (unverified) a score above the calibrated copy threshold.
+    match: bool = False
 
 
 @dataclass(frozen=True)
