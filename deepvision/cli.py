@@ -19,6 +19,7 @@ import typer
 
 from deepvision import __version__
 from deepvision.errors import DeepVisionError, ExitCode, UsageError
+from deepvision.extras import install_hint
 from deepvision.models.registry import AUTO, MODEL_CHOICES, get_spec
 from deepvision.output.console import ConsoleReporter
 from deepvision.pipeline.decode import DEFAULT_MAX_MEGAPIXELS
@@ -594,7 +595,7 @@ def serve(
             from deepvision.server.run import serve as run_server
         except ImportError as exc:
             raise UsageError(f"the search service needs its extra ({exc.name} is missing): "
-                             "pip install 'deepvision[serve]'") from None
+                             f"{install_hint('serve')}") from None
         _folders(allow_path)
         embed = _embed_options(device=device, batch_size=batch_size, workers=workers,
                                max_megapixels=max_megapixels, decoder=decoder,

@@ -228,7 +228,7 @@ def test_a_backend_that_is_not_installed_names_its_extra(tmp_path: Path, backend
     done = _without((missing,), "index", str(PHOTOS), "--index-dir", str(tmp_path),
                     "--backend", backend)
     assert done.returncode == 2, done.stderr
-    assert f"pip install 'deepvision[{extra}]'" in done.stderr
+    assert f"deepvision-search[{extra}]" in done.stderr
     assert not (tmp_path / "default").exists()  # refused before anything was written
 
 

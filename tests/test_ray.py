@@ -316,7 +316,7 @@ def test_without_ray_installed_the_extra_is_named(tmp_path):
     done = subprocess.run([sys.executable, "-c", code, "index", str(tmp_path), "--index-dir",
                            str(tmp_path / "idx"), "--ray", "local"],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert done.returncode == 2 and "pip install 'deepvision[ray]'" in done.stderr, done.stderr
+    assert done.returncode == 2 and "deepvision-search[ray]" in done.stderr, done.stderr
 
 
 def test_an_on_disk_index_encodes_its_shards_on_the_ray_cluster(cluster, tmp_path):

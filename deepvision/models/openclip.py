@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deepvision.errors import WeightsUnavailableError
+from deepvision.extras import install_hint
 from deepvision.models.weights import Weights, file_identity, reachable, user_file
 from deepvision.pipeline.transforms import Preprocess
 
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 HF_HOST = "https://huggingface.co"
 # The files open_clip looks for in a Hugging Face repo, in its own order of preference.
 HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-INSTALL = "pip install 'deepvision[clip]'"
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def _open_clip():
         import open_clip
     except ImportError as exc:
         raise WeightsUnavailableError(
-            f"CLIP models need open_clip ({exc.name} is missing): {INSTALL}") from None
+            f"CLIP models need open_clip ({exc.name} is missing): {install_hint('clip')}") from None
     return open_clip
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from deepvision.errors import BackendError, DeepVisionError, UsageError
+from deepvision.extras import install_hint
 from deepvision.models.export import cache_dir, export_key, onnx_file
 
 if TYPE_CHECKING:
@@ -60,8 +61,7 @@ def backend_problem(name: str) -> str | None:
     if name not in BACKENDS:
         return f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}"
     if name in RUNTIMES and not (installed(name) and installed("onnx")):  # onnx: the export
-        return (f"--backend {name} needs the {EXTRAS[name]} extra: "
-                f"pip install 'deepvision[{EXTRAS[name]}]'")
+        return f"--backend {name} needs the {EXTRAS[name]} extra: {install_hint(EXTRAS[name])}"
     return None
 
 

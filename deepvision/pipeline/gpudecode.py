@@ -34,8 +34,9 @@ if TYPE_CHECKING:
     import torch
 
 DECODERS = ("auto", "pil", "torchvision", "nvimgcodec")
-NVIMGCODEC_HINT = ("install NVIDIA nvImageCodec for your CUDA version: "
-                   "pip install 'deepvision[nvimgcodec-cu13]' (or nvimgcodec-cu12)")
+NVIMGCODEC_HINT = ("install NVIDIA nvImageCodec for your CUDA version: the extra "
+                   "deepvision-search[nvimgcodec-cu13] (or nvimgcodec-cu12), e.g. "
+                   "pip install '.[nvimgcodec-cu13]' in deepvision's checkout")
 NVIMGCODEC_MISSING = f"--decoder nvimgcodec: nvImageCodec is not installed; {NVIMGCODEC_HINT}"
 # Pillow modes a GPU JPEG decoder turns into RGB like Pillow does; CMYK/YCCK (Adobe inversion)
 # and anything exotic go to Pillow.

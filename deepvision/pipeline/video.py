@@ -22,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from deepvision.extras import install_hint
 from deepvision.pipeline.decode import DecodeError, Size, check_pixels, file_error
 from deepvision.pipeline.transforms import DRAFT_HEADROOM, Preprocess, resize_crop
 from deepvision.types import Reason
@@ -321,8 +322,8 @@ def _video_errors() -> Iterator[None]:
     try:
         import av
     except ImportError:
-        raise DecodeError(Reason.UNSUPPORTED_FORMAT, "videos need PyAV: pip install "
-                          "'deepvision[video]'") from None
+        raise DecodeError(Reason.UNSUPPORTED_FORMAT,
+                          f"videos need PyAV: {install_hint('video')}") from None
     try:
         yield
     except DecodeError:

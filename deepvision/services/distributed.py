@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from deepvision.errors import ClusterError, DeepVisionError, UsageError
+from deepvision.extras import install_hint
 from deepvision.pipeline.backends import Selection
 from deepvision.pipeline.discover import looks_like_video
 from deepvision.pipeline.embedder import EmbedOptions
@@ -34,7 +35,6 @@ from deepvision.store.manifest import Manifest
 from deepvision.types import EmbeddedBatch, Failure, Reason
 
 LOCAL = "local"  # --ray local: start a cluster on this machine for this run
-INSTALL = "pip install 'deepvision[ray]'"
 HOST_PORT = re.compile(r"(?:ray://)?([\w.\-]+):(\d{1,5})")  # HOST:PORT or ray://HOST:PORT
 CLIENT = re.compile(r"ray://[\w.\-]+")  # Ray Client on its default port
 DECODE_MEMORY = 1 << 30  # bytes: a photo at the 178 MP default limit is 534 MB as RGB, + its crop
@@ -50,8 +50,8 @@ def import_ray() -> Any:
     ray = load_ray()
     try:
         import ray.data
-    except ImportError:  # ray without its `data` extra: deepvision[ray] brings both
-        raise UsageError(f"Ray Data is not installed: {INSTALL}") from None
+    except ImportError:  # ray without its `data` extra: the `ray` extra brings both
+        raise UsageError(f"Ray Data is not installed: {install_hint('ray')}") from None
     return ray
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from deepvision.atomic import atomic_write
 from deepvision.errors import UsageError
+from deepvision.extras import install_hint
 
 FACTORY = "IDMap2,Flat"  # exact search; ids are the catalog's vector ids
 ONDISK = "ivfpq-ondisk"  # IVF-PQ whose lists live in a memory-mapped file (store/ondisk.py)
@@ -168,8 +169,8 @@ def load_faiss() -> Any:
         import faiss
     except ImportError:
         raise UsageError(
-            "FAISS is not installed: pip install 'deepvision[cpu]', or 'deepvision[gpu]' on a "
-            "CUDA machine (never both: with both installed FAISS sees no GPU)") from None
+            f"FAISS is not installed: {install_hint('cpu')}, or the gpu extra on a CUDA "
+            "machine (never both: with both installed FAISS sees no GPU)") from None
     return faiss
 
 

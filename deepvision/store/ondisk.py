@@ -31,6 +31,7 @@ import numpy as np
 
 from deepvision.atomic import atomic_write
 from deepvision.errors import UsageError
+from deepvision.extras import install_hint
 from deepvision.store.faiss_index import (
     TRAIN_POINTS_PER_CENTROID,
     IndexPlan,
@@ -82,7 +83,7 @@ def load_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise UsageError("Ray is not installed: pip install 'deepvision[ray]'") from None
+        raise UsageError(f"Ray is not installed: {install_hint('ray')}") from None
     return ray
 
 
