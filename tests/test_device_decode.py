@@ -30,7 +30,7 @@ from PIL import Image, ImageOps
 
 from deepvision.errors import ExitCode, UsageError
 from deepvision.models import registry as models
-from deepvision.pipeline.decode import DecodeError, load_rgb
+from deepvision.pipeline.decode import DecodeError, load_rgb, pil_crop
 from deepvision.pipeline.embedder import Embedder, EmbedOptions
 from deepvision.pipeline.feeder import Feeder, background
 from deepvision.pipeline.gpudecode import (
@@ -43,7 +43,6 @@ from deepvision.pipeline.loader import FileChunks
 from deepvision.pipeline.transforms import (
     Preprocess,
     orient,
-    pil_crop,
     resize_crop,
     resize_crop_grouped,
 )

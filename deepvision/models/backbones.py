@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from deepvision.errors import WeightsUnavailableError
 from deepvision.extras import install_hint
 from deepvision.models.weights import Weights, file_identity, load_state, reachable, user_file
-from deepvision.pipeline.transforms import Preprocess
+from deepvision.preprocess import Preprocess
 
 if TYPE_CHECKING:
     import torch

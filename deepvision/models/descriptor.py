@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from deepvision.errors import UsageError
-from deepvision.pipeline.transforms import Preprocess, pixel_stats
+from deepvision.preprocess import Preprocess, pixel_stats
 
 if TYPE_CHECKING:
     import torch

@@ -16,7 +16,7 @@ from deepvision.errors import IncompatibleIndexError, UsageError, WeightsUnavail
 from deepvision.models import backbones, openclip
 from deepvision.models.descriptor import PRE_17, Descriptor, extractor
 from deepvision.models.weights import Weights, user_file
-from deepvision.pipeline.transforms import Preprocess
+from deepvision.preprocess import Preprocess
 
 if TYPE_CHECKING:
     import torch

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from deepvision.pipeline.transforms import resized_size
+from deepvision.pipeline.transforms import Crop, Preprocess, resize_crop
+from deepvision.preprocess import resized_size
 from deepvision.types import Reason
 
 DEFAULT_MAX_MEGAPIXELS = 120.0  # above Pillow's 89 MP default so 100 MP camera files still pass
@@ -223,3 +224,13 @@ def _high_depth_to_rgb(im: Image.Image) -> Image.Image:
     else:
         arr8 = np.clip(arr, 0, 255)
     return Image.fromarray(arr8.round().astype(np.uint8)).convert("RGB")
+
+
+def pil_crop(path: str, pre: Preprocess, max_megapixels: float,
+             data: bytes | None = None) -> Crop:
+    """Pillow's road: file -> upright RGB (draft mode) -> uint8 (3, crop, crop).
+    Raises DecodeError."""
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    image, side = load_rgb_sided(path, max_megapixels, pre.draft_size, data, pre.resize)
+    return Crop(resize_crop(pil_to_tensor(image), pre), side)

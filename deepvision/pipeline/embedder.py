@@ -21,6 +21,7 @@ from deepvision.pipeline.decode import (
     DecodeError,
     Size,
     check_pixels,
+    pil_crop,
     to_rgb,
 )
 from deepvision.pipeline.feeder import Feeder, background, default_decode_bytes
@@ -34,7 +35,7 @@ from deepvision.pipeline.network import (
     embed_text,
     pick_device,
 )
-from deepvision.pipeline.transforms import Crop, pil_crop, resize_crop
+from deepvision.pipeline.transforms import Crop, resize_crop
 from deepvision.pipeline.video import VideoOptions
 from deepvision.types import EmbeddedBatch, Failure, Reason
 

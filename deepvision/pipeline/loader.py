@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from deepvision.pipeline.decode import DecodeError, read_file
+from deepvision.pipeline.decode import DecodeError, pil_crop, read_file
 from deepvision.pipeline.discover import looks_like_video
 from deepvision.pipeline.gpudecode import JpegHeader, device_jpeg_header
-from deepvision.pipeline.transforms import Preprocess, pil_crop
+from deepvision.pipeline.transforms import Preprocess
 from deepvision.pipeline.video import VideoOptions, sample_video
 from deepvision.types import Failure
 

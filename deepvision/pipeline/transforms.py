@@ -1,67 +1,30 @@
 """Preprocessing, in one place for both decode roads: what a model wants, and how pixels get
 there (upright, short side resized, centre crop; normalisation happens on the device).
 
-Bump PREPROCESS_VERSION whenever a change here moves embeddings: the manifest records it, so an
-index built by another version is named as such instead of silently differing.
+Bump PREPROCESS_VERSION (deepvision/preprocess.py) whenever a change here moves embeddings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
+
+# The record lives below models/ and pipeline/ (deepvision/preprocess.py, so that models/ need
+# not import pipeline/); re-exported because the pipeline's modules and work in flight on other
+# branches import it from here.
+from deepvision.preprocess import (  # noqa: F401
+    DRAFT_HEADROOM,
+    PREPROCESS_VERSION,
+    Preprocess,
+    pixel_stats,
+    resized_size,
+)
 
 if TYPE_CHECKING:
     import torch
 
-# 1: JPEG draft mode straight to the resize target (up to commit 03641f5);
-# 2: draft mode to twice the target (cosine >= 0.998 to a full decode; see DRAFT_HEADROOM).
-PREPROCESS_VERSION = 2
-
-# JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale by dropping DCT coefficients, a different
-# low-pass filter than the antialiased resize after a full decode. Drafting to twice the resize
-# target leaves the filtering to the resize: on the shipped photos at 1x, 2x and 4x size, the
-# embedding's cosine to a full decode is >= 0.998 (>= 0.966 when drafting to 1x, on grass
-# texture), and a 4032x3024 photo still decodes in 11 ms instead of 99 ms (9 ms at 1x).
-DRAFT_HEADROOM = 2
-
 # float32 working memory of one batched device resize call: torchvision resizes uint8 in float.
 RESIZE_BYTES = 1 << 30
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How a model wants its pixels: resize the short side, centre-crop, normalise."""
-
-    resize: int
-    crop: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str  # "bilinear" | "bicubic"
-    # "shortest": short side to `resize`, aspect kept, then the centre crop (torchvision, CLIP);
-    # "squash": straight to crop x crop, aspect not kept (open_clip's SigLIP recipe).
-    resize_mode: str = "shortest"
-
-    @property
-    def draft_size(self) -> int:
-        """The smallest side JPEG draft mode may decode to (see DRAFT_HEADROOM)."""
-        return DRAFT_HEADROOM * self.resize
-
-
-def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """(width, height) after scaling the short side to `short_side`, aspect kept: what the
-    resize will allocate. A 1x100000 strip becomes 256 x 25,600,000 pixels."""
-    short = max(1, min(width, height))
-    scale = short_side / short
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def pixel_stats(pre: Preprocess) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, std) as (1, 3, 1, 1) tensors on the 0..255 scale the decoders deliver."""
-    import torch
-
-    return (torch.tensor(pre.mean).view(1, 3, 1, 1) * 255.0,
-            torch.tensor(pre.std).view(1, 3, 1, 1) * 255.0)
 
 
 def orient(image: torch.Tensor, orientation: int) -> torch.Tensor:
@@ -146,15 +109,3 @@ class Crop(NamedTuple):
 
     pixels: torch.Tensor
     side: int
-
-
-def pil_crop(path: str, pre: Preprocess, max_megapixels: float,
-             data: bytes | None = None) -> Crop:
-    """Pillow's road: file -> upright RGB (draft mode) -> uint8 (3, crop, crop).
-    Raises DecodeError."""
-    from torchvision.transforms.v2.functional import pil_to_tensor
-
-    from deepvision.pipeline.decode import load_rgb_sided
-
-    image, side = load_rgb_sided(path, max_megapixels, pre.draft_size, data, pre.resize)
-    return Crop(resize_crop(pil_to_tensor(image), pre), side)

@@ -17,7 +17,7 @@ from typing import Any
 from deepvision.atomic import atomic_write_text
 from deepvision.errors import CorruptIndexError, IncompatibleIndexError
 from deepvision.models.descriptor import Descriptor
-from deepvision.pipeline.transforms import PREPROCESS_VERSION
+from deepvision.preprocess import PREPROCESS_VERSION
 
 SCHEMA_VERSION = 3
 MANIFEST = "manifest.json"

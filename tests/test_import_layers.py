@@ -1,0 +1,135 @@
+"""The package's imports form no cycle: neither between two modules nor between two sub-packages.
+
+Every import statement counts (module level and inside functions, since a lazy import still ties
+two modules together), except those under `if TYPE_CHECKING:`. A sub-package is a folder of
+deepvision/ (models, pipeline, store, ...); a top-level module (cli, types, ...) is a unit of
+its own. Dependencies point down (ARCHITECTURE.md): a cycle means a record or a function sits
+on the wrong side of a boundary.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "deepvision"
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(parts)] = path
+    return found
+
+
+def _imported(name: str, path: Path, known: set[str]) -> set[str]:
+    """The deepvision modules `name` imports anywhere but under `if TYPE_CHECKING:`."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    names: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, base] if base else parent)
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)  # a submodule
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")))
+    return {n for n in names if n in known and n != name}
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imported(name, path, set(modules)) for name, path in modules.items()}
+
+
+def _unit(module: str) -> str:
+    return ".".join(module.split(".")[:2])  # deepvision.pipeline.decode -> deepvision.pipeline
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one node (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.get(root, ()))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, edges = work[-1]
+            step = next(edges, None)
+            if step is not None:
+                if step not in index:
+                    index[step] = low[step] = len(index)
+                    stack.append(step)
+                    on_stack.add(step)
+                    work.append((step, iter(sorted(graph.get(step, ())))))
+                elif step in on_stack:
+                    low[node] = min(low[node], index[step])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def _edges_between(graph: dict[str, set[str]], units: list[str]) -> list[str]:
+    return sorted(f"{a} -> {b}" for a, deps in graph.items() for b in deps
+                  if _unit(a) in units and _unit(b) in units and _unit(a) != _unit(b))
+
+
+def test_the_cycle_finder_finds_a_planted_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_walk_sees_lazy_and_relative_imports():
+    graph = _graph()
+    assert "deepvision.pipeline.decode" in graph["deepvision.pipeline.loader"]
+    assert len(graph) > 40 and sum(map(len, graph.values())) > 100
+
+
+def test_no_module_imports_itself_back():
+    cycles = _cycles(_graph())
+    assert not cycles, f"modules that import each other: {cycles}"
+
+
+def test_no_sub_package_imports_itself_back():
+    graph = _graph()
+    units: dict[str, set[str]] = {}
+    for module, deps in graph.items():
+        units.setdefault(_unit(module), set()).update(
+            _unit(d) for d in deps if _unit(d) != _unit(module))
+    cycles = _cycles(units)
+    assert not cycles, (f"sub-packages that import each other: {cycles}; the imports: "
+                        f"{[_edges_between(graph, c) for c in cycles]}")
