@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from clip_helpers import DIM, MODEL, save_random_weights, tiny_spec
 from conftest import run_cli
 from imagefactory import make_photo_like, photo_like_image
 from PIL import Image
+from schema_helpers import strict
 
 from deepvision.errors import ExitCode, UsageError
 from deepvision.models import registry as models
@@ -39,8 +39,7 @@ ROWS = {name: (dim, arch, tag) for name, dim, arch, tag, _ in models.CLIP_MODELS
 
 
 def schema(name: str) -> dict:
-    return json.loads(resources.files("deepvision.output").joinpath(f"schemas/{name}.schema.json")
-                      .read_text(encoding="utf-8"))
+    return strict(name)  # every field deepvision writes is documented
 
 
 # --------------------------------------------------------------------------- the registry rows

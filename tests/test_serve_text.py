@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
 
@@ -28,6 +27,7 @@ jsonschema = pytest.importorskip("jsonschema")
 
 from clip_helpers import HERE, MODEL, save_random_weights  # noqa: E402
 from conftest import REPO, run_cli  # noqa: E402
+from schema_helpers import strict  # noqa: E402
 from serve_helpers import HTTP_TIMEOUT, serving  # noqa: E402
 from test_serve_page import (  # noqa: E402, F401 (browser is a fixture)
     browser,
@@ -41,8 +41,7 @@ TEXT = "a red bicycle on a beach"
 
 
 def schema(name: str) -> dict:
-    return json.loads(resources.files("deepvision.output").joinpath(f"schemas/{name}.schema.json")
-                      .read_text(encoding="utf-8"))
+    return strict(name)  # every field deepvision writes is documented
 
 
 def launch(*args: object) -> subprocess.CompletedProcess[str]:
