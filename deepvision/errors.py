@@ -6,7 +6,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Documented process exit codes (README, "Exit codes")."""
+    """Documented process exit codes (docs/reference/exit-codes.md)."""
 
     OK = 0
     INTERNAL = 1  # a bug: Python's own code for an uncaught exception
