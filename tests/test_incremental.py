@@ -544,11 +544,11 @@ def test_a_name_that_is_not_valid_utf8_does_not_abort_the_run(cli, tiny_model, p
     name = os.fsdecode(raw)  # what Python sees: a lone surrogate for the \xe9 byte
     idx = tmp_path / "idx"
     run = _index(cli, photos, idx)
-    assert run.exit_code in (0, ExitCode.PARTIAL), run.stderr
+    assert run.exit_code == ExitCode.PARTIAL, run.stderr  # done, one file skipped
     summary = run.json()
-    indexed = summary["total_files"] == N_PHOTOS + 1
-    reported = [f for f in summary["failures"] if f["path"] == name]
-    assert summary["total_files"] >= N_PHOTOS and (indexed or reported)
+    assert summary["total_files"] == N_PHOTOS  # the indexed files: the bad name is not one
+    assert [(f["path"], f["reason"]) for f in summary["failures"]] == [(name, "bad-filename")]
+    assert summary["failed_by_reason"] == {"bad-filename": 1}
     assert _matches(cli, photos / "img_00.jpg", idx, k=1)[0]["path"] == str(photos / "img_00.jpg")
 
 
@@ -572,8 +572,9 @@ def test_rebuild_from_a_recorded_folder_that_is_gone_keeps_the_index(cli, tiny_m
     _ok(_index(cli, folder, idx))
     folder.rename(tmp_path / "archive-unmounted")
     run = cli("rebuild", "--index-dir", idx, "--model", "tiny", "--workers", "0", "--json")
-    assert run.exit_code in (ExitCode.USAGE, ExitCode.NO_IMAGES), run.stdout
+    assert run.exit_code == ExitCode.USAGE, run.stderr
     assert "Traceback" not in run.stderr and str(folder) in run.stderr
+    assert "is missing" in run.stderr and "deepvision rebuild DIR" in run.stderr
     assert _info(cli, idx)["files"] == N_PHOTOS  # the old index still answers
 
 

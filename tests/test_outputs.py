@@ -16,6 +16,8 @@ from imagefactory import make_photo_like
 from PIL import Image
 from schema_helpers import strict
 
+from deepvision.errors import ExitCode
+
 jsonschema = pytest.importorskip("jsonschema")
 
 EVIL = '"><img src=x onerror=alert(1)>.jpg'
@@ -39,7 +41,14 @@ def test_search_json_and_info_json_follow_their_schemas(cli, indexed, tmp_path):
     (tmp_path / "bad.jpg").write_text("nope")
     run = cli("search", photos, tmp_path / "bad.jpg", "--index-dir", idx, "--format", "json",
               "--workers", "0")
-    jsonschema.validate(run.json(), schema("search"))
+    assert run.exit_code == ExitCode.PARTIAL, run.stderr  # answered, one query unreadable
+    doc = run.json()
+    jsonschema.validate(doc, schema("search"))
+    bad = [q for q in doc["queries"] if q["query"] == str(tmp_path / "bad.jpg")]
+    assert len(bad) == 1 and bad[0]["matches"] == [], bad
+    assert bad[0]["error"].startswith("not-an-image: "), bad
+    good = [q for q in doc["queries"] if q is not bad[0]]
+    assert good and all(q["error"] is None and q["matches"] for q in good)
     info = cli("info", "--index-dir", idx, "--json", "--failed")
     jsonschema.validate(info.json(), schema("info"))
 
