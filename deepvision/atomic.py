@@ -28,7 +28,7 @@ def new_file_mode() -> int:
     return 0o666 & ~_umask()
 
 
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     """`write(tmp_name)` fills a temp file beside `path`, which then replaces `path`.
     OSError (ENOSPC, EROFS, ...) propagates; the temp file is removed either way."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)

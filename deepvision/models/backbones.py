@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from deepvision.errors import WeightsUnavailableError
 from deepvision.extras import install_hint
@@ -127,7 +127,7 @@ def _build_lite(name: str, weights: Weights) -> torch.nn.Module:
     class LiteTrunk(torch.nn.Module):
         """EfficientNet-Lite up to its head convolution: the 1280-channel map it pools."""
 
-        def __init__(self, net: torch.nn.Module) -> None:
+        def __init__(self, net: Any) -> None:  # an EfficientNet: extract_features is its own
             super().__init__()
             self.net = net
 

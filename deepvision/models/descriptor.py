@@ -196,6 +196,9 @@ def extractor(trunk: torch.nn.Module, pre: Preprocess, d: Descriptor) -> torch.n
         """uint8 crops -> the descriptor: normalise on the device (workers ship uint8: 4x less
         to copy), run the head on each view, sum the L2-normalised view descriptors."""
 
+        mean: torch.Tensor  # buffers: tensors, not the Tensor | Module of nn.Module attributes
+        std: torch.Tensor
+
         def __init__(self) -> None:
             super().__init__()
             self.head = view_head(trunk, d)
@@ -208,6 +211,7 @@ def extractor(trunk: torch.nn.Module, pre: Preprocess, d: Descriptor) -> torch.n
             for view in views(x, self.mean, self.std, d):
                 f = self.head(view)
                 total = f if total is None else total + f
+            assert total is not None  # views() yields at least the picture itself
             return total
 
     return Extractor()

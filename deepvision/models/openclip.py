@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from deepvision.errors import WeightsUnavailableError
 from deepvision.extras import install_hint
@@ -167,7 +167,8 @@ def text_encoder(m: OpenClipModel, trunk: torch.nn.Module) -> TextEncoder:
         nonlocal tokenizer
         if tokenizer is None:
             tokenizer = _tokenizer(m)
-        return trunk.clip.encode_text(tokenizer(list(texts)).to(device))
+        clip: Any = trunk.clip  # open_clip's model: encode_text is its own
+        return clip.encode_text(tokenizer(list(texts)).to(device))
 
     return encode
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from deepvision.errors import IncompatibleIndexError, UsageError, WeightsUnavailableError
 from deepvision.models import backbones, openclip
@@ -180,8 +180,8 @@ def load_model(spec: ModelSpec, weights: Weights, device: torch.device,
     pre = model_preprocess(spec, descriptor)
     trunk = spec.build(weights)
     # channels_last: faster convolutions with cuDNN (bf16) and with oneDNN on the CPU alike.
-    wrapped = extractor(trunk, pre, descriptor).eval().to(device,
-                                                            memory_format=torch.channels_last)
+    wrapped = extractor(trunk, pre, descriptor).eval().to(  # type: ignore[call-overload]
+        device, memory_format=torch.channels_last)  # torch's stubs lack this overload of to()
     text = spec.text(trunk) if spec.text is not None else None  # the trunk is on `device` now
     model = LoadedModel(spec, weights, pre, wrapped, descriptor, text)
     if compile:
@@ -202,6 +202,7 @@ def compile_network(model: LoadedModel) -> None:
     """torch.compile the network in place: one graph per batch shape."""
     import torch
 
-    model.network = torch.compile(model.network, dynamic=False)
+    # torch.compile of a Module is a Module (OptimizedModule); its stubs say Callable.
+    model.network = cast(torch.nn.Module, torch.compile(model.network, dynamic=False))
 
 

@@ -17,7 +17,7 @@ import struct
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from PIL import Image
 
@@ -140,8 +140,9 @@ class NvImageCodecDecoder:
         if device.type == "cuda":
             # No CPU backend: a JPEG the GPU cannot decode comes back None and goes to Pillow,
             # which reports corrupt files with the same reasons as everywhere else.
-            kinds = (nvimgcodec.BackendKind.HW_GPU_ONLY, nvimgcodec.BackendKind.GPU_ONLY,
-                     nvimgcodec.BackendKind.HYBRID_CPU_GPU)
+            kinds: tuple[Any, ...] = (nvimgcodec.BackendKind.HW_GPU_ONLY,
+                                      nvimgcodec.BackendKind.GPU_ONLY,
+                                      nvimgcodec.BackendKind.HYBRID_CPU_GPU)
             device_id = device.index if device.index is not None else _current_cuda_index()
         else:
             kinds = (nvimgcodec.BackendKind.CPU_ONLY,)

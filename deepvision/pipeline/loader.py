@@ -93,7 +93,9 @@ class FileChunks:
         import torch
 
         pillow = PillowRun(self.pre, self.max_megapixels, self.video)
-        encoded, blobs, headers = [], [], []
+        encoded: list[int] = []
+        blobs: list[bytes] = []
+        headers: list[JpegHeader] = []
         for pos in self.plan[k]:
             path = self.paths[pos]
             if self.video is not None and looks_like_video(path):
@@ -109,6 +111,7 @@ class FileChunks:
             if header is None:
                 pillow.add(pos, path, data)
                 continue
+            assert data is not None  # a header is only read from bytes
             encoded.append(pos)
             blobs.append(data)
             headers.append(header)
@@ -193,7 +196,10 @@ def decode_loader(paths: Sequence[str], pre: Preprocess, device: torch.device,
                         tasks(paths, size, video))
     workers = default_workers(device) if workers < 0 else workers
     workers = min(workers, len(chunks))
-    return DataLoader(chunks, batch_size=None, collate_fn=_keep, num_workers=workers,
+    # FileChunks is a map-style dataset by protocol (__len__, __getitem__), and with
+    # batch_size=None the collate function gets one Chunk, not a list: the stubs know neither.
+    return DataLoader(chunks, batch_size=None,  # type: ignore[arg-type]
+                      collate_fn=_keep, num_workers=workers,  # type: ignore[arg-type]
                       pin_memory=device.type == "cuda",
                       prefetch_factor=4 if workers else None,  # bounded read-ahead
                       multiprocessing_context=start_method if workers else None)
