@@ -196,6 +196,7 @@ def test_an_export_that_disagrees_with_torch_is_refused_and_removed(lite0, tmp_p
 # ---- auto ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not INSTALLED, reason="no CPU runtime installed (the onnx / openvino extras)")
 def test_auto_measures_once_remembers_and_small_runs_do_not_pay(lite0, tmp_path: Path) -> None:
     import torch
@@ -253,6 +254,7 @@ def test_a_backend_that_is_not_installed_names_its_extra(tmp_path: Path, backend
     assert not (tmp_path / "default").exists()  # refused before anything was written
 
 
+@pytest.mark.slow
 def test_without_runtimes_auto_is_torch_and_says_nothing(tmp_path: Path) -> None:
     folder = tmp_path / "two"
     folder.mkdir()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 from conftest import run_cli
 from PIL import Image
 
@@ -71,6 +72,7 @@ def _assert_rank1(src_dir: Path, query_dir: Path, idx_dir: Path,
         + "\n".join(misses))
 
 
+@pytest.mark.slow
 def test_every_edited_copy_finds_its_source_at_rank_1(tmp_path: Path) -> None:
     samples = load_script("make_samples")
     src_dir, query_dir, idx_dir = tmp_path / "sources", tmp_path / "queries", tmp_path / "idx"
@@ -89,6 +91,7 @@ def test_every_edited_copy_finds_its_source_at_rank_1(tmp_path: Path) -> None:
 EDITS_PER_SOURCE = 4
 
 
+@pytest.mark.slow
 def test_robust_edits_find_their_source_at_rank_1_with_the_defaults(tmp_path: Path) -> None:
     from deepvision.services.edits import ROBUST_EDITS
 
@@ -127,6 +130,7 @@ def test_lite2_embeds_with_its_own_weights_and_input_size() -> None:
     assert not np.allclose(out[0], out[1])  # real weights: two different inputs, two vectors
 
 
+@pytest.mark.slow
 def test_screenshots_and_a_small_texture_copy_find_their_source_with_the_defaults(
         tmp_path: Path) -> None:
     # Issue #17, third round: each shipped photo inside a browser-window screenshot (about 30 %

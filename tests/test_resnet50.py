@@ -20,6 +20,7 @@ def random_resnet50(tmp_path_factory) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_resnet50_with_a_weights_file(cli, random_resnet50, tmp_path):
     folder = tmp_path / "p"
     for i in range(4):

@@ -155,6 +155,7 @@ def top_match(cli, query: Path, idx: Path) -> tuple[dict, str]:
     return run.json()["queries"][0]["matches"][0], run.stderr
 
 
+@pytest.mark.slow
 def test_cli_builds_searches_updates_and_repairs_an_on_disk_index(cli, tiny_model, photos,
                                                                    tmp_path):
     from conftest import TINY_DIM
