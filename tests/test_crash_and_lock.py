@@ -208,6 +208,7 @@ KILL_POINTS: dict[str, Callable[[Path], bool]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_kill_9_leaves_a_searchable_index_and_the_rerun_resumes(cli, spawn, library, tmp_path,
                                                                 point):
@@ -258,6 +259,7 @@ def test_stale_lock_of_a_killed_run_does_not_block_the_next(cli, spawn, library,
     assert time.monotonic() - started < 60
 
 
+@pytest.mark.slow
 def test_second_concurrent_run_is_refused_or_waits_with_wait(cli, spawn, library, tmp_path):
     idx = tmp_path / "idx"
     first = spawn(*_index_args(library, idx))
@@ -287,6 +289,7 @@ def test_second_concurrent_run_is_refused_or_waits_with_wait(cli, spawn, library
     assert summary["total_files"] == N_IMAGES and summary["device"] is None
 
 
+@pytest.mark.slow
 def test_search_during_an_index_run_reads_the_last_commit(cli, spawn, library, tmp_path):
     # Pay for the heavy imports first, so the in-process search is quick next to the writer.
     import faiss  # noqa: F401
