@@ -156,6 +156,7 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_ray_gives_the_local_vectors_and_failure_reasons(cluster, mixed, tmp_path):
     local = _index(mixed, tmp_path / "local")
     remote = _index(mixed, tmp_path / "ray", "--ray", cluster)
@@ -175,6 +176,7 @@ def test_ray_gives_the_local_vectors_and_failure_reasons(cluster, mixed, tmp_pat
     assert hit["queries"][0]["matches"][0]["path"] == query
 
 
+@pytest.mark.slow
 def test_a_rerun_embeds_only_what_changed_and_a_noop_needs_no_cluster(cluster, tmp_path):
     folder = tmp_path / "photos"
     paths = make_good_set(folder, 4, size=(160, 120))  # and 10 tricky-but-valid ones
@@ -227,6 +229,7 @@ def sixty(tmp_path: Path) -> Path:
     return tmp_path / "sixty"
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_retried_and_every_image_is_indexed_once(cluster, sixty, tmp_path):
     idx = tmp_path / "idx"
     proc = _start(sixty, idx, cluster)
@@ -246,6 +249,7 @@ def test_a_killed_worker_is_retried_and_every_image_is_indexed_once(cluster, six
     db.close()
 
 
+@pytest.mark.slow
 def test_a_killed_driver_resumes_without_re_embedding(cluster, sixty, tmp_path):
     idx = tmp_path / "idx"
     proc = _start(sixty, idx, cluster)
@@ -260,6 +264,7 @@ def test_a_killed_driver_resumes_without_re_embedding(cluster, sixty, tmp_path):
     assert doc["embedded"] == 60 - committed and len(_vectors(idx)) == 60
 
 
+@pytest.mark.slow
 def test_every_node_must_read_the_files(cluster, tmp_path):
     """The up-front check runs on the cluster's node: a file it cannot read is named."""
     import ray
@@ -319,6 +324,7 @@ def test_without_ray_installed_the_extra_is_named(tmp_path):
     assert done.returncode == 2 and "deepvision-search[ray]" in done.stderr, done.stderr
 
 
+@pytest.mark.slow
 def test_an_on_disk_index_encodes_its_shards_on_the_ray_cluster(cluster, tmp_path):
     """`index --ray` hands the store ClusterShards: the shard tasks of an on-disk IVF-PQ build
     run on the cluster, and merge into what one process builds."""

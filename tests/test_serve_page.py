@@ -372,6 +372,7 @@ def assert_hostile_name_is_text(driver: Any) -> None:
     ) == 0
 
 
+@pytest.mark.slow
 def test_upload_with_javascript_shows_the_cup_first(server: str, browser: Browser,
                                                      tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
@@ -395,6 +396,7 @@ def test_upload_with_javascript_shows_the_cup_first(server: str, browser: Browse
     assert console_problems(driver) == []
 
 
+@pytest.mark.slow
 def test_without_javascript_the_form_posts_and_the_server_renders(server: str, browser: Browser,
                                                                   tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
@@ -431,6 +433,7 @@ done(document.body.classList.contains("dragging"));
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["drop", "paste"])
 def test_a_dropped_or_pasted_image_is_searched(server: str, browser: Browser, how: str) -> None:
     driver = browser()
@@ -444,6 +447,7 @@ def test_a_dropped_or_pasted_image_is_searched(server: str, browser: Browser, ho
     assert console_problems(driver) == []
 
 
+@pytest.mark.slow
 def test_a_phone_sees_the_whole_page(server: str, browser: Browser, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
@@ -461,6 +465,7 @@ def test_a_phone_sees_the_whole_page(server: str, browser: Browser, tmp_path: Pa
     assert console_problems(driver) == []
 
 
+@pytest.mark.slow
 def test_a_file_that_is_not_an_image_shows_the_servers_message(
         server: str, browser: Browser, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By

@@ -118,6 +118,7 @@ def test_the_page_has_a_text_box_and_renders_text_results_without_javascript(cli
     assert 'value="&lt;script&gt;alert(1)&lt;/script&gt; &quot;a&quot;"' in answer.text
 
 
+@pytest.mark.slow
 def test_a_model_without_a_text_encoder_refuses_text_and_shows_no_box(tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -138,6 +139,7 @@ def test_a_model_without_a_text_encoder_refuses_text_and_shows_no_box(tmp_path):
         assert page.status_code == 422 and "no text encoder" in page.text
 
 
+@pytest.mark.slow
 def test_typing_a_text_searches_with_javascript(server, browser):  # noqa: F811
     from selenium.webdriver.common.by import By
 
@@ -155,6 +157,7 @@ def test_typing_a_text_searches_with_javascript(server, browser):  # noqa: F811
     assert console_problems(driver) == []
 
 
+@pytest.mark.slow
 def test_typing_a_text_without_javascript_submits_the_form(server, browser):  # noqa: F811
     from selenium.webdriver.common.by import By
 
