@@ -69,3 +69,16 @@ def test_the_site_builds_strictly(tmp_path):
                                + ":/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "site" / "reference" / "cli" / "deepvision-search" / "index.html").exists()
+
+
+def test_an_install_hint_reads_the_extra_from_the_installed_metadata(monkeypatch):
+    from deepvision import extras
+
+    listed = ['numpy>=1.24', 'ray[data]>=2.40; extra == "ray"',
+              'onnx>=1.15; extra == "onnx"', 'onnx>=1.15; extra == "openvino"',
+              'deepvision-search[docs,test]; extra == "dev"', 'ruff>=0.5; extra == "dev"']
+    monkeypatch.setattr(extras.metadata, "requires", lambda name: listed)
+    assert extras.install_hint("ray") == ("pip install 'ray[data]>=2.40' "
+                                          "(the extra deepvision-search[ray])")
+    assert extras.extra_requirements("dev") == ["ruff>=0.5"]
+    assert extras.extra_requirements("nothing") == []
