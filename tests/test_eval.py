@@ -338,6 +338,7 @@ def test_make_evalset_is_deterministic_and_small(tmp_path: Path) -> None:
         make_evalset.build(tmp_path / "a", 1, groups=1)
 
 
+@pytest.mark.slow
 def test_real_weights_clear_the_floor_and_random_weights_do_not(cli, tmp_path: Path) -> None:
     import torch
     from efficientnet_lite_pytorch import EfficientNet
