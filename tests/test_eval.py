@@ -339,6 +339,7 @@ def test_make_evalset_is_deterministic_and_small(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # 7 minutes on 2 busy cores: twice the default limit
 def test_real_weights_clear_the_floor_and_random_weights_do_not(cli, tmp_path: Path) -> None:
     import torch
     from efficientnet_lite_pytorch import EfficientNet
