@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,12 @@ def document() -> dict[str, Any]:
 
     empty = Service(searcher=None, batcher=None, jobs=None,  # type: ignore[arg-type]
                     index_job=lambda _: {}, config=ServeConfig())
-    return create_app(empty).openapi()
+    doc = create_app(empty).openapi()
+    # The version in the checked-in copy is the project's, not whatever this environment has
+    # installed (an uninstalled checkout reports 0.0.0+unknown).
+    project = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M)
+    doc.setdefault("info", {})["version"] = project[1] if project else "unknown"
+    return doc
 
 
 def _cell(text: object) -> str:
