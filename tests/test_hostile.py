@@ -157,6 +157,7 @@ def test_extreme_aspect_ratio_is_too_large_not_a_memory_blowup(tmp_path, workers
     assert summary["added"] == 1 and summary["total_files"] == 1
 
 
+@pytest.mark.slow
 def test_extreme_aspect_ratio_query_fails_alone(tmp_path):
     folder = tmp_path / "photos"
     good = make_photo_like(folder / "good.jpg", seed=1)
@@ -204,6 +205,7 @@ def _two_good_images(folder: Path) -> None:
     make_photo_like(folder / "good2.png", seed=2)
 
 
+@pytest.mark.slow
 def test_fifo_named_like_an_image_is_skipped_not_waited_on(tmp_path):
     folder = tmp_path / "photos"
     _two_good_images(folder)
@@ -212,6 +214,7 @@ def test_fifo_named_like_an_image_is_skipped_not_waited_on(tmp_path):
     _special_files_are_skipped(tmp_path, folder, [fifo])
 
 
+@pytest.mark.slow
 def test_symlinks_to_endless_devices_are_skipped(tmp_path):
     folder = tmp_path / "photos"
     _two_good_images(folder)
