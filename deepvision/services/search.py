@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from deepvision.errors import NoImagesError, UsageError
+from deepvision.match.features import Evidence
 from deepvision.match.verifier import DEFAULT_TOP, Verifier, unverified
+from deepvision.match.verifier import ranked as ranked_matches
 from deepvision.models.descriptor import QUERY_ZOOM, QueryViews
 from deepvision.models.registry import text_models
 from deepvision.pipeline.discover import discover
@@ -28,7 +30,7 @@ from deepvision.pipeline.video import VideoOptions
 from deepvision.progress import Reporter
 from deepvision.services.embedding import EmbedderFactory, index_embedder
 from deepvision.services.ranking import expand_queries
-from deepvision.store.catalog import Hit
+from deepvision.store.catalog import FileRow, Hit
 from deepvision.store.faiss_index import VectorIndex
 from deepvision.store.indexstore import IndexStore, Snapshot
 from deepvision.store.manifest import Manifest
@@ -213,11 +215,42 @@ class Searcher:
         the query's pixels (None: a video or a query that cannot be verified), cut to top_k."""
         if picture is None or self.verifier is None or not opts.verify:
             return unverified(found)[:opts.top_k]
-        with self.store.open_read() as snap:
-            rows = {m.file_id: row for m in found[:opts.verify_top] if m.file_id is not None
-                    and (row := snap.catalog.file_by_id(m.file_id)) is not None}
         evidence = self.verifier.query(picture)
-        return self.verifier.rerank(evidence, found, rows, opts.verify_top)[:opts.top_k]
+        out = self.verifier.rerank(evidence, found, self._rows(found[:opts.verify_top]),
+                                   opts.verify_top)
+        if not any(m.verified for m in out):  # the picture may be a part of the query
+            out = self._regional(picture, evidence, out, opts)
+        return out[:opts.top_k]
+
+    def _rows(self, found: Sequence[Match]) -> dict[int, FileRow]:
+        with self.store.open_read() as snap:
+            return {m.file_id: row for m in found if m.file_id is not None
+                    and (row := snap.catalog.file_by_id(m.file_id)) is not None}
+
+    def _regional(self, picture: np.ndarray, evidence: Evidence, ranked: list[Match],
+                  opts: RankOptions) -> list[Match]:
+        """Candidates of the picture-like parts of the query (a photo on a page or in a
+        screenshot: match.regions), verified and merged into `ranked`. Only queries where
+        nothing verified pay for these network passes."""
+        from deepvision.match.regions import cut, proposals
+
+        assert self.verifier is not None
+        boxes = proposals(picture)
+        if not boxes:
+            return ranked
+        batch = self.embedder.embed_images([cut(picture, b) for b in boxes])
+        if not len(batch.vectors):
+            return ranked
+        lists, _ = self.rank_queries([Query(v[None], (None,)) for v in batch.vectors],
+                                     replace(opts, top_k=opts.verify_top))
+        seen = {m.file_id for m in ranked}
+        extra = {m.file_id: m for found in lists for m in found if m.file_id not in seen}
+        if not extra:
+            return ranked
+        new = sorted(extra.values(), key=lambda m: -m.score)[:opts.verify_top]
+        checked = self.verifier.rerank(evidence, new, self._rows(new), len(new))
+        # A part's vector is not the query's: only what verification confirmed joins the list.
+        return ranked_matches([*ranked, *(m for m in checked if m.verified)])
 
     def _picture(self, path: str) -> np.ndarray | None:
         """The query's pixels for verification; None when it cannot be read as a picture
