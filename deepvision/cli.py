@@ -536,17 +536,29 @@ def dupes(
     threshold: Annotated[float, typer.Option(
         min=-1.0, max=1.0, help="Cosine similarity above which two images are near-duplicates "
         "(default measured for efficientnet-lite0; see README).")] = DEFAULT_DUPE_THRESHOLD,
+    similar: Annotated[bool, typer.Option(
+        "--similar", help="Also group similar shots (another photo of the same scene: a burst, "
+        "a stereo pair), each with the copies it is directly similar to; by default groups "
+        "hold exact and copy pairs only.")] = False,
+    verify: Annotated[bool, typer.Option(
+        "--verify/--no-verify", help="Tell copies from similar shots with local features "
+        "(--no-verify: every pair above --threshold is a copy, as before tiers).")] = True,
     output: OutputFormat = Format.table,
     html: HtmlFile = None,
     quiet: Quiet = False,
 ) -> None:
-    """Groups of near-duplicate images inside an index, largest first."""
+    """Groups of duplicate images inside an index (exact and copy; --similar: similar shots
+    too), largest first."""
     from deepvision.output import render
     from deepvision.services.dupes import find_dupes
+    from deepvision.services.search import index_verifier
 
     rep = ConsoleReporter(quiet=quiet)
     with _errors(rep):
-        result = find_dupes(_store(index_dir, name), threshold)
+        store = _store(index_dir, name)
+        store.check()
+        result = find_dupes(store, threshold, similar,
+                            index_verifier(store) if verify else None)
     _emit(result, output, html, rep, {"json": render.dupes_json, "csv": render.dupes_csv,
                                       "table": render.print_dupes_table,
                                       "html": render.dupes_html})

@@ -178,17 +178,19 @@ def search_html(result: SearchResult, out: Path) -> None:
 def dupes_json(result: DupesResult) -> str:
     return json.dumps({
         "index": result.index, "model": result.model, "threshold": result.threshold,
-        "groups": [{"group": i, "size": g.size,
+        "similar": result.similar,
+        "groups": [{"group": i, "size": g.size, "tier": str(g.tier),
                     "files": [{"path": m.path, "score": round(m.score, 6),
-                               "timestamp": _seconds(m.timestamp)} for m in g.members]}
+                               "timestamp": _seconds(m.timestamp), "kind": str(m.kind)}
+                              for m in g.members]}
                    for i, g in enumerate(result.groups, 1)],
     }, indent=2)
 
 
 def dupes_csv(result: DupesResult) -> str:
-    rows: list[list[Any]] = [["group", "size", "path", "score", "timestamp"]]
+    rows: list[list[Any]] = [["group", "size", "path", "score", "timestamp", "kind"]]
     for i, g in enumerate(result.groups, 1):
-        rows.extend([i, g.size, m.path, f"{m.score:.6f}", _csv_seconds(m.timestamp)]
+        rows.extend([i, g.size, m.path, f"{m.score:.6f}", _csv_seconds(m.timestamp), m.kind]
                     for m in g.members)
     return csv_text(rows)
 
@@ -198,13 +200,14 @@ def print_dupes_table(result: DupesResult) -> None:
     if not result.groups:
         out.print(f"no near-duplicates above {result.threshold:g}")
     for i, g in enumerate(result.groups, 1):
-        table = Table(title=f"group {i}: {g.size} files", title_justify="left",
+        table = Table(title=f"group {i}: {g.size} files ({g.tier})", title_justify="left",
                       show_edge=False, pad_edge=False)
         table.add_column("score", justify="right")
+        table.add_column("kind")
         table.add_column("path", overflow="fold")
         for m in g.members:
             when = "" if m.timestamp is None else f" @ {clock(m.timestamp)}"
-            table.add_row(f"{m.score:.4f}", escape(display_path(m.path) + when))
+            table.add_row(f"{m.score:.4f}", str(m.kind), escape(display_path(m.path) + when))
         out.print(table)
         out.print()
 
@@ -212,9 +215,9 @@ def print_dupes_table(result: DupesResult) -> None:
 def dupes_html(result: DupesResult, out: Path) -> None:
     from deepvision.output.html import Gallery, Section, Tile
 
-    sections = [Section(f"group {i}: {g.size} files",
-                        [Tile(m.path, f"{m.score:.4f}" + ("" if m.timestamp is None
-                                                          else f"  @ {clock(m.timestamp)}"),
+    sections = [Section(f"group {i}: {g.size} files, {g.tier}",
+                        [Tile(m.path, f"{m.kind}  {m.score:.4f}" + (
+                            "" if m.timestamp is None else f"  @ {clock(m.timestamp)}"),
                               query=(j == 0), at=m.timestamp)
                          for j, m in enumerate(g.members)])
                 for i, g in enumerate(result.groups, 1)]
