@@ -417,3 +417,20 @@ EDIT_SETS: dict[str, dict[str, Edit]] = {
     "strong": STRONG_EDITS,
     "all": ROBUST_EDITS | STRONG_EDITS,
 }
+
+
+def near_copy(img: Image.Image) -> Image.Image:
+    """A true copy as a duplicate finder meets it: resized to 50-80 %, cropped by at most 8 %
+    of each side's length, brightened 5-25 %, re-saved as JPEG quality 60-90 (one draw per
+    photo). The whole picture stays; one similarity transform maps it onto the original."""
+    rng = _photo_rng(img, 8)
+    w, h = img.size
+    cut = (rng.uniform(0.0, 0.08, 2) * (w, h)).round().astype(int)  # per axis, both sides
+    left, top = (cut * rng.uniform(0, 1, 2)).round().astype(int)
+    box = (int(left), int(top), int(w - cut[0] + left), int(h - cut[1] + top))
+    out = img.convert("RGB").crop(box)
+    scale = float(rng.uniform(0.5, 0.8))
+    out = out.resize((max(1, round(out.width * scale)), max(1, round(out.height * scale))),
+                     Image.Resampling.LANCZOS)
+    out = ImageEnhance.Brightness(out).enhance(float(rng.uniform(1.05, 1.25)))
+    return jpeg(out, int(rng.integers(60, 91)))
