@@ -661,6 +661,8 @@ def build_dupes_pool(dest: Path, source: str, dirs: DataDirs = DataDirs(), *,
         _copy_pair(pool, n, load_source(data_file(where, file, dirs), max_side), truth)
         credits[n] = {"file": f"{where}:{file}", "licence": strong_licence(where, file)}
     for n, (where, file) in STRONG_REAL_DISTRACTORS[source].items():  # photos of no pair
+        if file in in_series:  # one file twice would be an exact pair the truth does not list
+            continue
         _samples.save_jpeg(load_source(data_file(where, file, dirs), max_side),
                            pool / f"single_{n}.jpg")
         credits[n] = {"file": f"{where}:{file}", "licence": strong_licence(where, file)}

@@ -166,6 +166,11 @@ def test_build_dupes_pool_writes_pairs_and_series(tmp_path: Path) -> None:
     assert len(bursts) == 6 and len(info["similar"]) >= 6 * 5 // 2
     copies = {frozenset(p) for p in info["copies"]}
     assert not copies & {frozenset(p) for p in info["similar"]}
+    by_bytes: dict[bytes, list[str]] = {}
+    for p in pool.iterdir():
+        by_bytes.setdefault(p.read_bytes(), []).append(p.name)
+    twins = {frozenset(v) for v in by_bytes.values() if len(v) > 1}
+    assert twins == {frozenset(p) for p in info["exact"]}  # no byte copy the truth misses
 
 
 # ---- the harness's scoring ---------------------------------------------------------------------
