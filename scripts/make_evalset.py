@@ -497,7 +497,8 @@ SKIMAGE_LICENCES |= {
     "horse.png": "Public domain (openclipart 'horse' by marauder)",
     "logo.png": "scikit-image logo (BSD-3-Clause)",
 }
-# Debian's mate-backgrounds, debian/copyright: every file GPL-2+, holders as listed there.
+# Debian's mate-backgrounds, debian/copyright: GPL-2+ with these holders, but the
+# Ubuntu-Mate-*-no-logo pictures, which are CC-BY-SA-4.0 (strong_licence).
 MATE_HOLDERS = {
     "Aqua": "2008 Charles Barbin", "LadyBird": "2008 Charles Barbin",
     "YellowFlower": "2008 Charles Barbin", "Garden": "2008 Charles Barbin",
@@ -540,9 +541,11 @@ def data_file(where: str, file: str, dirs: DataDirs) -> Path:
 
 
 def strong_licence(where: str, file: str) -> str:
+    if where == "mate" and Path(file).name.startswith("Ubuntu-Mate-"):
+        return "CC-BY-SA-4.0 (© 2014 Goce Mitevski; Debian mate-backgrounds, debian/copyright)"
     if where == "mate":
-        holder = MATE_HOLDERS.get(Path(file).stem, "the mate-backgrounds authors")
-        return f"GPL-2+ (© {holder}; Debian mate-backgrounds, debian/copyright)"
+        return f"GPL-2+ (© {MATE_HOLDERS[Path(file).stem]}; Debian mate-backgrounds, " \
+            "debian/copyright)"
     return licence_of(where, Path(file).name)
 
 
