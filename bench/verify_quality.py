@@ -21,8 +21,10 @@ it. Every two members of a group are a linked pair; where members carry a `kind`
 --count-similar. Printed: pair precision and recall of the copy pairs of POOL/truth.json, and
 how many similar-shot pairs were linked.
 
-WORK (default: a temporary folder) keeps the index and the raw JSON of the CLI; with --reuse an
-index already in WORK is searched again (to compare search flags without re-indexing).
+--checkout DIR runs the deepvision of another source tree (a branch with the verifier) against
+these sets. WORK (default: a temporary folder) keeps the index and the raw JSON of the CLI; with
+--reuse an index already in WORK is searched again (to compare search flags without
+re-indexing).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -58,21 +60,35 @@ BOX_IOU = 0.8  # the issue's acceptance bar for a verified box against the truth
 COPY_KINDS = {"exact", "copy"}
 
 
-def cli(args: Sequence[str], stdout: Path | None = None) -> float:
-    """Run `python -m deepvision ARGS` (this checkout's package first); seconds taken."""
+HERE = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Cli:
+    """Runs `python -m deepvision` from `checkout` (its package first on the path)."""
+
+    checkout: Path = HERE
+
+    def __call__(self, args: Sequence[str], stdout: Path | None = None) -> float:
+        """Run `deepvision ARGS`, stdout to a file; seconds taken."""
+        return run_cli(self.checkout, args, stdout)
+
+
+def run_cli(checkout: Path, args: Sequence[str], stdout: Path | None) -> float:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]))
+        [str(checkout), os.environ.get("PYTHONPATH", "")]))
     start = time.perf_counter()
     with open(stdout or os.devnull, "w", encoding="utf-8") as out:
+        # cwd: `python -m` puts the working folder first on the path, before PYTHONPATH.
         done = subprocess.run([sys.executable, "-m", "deepvision", *args], stdout=out, env=env,
-                              check=False)
+                              cwd=checkout, check=False)
     # search/dupes exit 3 (partial) when a file failed: the JSON is still complete.
     if done.returncode not in (0, 3):
         raise SystemExit(f"`deepvision {shlex.join(args[:3])} ...` exited {done.returncode}")
     return time.perf_counter() - start
 
 
-def index(folder: Path, work: Path, extra: Sequence[str], reuse: bool) -> float:
+def index(cli: Cli, folder: Path, work: Path, extra: Sequence[str], reuse: bool) -> float:
     if reuse and (work / "index").is_dir():
         return 0.0
     return cli(["index", str(folder), "--index-dir", str(work / "index"), "--quiet", *extra])
@@ -152,10 +168,10 @@ def box_scores(source: Path, queries: dict[str, dict[str, Any]],
                 f"iou>={BOX_IOU}": sum(x >= BOX_IOU for x in v)} for e, v in sorted(out.items())}
 
 
-def run_strong(source: Path, work: Path, top_k: int, index_args: Sequence[str],
+def run_strong(cli: Cli, source: Path, work: Path, top_k: int, index_args: Sequence[str],
                search_args: Sequence[str], reuse: bool) -> dict[str, Any]:
     groups, queries = link_database(source, work)
-    index_s = index(work / "db", work, index_args, reuse)
+    index_s = index(cli, work / "db", work, index_args, reuse)
     raw = work / "search.json"
     search_s = cli(["search", *queries, "--index-dir", str(work / "index"), "--format", "json",
                     "--top-k", str(top_k), "--quiet", *search_args], raw)
@@ -208,10 +224,10 @@ def pair_set(pairs: Iterable[Sequence[str]]) -> set[frozenset[str]]:
     return {frozenset(p) for p in pairs}
 
 
-def run_dupes(pool: Path, work: Path, index_args: Sequence[str], dupes_args: Sequence[str],
-              reuse: bool, count_similar: bool) -> dict[str, Any]:
+def run_dupes(cli: Cli, pool: Path, work: Path, index_args: Sequence[str],
+              dupes_args: Sequence[str], reuse: bool, count_similar: bool) -> dict[str, Any]:
     truth = json.loads((pool / "truth.json").read_text(encoding="utf-8"))
-    index_s = index(pool / "pool", work, index_args, reuse)
+    index_s = index(cli, pool / "pool", work, index_args, reuse)
     raw = work / "dupes.json"
     dupes_s = cli(["dupes", "--index-dir", str(work / "index"), "--format", "json", "--quiet",
                    *dupes_args], raw)
@@ -245,19 +261,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top-k", type=int, default=10)
     ap.add_argument("--index-args", default="", help="extra `index` flags, one string")
     ap.add_argument("--reuse", action="store_true", help="search an index already in --work")
+    ap.add_argument("--checkout", type=Path, default=None,
+                    help="run the deepvision of this source tree (default: this one's), e.g. "
+                         "a branch with the verifier against this harness and these sets")
     ap.add_argument("--count-similar", action="store_true",
                     help="dupes: count pairs with a `similar` member as links too")
     args, passed = ap.parse_known_args(argv)
-    work = args.work or Path(tempfile.mkdtemp(prefix="verify-quality-"))
+    cli = Cli((args.checkout or HERE).resolve())
+    work = (args.work or Path(tempfile.mkdtemp(prefix="verify-quality-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
+    args.source = args.source.resolve()  # the CLI runs in the checkout's folder
     extra = shlex.split(args.index_args)
     if args.mode == "strong":
-        result = run_strong(args.source, work, args.top_k, extra, passed, args.reuse)
+        result = run_strong(cli, args.source, work, args.top_k, extra, passed, args.reuse)
         print_strong(result)
     else:
-        result = run_dupes(args.source, work, extra, passed, args.reuse, args.count_similar)
+        result = run_dupes(cli, args.source, work, extra, passed, args.reuse, args.count_similar)
         print_dupes(result)
-    result |= {"command": command_line(), "machine": machine(), "passed_flags": passed}
+    result |= {"command": command_line(), "machine": machine(), "passed_flags": passed,
+               "checkout": str(cli.checkout)}
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0
