@@ -30,7 +30,7 @@ import shutil
 import sys
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -643,77 +643,91 @@ POOL_BURSTS: dict[str, dict[str, tuple[str, str, float, float, int]]] = {
 BURST_SECONDS, BURST_FPS = 4.5, 25
 
 
+@dataclass
+class PoolTruth:
+    """What truth.json records: pairs of file names in pool/, and where each came from."""
+
+    copies: list[list[str]] = field(default_factory=list)  # the same picture (exact included)
+    exact: list[list[str]] = field(default_factory=list)  # the same bytes
+    similar: list[list[str]] = field(default_factory=list)  # two shots of one scene
+    series: dict[str, list[str]] = field(default_factory=dict)
+    sources: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def credit(self, name: str, where: str, file: str) -> None:
+        self.sources[name] = {"file": f"{where}:{file}", "licence": strong_licence(where, file)}
+
+    def add_series(self, series: str, names: list[str]) -> None:
+        """Every two shots of one series are a similar pair, none a copy pair."""
+        self.similar.extend([a, b] for i, a in enumerate(names) for b in names[i + 1:])
+        self.series[series] = names
+
+
 def build_dupes_pool(dest: Path, source: str, dirs: DataDirs = DataDirs(), *,
                      max_side: int = STRONG_MAX_SIDE,
                      copies: int | None = None) -> dict[str, object]:
     """The near-duplicate pool `source` (a or b): dest/pool/ holds the photos of the strong set
     `source` that are in no series (each with a near_copy, the first EXACT_COPIES also with a
-    byte copy), the series and the bursts; dest/truth.json the pairs. Returns the truth."""
+    byte copy), a few photos of no pair, the series and the bursts; dest/truth.json the pairs.
+    Returns what truth.json holds."""
     if dest.exists() and any(dest.iterdir()):
         raise FileExistsError(f"{dest} is not empty; pick another --dest, or --force to replace it")
     pool = dest / POOL_DIR
     pool.mkdir(parents=True)
-    photos = strong_photos(source)
-    bursts = POOL_BURSTS[source]
-    made = {b[1] for b in bursts.values() if b[0] == "made"}
+    truth = PoolTruth()
     in_series = {f for series in POOL_SERIES[source].values() for _, f in series}
-    singles = {n: wf for n, wf in photos.items() if n not in made and wf[1] not in in_series}
-    truth: dict[str, object] = {"copies": [], "similar": [], "series": {}, "exact": []}
-    credits: dict[str, dict[str, str]] = {}
-    for n, (where, file) in list(singles.items())[:copies]:
-        _copy_pair(pool, n, load_source(data_file(where, file, dirs), max_side), truth)
-        credits[n] = {"file": f"{where}:{file}", "licence": strong_licence(where, file)}
-    for n, (where, file) in STRONG_REAL_DISTRACTORS[source].items():  # photos of no pair
-        if file in in_series:  # one file twice would be an exact pair the truth does not list
-            continue
-        _samples.save_jpeg(load_source(data_file(where, file, dirs), max_side),
-                           pool / f"single_{n}.jpg")
-        credits[n] = {"file": f"{where}:{file}", "licence": strong_licence(where, file)}
+    _pool_photos(pool, source, dirs, max_side, copies, in_series, truth)
     for series, members in POOL_SERIES[source].items():
-        names = [_series_member(pool, series, i, data_file(w, f, dirs), max_side)
-                 for i, (w, f) in enumerate(members)]
-        _add_series(truth, series, names)
-        credits |= {series: {"file": ", ".join(f"{w}:{f}" for w, f in members),
-                             "licence": strong_licence(*members[0])}}
-    for series, spec in bursts.items():
-        _add_series(truth, series, _burst(dest, pool, series, spec, photos, dirs, max_side))
-        where, file = (photos[spec[1]] if spec[0] == "made" else spec[:2])
-        credits[series] = {"file": f"{where}:{file}", "licence": strong_licence(where, file)}
+        truth.add_series(series, [
+            _samples.save_jpeg(load_source(data_file(w, f, dirs), max_side),
+                               pool / f"{series}_{i:02d}.jpg").name
+            for i, (w, f) in enumerate(members)])
+        for i, (where, file) in enumerate(members):
+            truth.credit(f"{series}_{i:02d}", where, file)
+    for series, spec in POOL_BURSTS[source].items():
+        truth.add_series(series, _burst(dest, series, spec, strong_photos(source), dirs,
+                                        max_side))
+        where, file = strong_photos(source)[spec[1]] if spec[0] == "made" else spec[:2]
+        truth.credit(series, where, file)
     info = {"built_by": f"scripts/make_evalset.py --dupes-pool --source {source}",
-            "max_side": max_side, "images": len(list(pool.iterdir())), **truth,
-            "sources": credits, "licences": sorted({c["licence"] for c in credits.values()})}
+            "max_side": max_side, "images": len(list(pool.iterdir())), **asdict(truth),
+            "licences": sorted({c["licence"] for c in truth.sources.values()})}
     (dest / TRUTH).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     (dest / MARKER).write_text(json.dumps({"built_by": info["built_by"]}) + "\n", encoding="utf-8")
     return info
 
 
-def _copy_pair(pool: Path, name: str, img: Image.Image, truth: dict[str, object]) -> None:
+def _pool_photos(pool: Path, source: str, dirs: DataDirs, max_side: int, copies: int | None,
+                 in_series: set[str], truth: PoolTruth) -> None:
+    """The set's photos that are in no series, each with its copy, then photos of no pair.
+    A photo a burst is filmed over is left out: its frames would be crops of it."""
+    made = {b[1] for b in POOL_BURSTS[source].values() if b[0] == "made"}
+    singles = [(n, w, f) for n, (w, f) in strong_photos(source).items()
+               if n not in made and f not in in_series]
+    for name, where, file in singles[:copies]:
+        _copy_pair(pool, name, load_source(data_file(where, file, dirs), max_side), truth)
+        truth.credit(name, where, file)
+    for name, (where, file) in STRONG_REAL_DISTRACTORS[source].items():
+        if file in in_series:  # one file twice would be an exact pair the truth does not list
+            continue
+        _samples.save_jpeg(load_source(data_file(where, file, dirs), max_side),
+                           pool / f"single_{name}.jpg")
+        truth.credit(name, where, file)
+
+
+def _copy_pair(pool: Path, name: str, img: Image.Image, truth: PoolTruth) -> None:
     original = _samples.save_jpeg(img, pool / f"{name}.jpg")
     copy = _samples.save_jpeg(edits.near_copy(img), pool / f"{name}__copy.jpg")
-    pairs: list[list[str]] = truth["copies"]  # type: ignore[assignment]
-    pairs.append([original.name, copy.name])
-    exact: list[list[str]] = truth["exact"]  # type: ignore[assignment]
-    if len(exact) < EXACT_COPIES:  # the same bytes under another name: the `exact` tier
+    truth.copies.append([original.name, copy.name])
+    if len(truth.exact) < EXACT_COPIES:  # the same bytes under another name: the `exact` tier
         twin = pool / f"{name}__exact.jpg"
         shutil.copyfile(original, twin)
-        for other in (original.name, copy.name):
-            pairs.append([other, twin.name])
-        exact.append([original.name, twin.name])
+        truth.copies.extend([other, twin.name] for other in (original.name, copy.name))
+        truth.exact.append([original.name, twin.name])
 
 
-def _series_member(pool: Path, series: str, i: int, path: Path, max_side: int) -> str:
-    return _samples.save_jpeg(load_source(path, max_side), pool / f"{series}_{i:02d}.jpg").name
-
-
-def _add_series(truth: dict[str, object], series: str, names: list[str]) -> None:
-    """Every two shots of one series are a similar pair, none a copy pair."""
-    similar: list[list[str]] = truth["similar"]  # type: ignore[assignment]
-    similar.extend([a, b] for i, a in enumerate(names) for b in names[i + 1:])
-    truth["series"][series] = names  # type: ignore[index]
-
-
-def _burst(dest: Path, pool: Path, series: str, spec: tuple[str, str, float, float, int],
+def _burst(dest: Path, series: str, spec: tuple[str, str, float, float, int],
            photos: Mapping[str, tuple[str, str]], dirs: DataDirs, max_side: int) -> list[str]:
+    """A series of frames `step` seconds apart, written to pool/ (names returned)."""
     kind, file, first, step, count = spec
     if kind == "made":
         where, name = photos[file]
@@ -723,7 +737,7 @@ def _burst(dest: Path, pool: Path, series: str, spec: tuple[str, str, float, flo
         video = data_file(kind, file, dirs)
     times = [first + k * step for k in range(count)]
     frames = video_frames(video, times)
-    return [_samples.save_jpeg(fit(f, max_side), pool / f"{series}_{k:02d}.jpg").name
+    return [_samples.save_jpeg(fit(f, max_side), dest / POOL_DIR / f"{series}_{k:02d}.jpg").name
             for k, f in enumerate(frames)]
 
 
