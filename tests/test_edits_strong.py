@@ -152,6 +152,16 @@ def test_build_strong_writes_the_eval_layout_with_truth(tmp_path: Path) -> None:
     assert len(written["distractors"]) == 2 + len(make_evalset.STRONG_REAL_DISTRACTORS["a"])
 
 
+def test_build_strong_b_is_opencvs_photos_only(tmp_path: Path) -> None:
+    make_evalset = load_make_evalset()
+    _needs(make_evalset.OPENCV_DATA)
+    make_evalset.build_strong(tmp_path / "b", "b", distractors=1, max_side=128, groups=1)
+    info = json.loads((tmp_path / "b" / "evalset.json").read_text())
+    assert info["groups"] == ["happy_fish"]
+    assert {s["file"].split(":")[0] for s in info["sources"].values()} == {"opencv"}
+    assert not set(make_evalset.STRONG_PHOTOS["b"]) & set(make_evalset.strong_photos("a"))
+
+
 def test_build_dupes_pool_writes_pairs_and_series(tmp_path: Path) -> None:
     make_evalset = load_make_evalset()
     _needs(make_evalset.MATE_DATA)
