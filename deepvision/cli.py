@@ -634,6 +634,12 @@ def serve(
                                 access_log=not quiet), rep)
 
 
+class EditSet(str, Enum):  # edits.EDIT_SETS's keys; an Enum, so Typer validates up front
+    robust = "robust"
+    strong = "strong"
+    all = "all"
+
+
 class EvalFormat(str, Enum):
     table = "table"
     json = "json"
@@ -656,6 +662,11 @@ def eval_(
     target_precision: Annotated[float, typer.Option(
         min=0.5, max=0.9999, help="--synthetic: precision the suggested threshold keeps.")] = 0.99,
     seed: Annotated[int, typer.Option(help="--synthetic: which photos are sampled.")] = 0,
+    edit_set: Annotated[EditSet, typer.Option(
+        "--edits", help="--synthetic: which copies each photo gets: robust (turns, crops, small "
+        "JPEGs, borders, ...), strong (a 25 % crop, inside a web page, a photo of a screen, "
+        "occlusion, an 80-px thumbnail, stacked edits, ...; issue #25) or all.")] = (
+        EditSet.robust),
     keep_copies: Annotated[Optional[Path], typer.Option(
         "--keep-copies", help="--synthetic: write the edited copies to this new folder and "
         "keep them (default: a temporary folder, deleted).", show_default=False)] = None,
@@ -707,6 +718,9 @@ def eval_(
             raise UsageError(f"{where} does not exist (check the path)")
         if keep_copies is not None and keep_copies.exists():
             raise UsageError(f"--keep-copies {keep_copies} exists; name a new folder")
+        if edit_set is not EditSet.robust and synthetic is None:
+            raise UsageError("--edits chooses the copies of --synthetic; an evaluation set "
+                             "(SOURCE) brings its own")
         req = EvalRequest(
             source=where, model=_model(model), weights=_weights(weights),
             embed=_embed_options(device=device, batch_size=batch_size, workers=workers,
@@ -719,7 +733,8 @@ def eval_(
         if synthetic is not None:
             done = run_synthetic(SyntheticRequest(
                 synthetic, req, sample=sample, distractors=distractors, seed=seed,
-                target_precision=target_precision, keep=keep_copies), rep)
+                target_precision=target_precision, keep=keep_copies,
+                edits=edit_set.value), rep)
             result, calibration = done.eval, done.calibration
         else:
             result = run_eval(req, rep)
