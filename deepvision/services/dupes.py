@@ -228,7 +228,9 @@ def _groups(ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray, clusters: 
                 files.setdefault(hit.path, []).append((row, hit.time))
         if len(files) < 2:
             continue
-        names = sorted(files)
+        # The leader's copy cluster first (its label is the group's): kinds are relative
+        # to a member of it, so a group joined by --similar reads "copies, then similar".
+        names = sorted(files, key=lambda p: (clusters[files[p][0][0]] != labels[rows[0]], p))
         first_rows = [row for row, _ in files[names[0]]]
         first = vectors[first_rows]
         groups.append(Group([_member(p, first, vectors, files[p],
