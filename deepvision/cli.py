@@ -680,6 +680,12 @@ def eval_(
         "--zoom/--no-zoom", help="Query-time zoom, as `search --zoom` (default: as `search` "
         "on a new index).",
         show_default=False)] = None,
+    verify: Annotated[bool, typer.Option(
+        "--verify/--no-verify", help="Re-rank each query's first --verify-top candidates "
+        "with local features, as `search` does (costs the features of every image once).")
+    ] = True,
+    verify_top: Annotated[int, typer.Option(
+        "--verify-top", min=1, max=1000, help="Candidates --verify checks per query.")] = 30,
     frame: Frame = None,
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "auto",
     weights: Weights = None,
@@ -728,7 +734,8 @@ def eval_(
                                  backend=backend, threads=threads),
             ks=parse_ks(ks),
             descriptor=_descriptor(pooling, flip, scales, frame, model),
-            whiten=whiten, qe=qe, protocol=protocol, turns=turns, zoom=zoom)
+            whiten=whiten, qe=qe, protocol=protocol, turns=turns, zoom=zoom,
+            verify_top=verify_top if verify else 0)
         calibration = None
         if synthetic is not None:
             done = run_synthetic(SyntheticRequest(

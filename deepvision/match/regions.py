@@ -21,6 +21,8 @@ OPEN = 9  # structures thinner than this (text bars, rules) are dropped
 MIN_AREA, MAX_AREA = 0.03, 0.85  # a proposal's share of the query
 MIN_FILL = 0.45  # of its box the component must cover (a blob, not a scatter)
 MAX_PROPOSALS = 3
+GRID = 32  # cells a side of the map the clear rectangle is found on
+CLEAR_MIN = 0.2  # the clear rectangle's least share of the query
 
 
 def proposals(rgb: np.ndarray) -> list[Box]:
@@ -44,7 +46,36 @@ def proposals(rgb: np.ndarray) -> list[Box]:
         if MIN_AREA <= share <= MAX_AREA and area >= MIN_FILL * bw * bh:
             boxes.append((bw * bh, Box(x / sw, y / sh, (x + bw) / sw, (y + bh) / sh)))
     boxes.sort(key=lambda b: -b[0])
-    return [b for _, b in boxes[:MAX_PROPOSALS]]
+    out = [b for _, b in boxes[:MAX_PROPOSALS]]
+    clear = _clear_rectangle(_textured(small))
+    return [*out, clear] if clear is not None else out
+
+
+def _clear_rectangle(textured: np.ndarray) -> Box | None:
+    """The largest axis-aligned rectangle with detail throughout (on a GRID x GRID map), when
+    flat areas cut into the picture: what is left of a photo that stickers or shapes cover.
+    None when the whole query has detail, or when what is left is too small to search."""
+    import cv2
+
+    grid = cv2.resize(textured.astype(np.float32), (GRID, GRID),
+                      interpolation=cv2.INTER_AREA) >= 0.5
+    if grid.mean() > MAX_AREA or grid.mean() < CLEAR_MIN:
+        return None
+    best, box = 0, None
+    heights = np.zeros(GRID, np.int64)
+    for row in range(GRID):
+        heights = np.where(grid[row], heights + 1, 0)
+        for left in range(GRID):  # widest run of columns at least h tall, for each h
+            h = heights[left]
+            right = left
+            while h and right < GRID:
+                h = min(h, heights[right])
+                if h * (right - left + 1) > best:
+                    best = int(h * (right - left + 1))
+                    box = Box(left / GRID, (row - h + 1) / GRID, (right + 1) / GRID,
+                              (row + 1) / GRID)
+                right += 1
+    return box if best >= CLEAR_MIN * GRID * GRID else None
 
 
 def _textured(small: np.ndarray) -> np.ndarray:

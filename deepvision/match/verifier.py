@@ -158,3 +158,44 @@ def fill(verifier: Verifier, rows: Iterable[FileRow], rep: Reporter, workers: in
             done += len(made)
             advance(len(part))
     return done
+
+
+class FileEvidence:
+    """Evidence of files by path, computed once each and held for the process (`eval`: a set
+    has no index to store it in). A file that cannot be read has none."""
+
+    def __init__(self, loader: Loader = load_picture) -> None:
+        self.loader = loader
+        self._stored: dict[str, Evidence | None] = {}
+
+    def stored(self, path: str) -> Evidence | None:
+        if path not in self._stored:
+            try:
+                self._stored[path] = stored_evidence(self.loader(path))
+            except Exception:  # unreadable: unverified
+                self._stored[path] = None
+        return self._stored[path]
+
+    def query(self, path: str) -> Evidence | None:
+        try:
+            return query_evidence(self.loader(path))
+        except Exception:  # unreadable: unverified
+            return None
+
+    def reorder(self, query_path: str, paths: Sequence[str], scores: np.ndarray,
+                top: int = DEFAULT_TOP) -> np.ndarray:
+        """Positions of `paths` (ranked by score) in `search --verify`'s order: the first
+        `top` checked against the query, verified ones first (strongest first), the rest
+        as they were."""
+        q = self.query(query_path)
+        if q is None:
+            return np.arange(len(paths))
+        strength = np.zeros(len(paths))
+        with _one_blas_thread():
+            for i, path in enumerate(paths[:top]):
+                cand = self.stored(path)
+                found = verify_evidence(q, cand, mirror=i < MIRROR_TOP).verification \
+                    if cand is not None else None
+                strength[i] = found.score if found is not None else 0.0
+        # verified first by strength, then by score (lexsort: last key is the primary one)
+        return np.lexsort((-scores, -strength, strength <= 0))

@@ -243,14 +243,22 @@ class Searcher:
             return ranked
         lists, _ = self.rank_queries([Query(v[None], (None,)) for v in batch.vectors],
                                      replace(opts, top_k=opts.verify_top))
-        seen = {m.file_id for m in ranked}
-        extra = {m.file_id: m for found in lists for m in found if m.file_id not in seen}
+        held = {m.file_id: m for m in ranked}
+        extra: dict[int | None, Match] = {}
+        for m in (m for found in lists for m in found):
+            if m.file_id in held:  # already checked: it keeps its verdict, and its best score
+                held[m.file_id] = replace(held[m.file_id],
+                                          score=max(m.score, held[m.file_id].score))
+            elif m.file_id not in extra or m.score > extra[m.file_id].score:
+                extra[m.file_id] = m
+        ranked = list(held.values())
         if not extra:
-            return ranked
+            return ranked_matches(ranked)
         new = sorted(extra.values(), key=lambda m: -m.score)[:opts.verify_top]
         checked = self.verifier.rerank(evidence, new, self._rows(new), len(new))
-        # A part's vector is not the query's: only what verification confirmed joins the list.
-        return ranked_matches([*ranked, *(m for m in checked if m.verified)])
+        # A part scores like another view of the query (as the turns and the zoom do): an
+        # image found by the photo on a page outranks what the page's own vector found.
+        return ranked_matches([*ranked, *checked])
 
     def _picture(self, path: str) -> np.ndarray | None:
         """The query's pixels for verification; None when it cannot be read as a picture
