@@ -22,7 +22,6 @@ from deepvision.errors import DeepVisionError, ExitCode, UsageError
 from deepvision.models.registry import AUTO, MODEL_CHOICES, get_spec
 from deepvision.output.console import ConsoleReporter
 from deepvision.pipeline.decode import DEFAULT_MAX_MEGAPIXELS
-from deepvision.services.dupes import DEFAULT_THRESHOLD as DEFAULT_DUPE_THRESHOLD
 
 app = typer.Typer(
     name="deepvision",
@@ -516,29 +515,6 @@ def search(
 
 
 @app.command()
-def dupes(
-    index_dir: IndexDir = Path("indexes"),
-    name: Name = "default",
-    threshold: Annotated[float, typer.Option(
-        min=-1.0, max=1.0, help="Cosine similarity above which two images are near-duplicates "
-        "(default measured for efficientnet-lite0; see README).")] = DEFAULT_DUPE_THRESHOLD,
-    output: OutputFormat = Format.table,
-    html: HtmlFile = None,
-    quiet: Quiet = False,
-) -> None:
-    """Groups of near-duplicate images inside an index, largest first."""
-    from deepvision.output import render
-    from deepvision.services.dupes import find_dupes
-
-    rep = ConsoleReporter(quiet=quiet)
-    with _errors(rep):
-        result = find_dupes(_store(index_dir, name), threshold)
-    _emit(result, output, html, rep, {"json": render.dupes_json, "csv": render.dupes_csv,
-                                      "table": render.print_dupes_table,
-                                      "html": render.dupes_html})
-
-
-@app.command()
 def info(
     index_dir: IndexDir = Path("indexes"),
     name: Name = "default",
@@ -717,6 +693,13 @@ def _root(version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
 ) -> None:
     """Reverse image search: index folders of images, then find the most similar ones."""
+
+
+# `dupes` is a group of its own (cli_dupes.py); imported last: it takes the shared options
+# defined above.
+from deepvision.cli_dupes import dupes_app  # noqa: E402
+
+app.add_typer(dupes_app, name="dupes")
 
 
 def main() -> None:

@@ -36,6 +36,13 @@ class Member:
 @dataclass(frozen=True)
 class Group:
     members: list[Member]
+    # The review (services/review.py) fills these in: the stable id, where the group stands
+    # (new, grown, later, open, resolved), the proposed or decided keeper, and the members that
+    # joined since the decision.
+    id: str = ""
+    state: str = "new"
+    keeper: str | None = None
+    new_members: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -48,6 +55,8 @@ class DupesResult:
     model: str
     threshold: float
     groups: list[Group]
+    hidden: int = 0  # groups left out because a decision resolved them (review.py)
+    keep_rules: tuple[str, ...] = ()  # the rules that proposed the keepers
 
 
 def find_dupes(store: IndexStore, threshold: float = DEFAULT_THRESHOLD) -> DupesResult:
