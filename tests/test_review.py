@@ -210,3 +210,14 @@ def test_review_session_pages_decides_and_undoes(groups):
     gone = session.undo_last()
     assert gone is not None and gone.group_id == target.id
     assert session.page(0, 10).total == 4
+
+
+def test_decisions_come_over_to_a_rebuilt_index(cli, groups):
+    folder, idx = groups
+    first = listing(cli, idx)["groups"][0]
+    decide(cli, idx, first["id"], "--not-duplicates")
+    done = cli("rebuild", folder, "--index-dir", idx, "--model", "tiny", "--workers", "0",
+               "--quiet")
+    assert done.exit_code == 0, done.stderr
+    doc = listing(cli, idx)
+    assert doc["hidden"] == 1 and first["id"] not in {g["id"] for g in doc["groups"]}

@@ -166,6 +166,8 @@ class IndexRun:
         catalog = writer.begin(manifest, fresh)
         if not fresh:
             self._guard_mass_delete(catalog, roots, found)
+        elif existing is not None:
+            self._carry_decisions(writer, existing, catalog)
         for note in (manifest.preprocessing_note(), manifest.descriptor_note()):
             if note:
                 self.rep.info(note)
@@ -180,6 +182,19 @@ class IndexRun:
                           "index has them")
         summary.total_files = catalog.counts()["files"]
         return summary
+
+    def _carry_decisions(self, writer: Writer, old: Manifest, catalog: Catalog) -> None:
+        """`rebuild`: the review's decisions (keyed by content) come over to the new catalog."""
+        from deepvision.store.decisions import carry_over
+
+        if old.catalog == catalog.path.name:
+            return
+        previous = writer.store.open_catalog(old, readonly=True)
+        try:
+            with catalog.write():
+                carry_over(previous, catalog)
+        finally:
+            previous.close()
 
     def _existing(self, writer: Writer) -> Manifest | None:
         """The live manifest. For `rebuild`, unreadable state is set aside, not fatal: the run

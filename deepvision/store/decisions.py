@@ -202,3 +202,15 @@ def rows_with_hashes(catalog: Catalog, hashes: Iterable[str]) -> list[FileRow]:
         rows.extend(FileRow(*r) for r in catalog.db.execute(
             f"SELECT * FROM files WHERE status = 'ok' AND hash IN ({marks})", part))
     return sorted(rows, key=lambda r: r.path)
+
+
+def carry_over(old: Catalog, new: Catalog) -> int:
+    """Copy the decision history into a fresh catalog (`rebuild`): decisions are keyed by
+    content, so they hold for the rebuilt index as they did for the old one. Inside
+    new.write(); returns how many rows came over."""
+    source = DecisionStore(old)
+    history = source.history()
+    target = DecisionStore(new)
+    for d in history:
+        target.record(d)
+    return len(history)
