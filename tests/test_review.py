@@ -221,3 +221,33 @@ def test_decisions_come_over_to_a_rebuilt_index(cli, groups):
     assert done.exit_code == 0, done.stderr
     doc = listing(cli, idx)
     assert doc["hidden"] == 1 and first["id"] not in {g["id"] for g in doc["groups"]}
+
+
+def test_a_file_one_decision_keeps_is_never_removed_by_another(cli, groups, tmp_path):
+    """Two decisions over overlapping contents (groups that grew into each other)."""
+    import xxhash
+
+    from deepvision.services.apply import ApplyRequest, apply_decisions
+    from deepvision.store.indexstore import IndexStore
+
+    folder, idx = groups
+
+    def digest(name: str) -> str:
+        return xxhash.xxh3_128((folder / name).read_bytes()).hexdigest()
+
+    def decision(gid: str, keep: str, other: str) -> dict:
+        files = [{"path": str(folder / n), "hash": digest(n), "size": 0, "mtime_ns": 0,
+                  "keep": n == keep} for n in (keep, other)]
+        return {"id": gid, "verdict": "keep", "hashes": [digest(keep), digest(other)],
+                "files": files}
+
+    doc = {"deepvision_decisions": 1, "decisions": [
+        decision("aaaaaaaaaaaa", "a000.png", "a001.png"),
+        decision("bbbbbbbbbbbb", "a001.png", "a000.png")]}
+    exported = tmp_path / "crossed.json"
+    exported.write_text(json.dumps(doc), encoding="utf-8")
+    assert cli("dupes", "import", exported, "--index-dir", idx).exit_code == 0
+    report = apply_decisions(IndexStore(idx), ApplyRequest("delete", dry_run=True))
+    touched = {Path(s.path).name for s in report.steps}
+    assert "a000.png" not in touched and "a001.png" not in touched
+    assert sum("kept by another decision" in why for why in report.skipped) == 2

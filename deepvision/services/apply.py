@@ -81,18 +81,19 @@ def plan(catalog: Catalog, decisions: Iterable[Decision], req: ApplyRequest,
     """The steps the keep decisions call for, each file checked against the disk now."""
     steps: list[Step] = []
     skipped: list[str] = []
-    keepers: set[str] = set()
-    removed: set[str] = set()
+    groups = []
     for d in decisions:
-        if d.verdict is not Verdict.KEEP:
-            continue
-        members = rows_with_hashes(catalog, set(d.hashes) - set(d.out))
-        kept = _keepers(d, members)
+        if d.verdict is Verdict.KEEP:
+            members = rows_with_hashes(catalog, set(d.hashes) - set(d.out))
+            groups.append((d, members, _keepers(d, members)))
+    # A file some decision keeps is never removed by another (groups that grew into each other).
+    keepers = {r.path for _, _, kept in groups for r in kept}
+    removed: set[str] = set()
+    for d, members, kept in groups:
         problem = _keeper_problem(d, kept)
         if problem:
             skipped.append(problem)
             continue
-        keepers.update(r.path for r in kept)
         for row in members:
             if row in kept or row.path in removed:
                 continue

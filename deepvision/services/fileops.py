@@ -7,6 +7,7 @@ was recorded (not done), or it is gone / a link / at its destination (done).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -201,9 +202,10 @@ def _link(journal: Journal, step: Step) -> None:
 def undo(journal: Journal, step: Step) -> bool:
     """Put the step's file back as it was; False when it was never touched."""
     action = journal.action
-    tmp = _link_tmp(journal, step)
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
+    leftovers = [_link_tmp(journal, step), *([f"{step.dest}.dv-partial"] if step.dest else [])]
+    for leftover in leftovers:  # a link or a copy a kill left half made
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(leftover)
     if action in ("hardlink", "symlink") and linked(step, action):
         if step.dest is not None:
             return _back(step.dest, step)
