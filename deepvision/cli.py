@@ -695,11 +695,15 @@ def _root(version: Annotated[bool, typer.Option(
     """Reverse image search: index folders of images, then find the most similar ones."""
 
 
-# `dupes` is a group of its own (cli_dupes.py); imported last: it takes the shared options
-# defined above.
-from deepvision.cli_dupes import dupes_app  # noqa: E402
+def _add_groups() -> None:
+    """`dupes` is a group of its own (cli_dupes.py); added last, as it takes the shared
+    options defined above."""
+    from deepvision.cli_dupes import dupes_app
 
-app.add_typer(dupes_app, name="dupes")
+    app.add_typer(dupes_app, name="dupes")
+
+
+_add_groups()
 
 
 def main() -> None:
