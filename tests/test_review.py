@@ -251,3 +251,17 @@ def test_a_file_one_decision_keeps_is_never_removed_by_another(cli, groups, tmp_
     touched = {Path(s.path).name for s in report.steps}
     assert "a000.png" not in touched and "a001.png" not in touched
     assert sum("kept by another decision" in why for why in report.skipped) == 2
+
+
+def test_a_page_document_carries_what_the_page_shows(groups):
+    from deepvision.output.review import page_document
+    from deepvision.services.review import ReviewSession
+    from deepvision.store.indexstore import IndexStore
+
+    _, idx = groups
+    doc = page_document(ReviewSession(IndexStore(idx), float(THRESHOLD)).page(1, 2))
+    assert (doc["offset"], doc["total"], doc["hidden"], len(doc["groups"])) == (1, 4, 0, 2)
+    files = doc["groups"][0]["files"]
+    assert [(f["width"], f["height"]) for f in files] == [(96, 72), (96, 72), (80, 60)]
+    assert all(isinstance(f["file_id"], int) and f["size"] > 0 for f in files)
+    json.dumps(doc)

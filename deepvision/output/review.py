@@ -8,6 +8,7 @@ from dataclasses import asdict
 from deepvision.output.console import safe_text
 from deepvision.services.apply import ApplyReport, UndoReport
 from deepvision.services.journal import Step
+from deepvision.services.review import Page
 from deepvision.store.decisions import Decision
 
 _VERBS = {"trash": "trash", "move-to": "move", "hardlink": "hardlink", "symlink": "symlink",
@@ -58,3 +59,21 @@ def undo_text(r: UndoReport) -> str:
                      "vectors went with them): run `deepvision index` to embed them again")
     lines.extend(safe_text(f"problem: {p}") for p in r.problems)
     return "\n".join(lines)
+
+
+def page_document(page: Page) -> dict:
+    """`GET /api/dupes` (for the review page): one page of groups, each member with what the
+    page shows beside it (file id for the thumbnail, size, date, resolution)."""
+    def member(path: str, score: float, timestamp: float | None) -> dict:
+        info = page.members.get(path)
+        return {"path": path, "score": round(score, 6), "timestamp": timestamp,
+                "file_id": info.file_id if info else None,
+                "size": info.size if info else None,
+                "mtime_ns": info.mtime_ns if info else None,
+                "width": info.width if info else None, "height": info.height if info else None}
+
+    return {"offset": page.offset, "total": page.total, "hidden": page.hidden,
+            "groups": [{"id": g.id, "state": g.state, "keeper": g.keeper,
+                        "new_members": list(g.new_members), "size": g.size,
+                        "files": [member(m.path, m.score, m.timestamp) for m in g.members]}
+                       for g in page.groups]}

@@ -283,12 +283,46 @@ def import_decisions(store: IndexStore, doc: dict) -> int:
 # ---- the page's service ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    """What the page shows beside a member's thumbnail."""
+
+    file_id: int  # what serve's image endpoints take
+    size: int
+    mtime_ns: int
+    width: int  # 0 when the header cannot be read (a video)
+    height: int
+
+
 @dataclass(frozen=True)
 class Page:
     groups: list[Group]
     offset: int
     total: int  # groups listed (resolved ones left out unless show_all)
     hidden: int  # resolved groups left out
+    members: dict[str, MemberInfo]  # path -> details, for the members of this page's groups
+
+
+def member_info(catalog: Catalog, paths: Sequence[str]) -> dict[str, MemberInfo]:
+    """Ids, sizes and dates from the catalog, width and height from each image's header: only
+    for one page's members, so a page never opens thousands of files."""
+    from PIL import Image
+
+    out: dict[str, MemberInfo] = {}
+    uniq = sorted(set(paths))
+    for start in range(0, len(uniq), 500):
+        part = uniq[start:start + 500]
+        marks = ",".join("?" * len(part))
+        for fid, path, size, mtime_ns in catalog.db.execute(
+                f"SELECT rowid, path, size, mtime_ns FROM files WHERE status = 'ok' AND path "
+                f"IN ({marks})", part):
+            try:
+                with Image.open(path) as im:
+                    width, height = im.size
+            except Exception:  # a video, or a file gone since: no resolution to show
+                width = height = 0
+            out[path] = MemberInfo(int(fid), int(size), int(mtime_ns), width, height)
+    return out
 
 
 class ReviewSession:
@@ -312,8 +346,9 @@ class ReviewSession:
         raw = self._groups()
         with self.store.open_read() as snap:
             result, _ = annotate(raw, snap.catalog, self.rules, show_all)
-        return Page(result.groups[offset:offset + limit], offset, len(result.groups),
-                    result.hidden)
+            groups = result.groups[offset:offset + limit]
+            info = member_info(snap.catalog, [m.path for g in groups for m in g.members])
+        return Page(groups, offset, len(result.groups), result.hidden, info)
 
     def decide(self, req: DecideRequest) -> Decision:
         raw = self._groups()
