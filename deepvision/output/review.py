@@ -33,6 +33,8 @@ def step_text(action: str, step: Step) -> str:
 
 def apply_text(r: ApplyReport) -> str:
     lines = [f"completed interrupted journal {name}" for name in r.resumed]
+    if r.resumed:
+        lines.append(f"{r.resumed_done} file(s) done to complete them")
     if r.decided:
         lines.append(f"decided {r.decided} group(s) by the --keep rules")
     lines.extend(step_text(r.action, s) for s in r.steps)

@@ -50,10 +50,11 @@ class ApplyReport:
     action: str
     dry_run: bool
     steps: list[Step] = field(default_factory=list)
-    done: int = 0
+    done: int = 0  # of steps
     skipped: list[str] = field(default_factory=list)  # why a file was left alone
     journal: str | None = None
     resumed: list[str] = field(default_factory=list)  # interrupted journals completed first
+    resumed_done: int = 0  # their steps done by this run
     decided: int = 0  # groups decided by the --keep rules
 
 
@@ -135,6 +136,9 @@ def _keeper_problem(d: Decision, kept: list[FileRow]) -> str | None:
 
 def _step(i: int, d: Decision, row: FileRow, keeper: FileRow, req: ApplyRequest,
           backup_dir: Path | None) -> tuple[Step | None, str | None]:
+    if req.action in ("hardlink", "symlink") and fileops.linked(
+            _bare(row, keeper), req.action):
+        return None, None  # done by an earlier apply
     decided = next((f for f in d.files if f.path == row.path), None)
     if decided is not None and (decided.size, decided.mtime_ns) != (row.size, row.mtime_ns):
         return None, f"{row.path}: changed since the decision; skipped"
@@ -142,9 +146,6 @@ def _step(i: int, d: Decision, row: FileRow, keeper: FileRow, req: ApplyRequest,
         st = os.lstat(row.path)
     except OSError:
         return None, f"{row.path}: gone since it was indexed; skipped"
-    if req.action in ("hardlink", "symlink") and fileops.linked(
-            _bare(row, keeper), req.action):
-        return None, None  # done by an earlier apply
     if not fileops.untouched(row.path, row.size, row.mtime_ns) \
             or fileops.content_hash(row.path) != row.hash:
         return None, (f"{row.path}: changed since it was indexed (size, mtime or content); "
@@ -200,7 +201,7 @@ def apply_decisions(store: IndexStore, req: ApplyRequest) -> ApplyReport:
                 decisions.record(d)
         for old in journal.unfinished(store.dir):
             if not any(s == journal.UNDONE for s in old.states.values()):
-                run_journal(writer, catalog, old, report, recheck=True)
+                report.resumed_done += run_journal(writer, catalog, old, report, recheck=True)
                 report.resumed.append(old.name)
         path = journal.new_path(store.dir)
         steps, report.skipped = plan(catalog, decisions.current().values(), req,
@@ -211,7 +212,7 @@ def apply_decisions(store: IndexStore, req: ApplyRequest) -> ApplyReport:
         if steps:
             done = journal.create(path, req.action, _target(req), steps)
             report.journal = str(done.path)
-            run_journal(writer, catalog, done, report, recheck=False)
+            report.done = run_journal(writer, catalog, done, report, recheck=False)
             _mark_applied(catalog, steps, done.name)
         writer.finish()
     return report
@@ -236,9 +237,10 @@ def _mark_applied(catalog: Catalog, steps: Sequence[Step], name: str) -> None:
 
 
 def run_journal(writer: Writer, catalog: Catalog, j: Journal, report: ApplyReport,
-                recheck: bool) -> None:
+                recheck: bool) -> int:
     """Every step not done yet; recheck: a resumed journal's pending files are hashed again
-    (time has passed since its plan)."""
+    (time has passed since its plan). Returns how many steps this call did."""
+    done = 0
     for step in j.steps:
         state = j.state(step.i)
         if state in (journal.DONE, journal.SKIPPED, journal.UNDONE):
@@ -258,8 +260,9 @@ def run_journal(writer: Writer, catalog: Catalog, j: Journal, report: ApplyRepor
             continue
         _catalog_after(writer, catalog, step, j.action)
         j.mark(step, journal.DONE, dest=dest)
-        report.done += 1
+        done += 1
     j.append({"journal": journal.FINISHED})
+    return done
 
 
 def _changed(step: Step, full: bool) -> str | None:
