@@ -265,3 +265,43 @@ def test_a_page_document_carries_what_the_page_shows(groups):
     assert [(f["width"], f["height"]) for f in files] == [(96, 72), (96, 72), (80, 60)]
     assert all(isinstance(f["file_id"], int) and f["size"] > 0 for f in files)
     json.dumps(doc)
+
+
+def test_the_page_services_dry_run_apply_and_undo(groups, tmp_path):
+    """What the page's apply button calls: the dry-run list first, then the same plan."""
+    from review_helpers import catalog_problems, tree
+
+    from deepvision.output.review import apply_json
+    from deepvision.services.apply import ApplyRequest, apply_decisions, undo_apply
+    from deepvision.store.indexstore import IndexStore
+
+    folder, idx = groups
+    store, moved = IndexStore(idx), tmp_path / "moved"
+    before = tree(folder)
+    req = ApplyRequest("move-to", moved, rules=("largest",), dry_run=True, threshold=0.97)
+    dry = apply_decisions(store, req)
+    assert len(dry.steps) == 8 and dry.journal is None and tree(folder) == before
+    done = apply_decisions(store, ApplyRequest("move-to", moved, rules=("largest",),
+                                               threshold=0.97))
+    assert [s.path for s in done.steps] == [s.path for s in dry.steps] and done.done == 8
+    assert json.loads(apply_json(done))["journal"] == done.journal
+    assert len(tree(folder)) == len(before) - 8 and catalog_problems(idx) == []
+    undone = undo_apply(store)
+    assert undone.restored == 8 and not undone.problems
+    assert tree(folder) == before and catalog_problems(idx) == []
+
+
+def test_apply_leaves_the_member_that_joined_after_the_decision(cli, groups):
+    from PIL import Image
+
+    from deepvision.services.apply import ApplyRequest, apply_decisions
+    from deepvision.store.indexstore import IndexStore
+
+    folder, idx = groups
+    first = listing(cli, idx)["groups"][0]
+    decide(cli, idx, first["id"], "--keep", first["files"][0]["path"])
+    with Image.open(first["files"][0]["path"]) as im:
+        im.resize((88, 66)).save(folder / "zz_late.png")
+    index(cli, folder, idx)
+    report = apply_decisions(IndexStore(idx), ApplyRequest("delete", dry_run=True))
+    assert sorted(Path(s.path).name for s in report.steps) == sorted(names(first)[1:])
