@@ -182,9 +182,35 @@ def test_hardlinks_across_filesystems_are_refused(cli, tiny_model, tmp_path):
         env = process_env(tmp_path / "home")
         done = _apply(env, idx, "hardlink", tmp_path)
         assert done.exit_code == ExitCode.USAGE
-        assert "different filesystems" in done.stderr and "nothing was changed" in done.stderr
+        assert "different filesystems" in done.stderr and "no file was changed" in done.stderr
         assert tree(folder, far) == before
     finally:
         for p in far.iterdir():
             p.unlink()
         far.rmdir()
+
+
+def test_a_move_killed_between_copy_and_unlink_is_completed_or_undone(tmp_path):
+    """Across filesystems a move is copy, then unlink; a kill between leaves both files."""
+    import xxhash
+
+    from deepvision.services import fileops
+    from deepvision.services.journal import Journal, Step
+
+    src, dest = tmp_path / "a" / "x.png", tmp_path / "moved" / "a" / "x.png"
+    src.parent.mkdir()
+    src.write_bytes(b"picture bytes")
+    st = src.stat()
+    step = Step(0, "g", str(src), xxhash.xxh3_128(src.read_bytes()).hexdigest(), st.st_size,
+                st.st_mtime_ns, st.st_mode, str(tmp_path / "keeper.png"), "k", str(dest))
+    j = Journal(tmp_path / "apply-x.jsonl", "move-to", str(tmp_path / "moved"), [step], {}, {})
+    for finish in (True, False):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest)  # where the kill struck
+        if finish:  # a rerun completes the move
+            assert fileops.do(j, step) == str(dest)
+            assert not src.exists() and dest.read_bytes() == b"picture bytes"
+            assert fileops.undo(j, step) and src.read_bytes() == b"picture bytes"
+        else:  # undo removes the finished copy and keeps the original
+            assert fileops.undo(j, step) is False
+            assert src.read_bytes() == b"picture bytes" and not dest.exists()

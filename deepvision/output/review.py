@@ -32,8 +32,9 @@ def step_text(action: str, step: Step) -> str:
 
 
 def apply_text(r: ApplyReport) -> str:
-    lines = [f"completed interrupted journal {name}" for name in r.resumed]
-    if r.resumed:
+    first = "would first complete" if r.dry_run else "completed"
+    lines = [f"{first} interrupted journal {name}" for name in r.resumed]
+    if r.resumed and not r.dry_run:
         lines.append(f"{r.resumed_done} file(s) done to complete them")
     if r.decided:
         lines.append(f"decided {r.decided} group(s) by the --keep rules")

@@ -175,7 +175,7 @@ def _cross_filesystem(steps: Sequence[Step]) -> None:
         raise UsageError(
             f"cannot hardlink {far[0].path} to its keeper {far[0].keeper}: they are on "
             f"different filesystems, and a hardlink cannot cross them ({len(far)} such "
-            "file(s)); nothing was changed: use --action symlink or move-to")
+            "file(s)); no file was changed: use --action symlink or move-to")
 
 
 # ---- running ---------------------------------------------------------------------------------
@@ -199,10 +199,7 @@ def apply_decisions(store: IndexStore, req: ApplyRequest) -> ApplyReport:
         with catalog.write():
             for d in proposed:
                 decisions.record(d)
-        for old in journal.unfinished(store.dir):
-            if not any(s == journal.UNDONE for s in old.states.values()):
-                report.resumed_done += run_journal(writer, catalog, old, report, recheck=True)
-                report.resumed.append(old.name)
+        _resume(writer, catalog, store, report)
         path = journal.new_path(store.dir)
         steps, report.skipped = plan(catalog, decisions.current().values(), req,
                                      path.with_suffix(".files"))
@@ -216,6 +213,18 @@ def apply_decisions(store: IndexStore, req: ApplyRequest) -> ApplyReport:
             _mark_applied(catalog, steps, done.name)
         writer.finish()
     return report
+
+
+def _resume(writer: Writer, catalog: Catalog, store: IndexStore, report: ApplyReport) -> None:
+    """Complete the journals a killed apply left; one a killed undo left is undo's to finish
+    (completing it would redo what the user asked to take back)."""
+    for old in journal.unfinished(store.dir):
+        if any(s == journal.UNDONE for s in old.states.values()):
+            report.skipped.append(f"journal {old.path} was being undone when it stopped; "
+                                  f"finish that with: deepvision dupes undo {old.path}")
+            continue
+        report.resumed_done += run_journal(writer, catalog, old, report, recheck=True)
+        report.resumed.append(old.name)
 
 
 def _target(req: ApplyRequest) -> str | None:

@@ -155,9 +155,12 @@ def do(journal: Journal, step: Step) -> str | None:
     if action == "move-to":
         assert step.dest is not None
         if untouched(step.path, step.size, step.mtime_ns):
-            if os.path.lexists(step.dest):
+            if _is_copy(step.dest, step):  # a kill between the copy and the unlink
+                os.unlink(step.path)
+            elif os.path.lexists(step.dest):
                 raise StepError(f"{step.dest} already exists; not overwriting it")
-            move(step.path, step.dest)
+            else:
+                move(step.path, step.dest)
         elif not os.path.lexists(step.dest):
             raise StepError(f"{step.path} is gone, and not at {step.dest}")
         return step.dest
@@ -212,6 +215,7 @@ def undo(journal: Journal, step: Step) -> bool:
         _restore_copy(step.keeper, step)
         return True
     if untouched(step.path, step.size, step.mtime_ns):
+        _settle_untouched(action, step)
         return False  # never touched (or already put back)
     if action == "trash":
         return _untrash(journal, step)
@@ -221,6 +225,28 @@ def undo(journal: Journal, step: Step) -> bool:
         _restore_copy(step.keeper, step)
         return True
     raise StepError(f"cannot undo {action} of {step.path}: it changed since apply")
+
+
+def _is_copy(path: str, step: Step) -> bool:
+    """`path` holds the step's file: its size, mtime (copy2 keeps it) and content."""
+    return untouched(path, step.size, step.mtime_ns) and content_hash(path) == step.hash
+
+
+def _settle_untouched(action: str, step: Step) -> None:
+    """What a kill can leave beside a file that is still in place: a finished copy of a
+    cross-filesystem move (removed: the original is here), a trash entry's info file without
+    its file (removed: it names a file that never went)."""
+    if action == "move-to" and step.dest and _is_copy(step.dest, step):
+        os.unlink(step.dest)
+    if action == "trash":
+        for trash in _trash_dirs(step.path):
+            info = os.path.join(trash, "info")
+            for name in os.listdir(info) if os.path.isdir(info) else []:
+                entry = os.path.join(trash, "files", name.removesuffix(".trashinfo"))
+                if name.startswith(os.path.splitext(os.path.basename(step.path))[0]) and \
+                        not os.path.lexists(entry) and \
+                        _info_path(os.path.join(info, name), trash) == step.path:
+                    os.unlink(os.path.join(info, name))
 
 
 def _back(source: str, step: Step) -> bool:
