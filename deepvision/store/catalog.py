@@ -126,7 +126,7 @@ class Catalog:
     def _migrate(self) -> None:
         """Upgrade an older catalog in place, step by step (a writer, under the lock)."""
         self._migrate_frames()
-        # The table check too: the frames step (and a new catalog) stamps the current version.
+        # The table check too: before version 5, set_faiss_record stamped the current version.
         if self.version() < 5 or "decisions" not in self.table_names():
             self._migrate_decisions()
 
@@ -166,7 +166,8 @@ class Catalog:
                 if statement.strip():
                     self._db.execute(statement)
             self._db.execute(FILES_HASH)
-            self.set_meta("catalog_version", str(CATALOG_VERSION))
+            # its own number, not CATALOG_VERSION: the later steps must still see a 3
+            self.set_meta("catalog_version", "3")
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
