@@ -305,3 +305,14 @@ def test_apply_leaves_the_member_that_joined_after_the_decision(cli, groups):
     index(cli, folder, idx)
     report = apply_decisions(IndexStore(idx), ApplyRequest("delete", dry_run=True))
     assert sorted(Path(s.path).name for s in report.steps) == sorted(names(first)[1:])
+
+
+def test_taking_out_all_but_one_member_resolves_the_group(cli, groups):
+    _, idx = groups
+    first = listing(cli, idx)["groups"][0]
+    for member in first["files"][1:]:
+        decide(cli, idx, first["id"], "--not-duplicates", "--member", member["path"])
+    doc = listing(cli, idx)
+    assert doc["hidden"] == 1 and first["id"] not in {g["id"] for g in doc["groups"]}
+    shown = {g["id"]: g for g in listing(cli, idx, "--all")["groups"]}  # schema-valid, whole
+    assert shown[first["id"]]["state"] == "resolved" and len(shown[first["id"]]["files"]) == 3

@@ -156,11 +156,15 @@ def _review(g: Group, rows: dict[str, FileRow], decisions: Decisions,
         return None
     hashes = sorted({r.hash for r in mine.values() if r.hash})
     decision = decisions.match(hashes)
-    if decision is not None:  # members taken out of the group no longer belong to it
-        mine = {p: r for p, r in mine.items() if r.hash not in decision.out}
+    left = len(mine)
+    if decision is not None:  # members taken out of the group no longer belong to it...
+        rest = {p: r for p, r in mine.items() if r.hash not in decision.out}
+        left = len(rest)
+        if left >= 2:  # ...unless too few remain: then `--all` shows the group whole
+            mine = rest
     members = [m for m in g.members if m.path in mine]
     new = tuple(p for p, r in mine.items() if decision and r.hash not in decision.hashes)
-    state = _state(decision, len(mine), bool(new))
+    state = _state(decision, left, bool(new))
     keeper = _decided_keeper(decision, mine) if state in (RESOLVED, GROWN) else None
     group = replace(g, members=members, id=decision.group_id if decision else group_id(hashes),
                     state=state, keeper=keeper or propose_keeper(list(mine.values()), rules),
