@@ -214,3 +214,26 @@ def test_a_move_killed_between_copy_and_unlink_is_completed_or_undone(tmp_path):
         else:  # undo removes the finished copy and keeps the original
             assert fileops.undo(j, step) is False
             assert src.read_bytes() == b"picture bytes" and not dest.exists()
+
+
+def test_a_journal_torn_by_a_power_cut_still_loads(tmp_path):
+    from deepvision.services import journal
+
+    step = journal.Step(0, "g", "/a/x.png", "h", 1, 2, 0o100644, "/a/k.png", "h")
+    path = tmp_path / "journals" / "apply-1.jsonl"
+    j = journal.create(path, "delete", None, [step])
+    j.mark(step, journal.BEGUN)
+    with open(path, "ab") as f:
+        f.write(b'{"i": 0, "state": "do')  # the last line half written
+    again = journal.load(path)
+    assert again.state(0) == journal.BEGUN and again.whole is None
+    assert [j.name for j in journal.unfinished(tmp_path)] == ["apply-1.jsonl"]
+
+
+def test_move_to_needs_its_folder_and_only_it(cli, tiny_model, tmp_path):
+    folder, idx = tmp_path / "photos", tmp_path / "idx"
+    make_groups(folder, 1, solos=0)
+    index(cli, folder, idx)
+    for args in (["--action", "move-to"], ["--action", "trash", tmp_path], ["--action", "shred"]):
+        done = cli("dupes", "apply", *args, "--index-dir", idx)
+        assert done.exit_code == ExitCode.USAGE, done.stdout
