@@ -22,7 +22,6 @@ from deepvision.errors import DeepVisionError, ExitCode, UsageError
 from deepvision.models.registry import AUTO, MODEL_CHOICES, get_spec
 from deepvision.output.console import ConsoleReporter
 from deepvision.pipeline.decode import DEFAULT_MAX_MEGAPIXELS
-from deepvision.services.dupes import DEFAULT_THRESHOLD as DEFAULT_DUPE_THRESHOLD
 
 app = typer.Typer(
     name="deepvision",
@@ -530,41 +529,6 @@ def search(
 
 
 @app.command()
-def dupes(
-    index_dir: IndexDir = Path("indexes"),
-    name: Name = "default",
-    threshold: Annotated[float, typer.Option(
-        min=-1.0, max=1.0, help="Cosine similarity above which two images are near-duplicates "
-        "(default measured for efficientnet-lite0; see README).")] = DEFAULT_DUPE_THRESHOLD,
-    similar: Annotated[bool, typer.Option(
-        "--similar", help="Also group similar shots (another photo of the same scene: a burst, "
-        "a stereo pair), each with the copies it is directly similar to; by default groups "
-        "hold exact and copy pairs only.")] = False,
-    verify: Annotated[bool, typer.Option(
-        "--verify/--no-verify", help="Tell copies from similar shots with local features "
-        "(--no-verify: every pair above --threshold is a copy, as before tiers).")] = True,
-    output: OutputFormat = Format.table,
-    html: HtmlFile = None,
-    quiet: Quiet = False,
-) -> None:
-    """Groups of duplicate images inside an index (exact and copy; --similar: similar shots
-    too), largest first."""
-    from deepvision.output import render
-    from deepvision.services.dupes import find_dupes
-    from deepvision.services.search import index_verifier
-
-    rep = ConsoleReporter(quiet=quiet)
-    with _errors(rep):
-        store = _store(index_dir, name)
-        store.check()
-        result = find_dupes(store, threshold, similar,
-                            index_verifier(store) if verify else None)
-    _emit(result, output, html, rep, {"json": render.dupes_json, "csv": render.dupes_csv,
-                                      "table": render.print_dupes_table,
-                                      "html": render.dupes_html})
-
-
-@app.command()
 def info(
     index_dir: IndexDir = Path("indexes"),
     name: Name = "default",
@@ -765,6 +729,17 @@ def _root(version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
 ) -> None:
     """Reverse image search: index folders of images, then find the most similar ones."""
+
+
+def _add_groups() -> None:
+    """`dupes` is a group of its own (cli_dupes.py); added last, as it takes the shared
+    options defined above."""
+    from deepvision.cli_dupes import dupes_app
+
+    app.add_typer(dupes_app, name="dupes")
+
+
+_add_groups()
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 
-from deepvision.match import features as F
+from deepvision.match import features as feats
 from deepvision.match import tiers
 from deepvision.types import Tier
 
@@ -54,7 +54,7 @@ def shot(background: Image.Image, subject: Image.Image, at: tuple[float, float])
 
 
 def tier_of(a: Image.Image, b: Image.Image) -> Tier:
-    ea, eb = F.stored_evidence(np.asarray(a)), F.stored_evidence(np.asarray(b))
+    ea, eb = feats.stored_evidence(np.asarray(a)), feats.stored_evidence(np.asarray(b))
     ga, gb = tiers.grey_square(np.asarray(a)), tiers.grey_square(np.asarray(b))
     return tiers.tier(ea, eb, lambda: ga, lambda: gb)[0]
 

@@ -20,6 +20,7 @@ from deepvision.match.store import FeatureStore
 from deepvision.match.verify import Outcome, verify_evidence
 from deepvision.progress import Reporter
 from deepvision.store.catalog import FileRow
+from deepvision.store.indexstore import IndexStore
 from deepvision.types import Match
 
 # Cosine similarity from which an unverified neighbour still counts as a match (a copy that
@@ -33,6 +34,11 @@ DEFAULT_TOP = 30  # candidates of the global search that are verified (search --
 MIRROR_TOP = 10
 
 Loader = Callable[[str], np.ndarray]  # a path -> its upright RGB pixels (H, W, 3 uint8)
+
+
+def index_verifier(store: IndexStore) -> Verifier:
+    """The Verifier of an index: its stored evidence (match.store), the files for the rest."""
+    return Verifier(FeatureStore(store.dir))
 
 
 def load_picture(path: str) -> np.ndarray:

@@ -24,7 +24,7 @@ from deepvision.output.console import (
     safe_text,
     stdout_console,
 )
-from deepvision.services.dupes import DupesResult
+from deepvision.services.dupes import DupesResult, Group, Member
 from deepvision.services.search import IMAGE, TEXT, QueryResult, SearchResult
 from deepvision.services.sync import IndexSummary, RestructureSummary
 from deepvision.types import Match
@@ -179,7 +179,9 @@ def dupes_json(result: DupesResult) -> str:
     return json.dumps({
         "index": result.index, "model": result.model, "threshold": result.threshold,
         "similar": result.similar,
-        "groups": [{"group": i, "size": g.size, "tier": str(g.tier),
+        "hidden": result.hidden, "keep_rules": list(result.keep_rules),
+        "groups": [{"group": i, "id": g.id, "state": g.state, "keeper": g.keeper,
+                    "new_members": list(g.new_members), "size": g.size, "tier": str(g.tier),
                     "files": [{"path": m.path, "score": round(m.score, 6),
                                "timestamp": _seconds(m.timestamp), "kind": str(m.kind)}
                               for m in g.members]}
@@ -188,10 +190,11 @@ def dupes_json(result: DupesResult) -> str:
 
 
 def dupes_csv(result: DupesResult) -> str:
-    rows: list[list[Any]] = [["group", "size", "path", "score", "timestamp", "kind"]]
+    rows: list[list[Any]] = [["group", "size", "path", "score", "timestamp", "id", "state",
+                              "keeper", "kind"]]
     for i, g in enumerate(result.groups, 1):
-        rows.extend([i, g.size, m.path, f"{m.score:.6f}", _csv_seconds(m.timestamp), m.kind]
-                    for m in g.members)
+        rows.extend([i, g.size, m.path, f"{m.score:.6f}", _csv_seconds(m.timestamp), g.id,
+                     g.state, "yes" if m.path == g.keeper else "", m.kind] for m in g.members)
     return csv_text(rows)
 
 
@@ -200,26 +203,34 @@ def print_dupes_table(result: DupesResult) -> None:
     if not result.groups:
         out.print(f"no near-duplicates above {result.threshold:g}")
     for i, g in enumerate(result.groups, 1):
-        table = Table(title=f"group {i}: {g.size} files ({g.tier})", title_justify="left",
-                      show_edge=False, pad_edge=False)
+        grown = f", {len(g.new_members)} new since the decision" if g.new_members else ""
+        table = Table(title=f"group {i} [{g.id}] {g.state}{grown}: {g.size} files ({g.tier})",
+                      title_justify="left", show_edge=False, pad_edge=False)
         table.add_column("score", justify="right")
         table.add_column("kind")
+        table.add_column("keep")
         table.add_column("path", overflow="fold")
         for m in g.members:
             when = "" if m.timestamp is None else f" @ {clock(m.timestamp)}"
-            table.add_row(f"{m.score:.4f}", str(m.kind), escape(display_path(m.path) + when))
+            mark = "keep" if m.path == g.keeper else ("new" if m.path in g.new_members else "")
+            table.add_row(f"{m.score:.4f}", str(m.kind), mark,
+                          escape(display_path(m.path) + when))
         out.print(table)
         out.print()
+    if result.hidden:
+        out.print(f"{result.hidden} resolved group(s) not shown (--all shows them)")
 
 
 def dupes_html(result: DupesResult, out: Path) -> None:
     from deepvision.output.html import Gallery, Section, Tile
 
-    sections = [Section(f"group {i}: {g.size} files, {g.tier}",
-                        [Tile(m.path, f"{m.kind}  {m.score:.4f}" + (
-                            "" if m.timestamp is None else f"  @ {clock(m.timestamp)}"),
-                              query=(j == 0), at=m.timestamp)
-                         for j, m in enumerate(g.members)])
+    def caption(g: Group, m: Member) -> str:
+        when = "" if m.timestamp is None else f"  @ {clock(m.timestamp)}"
+        return f"{m.kind}  {m.score:.4f}{when}" + ("  keep" if m.path == g.keeper else "")
+
+    sections = [Section(f"group {i} [{g.id}] {g.state}: {g.size} files, {g.tier}",
+                        [Tile(m.path, caption(g, m), query=(m.path == g.keeper), at=m.timestamp)
+                         for m in g.members])
                 for i, g in enumerate(result.groups, 1)]
     Gallery(out, f"deepvision dupes: {len(result.groups)} groups above {result.threshold:g}",
             sections).write()

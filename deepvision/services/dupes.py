@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deepvision.match.verifier import Verifier
+from deepvision.match.verifier import Verifier, index_verifier
 from deepvision.store.catalog import Catalog, FileRow, Hit
 from deepvision.store.faiss_index import VectorIndex
 from deepvision.store.indexstore import IndexStore
@@ -48,6 +48,13 @@ class Member:
 @dataclass(frozen=True)
 class Group:
     members: list[Member]
+    # The review (services/review.py) fills these in: the stable id, where the group stands
+    # (new, grown, later, open, resolved), the proposed or decided keeper, and the members that
+    # joined since the decision.
+    id: str = ""
+    state: str = "new"
+    keeper: str | None = None
+    new_members: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -67,6 +74,8 @@ class DupesResult:
     threshold: float
     groups: list[Group]
     similar: bool = False  # whether similar shots were grouped too
+    hidden: int = 0  # groups left out because a decision resolved them (review.py)
+    keep_rules: tuple[str, ...] = ()  # the rules that proposed the keepers
 
 
 @dataclass(frozen=True)
@@ -78,9 +87,12 @@ class Links:
 
 
 def find_dupes(store: IndexStore, threshold: float = DEFAULT_THRESHOLD, similar: bool = False,
-               verifier: Verifier | None = None) -> DupesResult:
-    """Groups of exact and copy pairs (similar=True: similar shots too). verifier: tells
-    copies from similar shots (None: every linked pair is a copy, as before tiers)."""
+               verify: bool = True, verifier: Verifier | None = None) -> DupesResult:
+    """Groups of exact and copy pairs (similar=True: similar shots too). verify: tell copies
+    from similar shots with the index's evidence (or `verifier`'s); False: every linked pair
+    is a copy, as before tiers."""
+    if verify and verifier is None:
+        verifier = index_verifier(store)
     with store.open_read() as snap:
         ids, vectors = _all_vectors(snap.catalog, snap.dim)
         index = snap.vectors()
@@ -89,7 +101,7 @@ def find_dupes(store: IndexStore, threshold: float = DEFAULT_THRESHOLD, similar:
         rows, cols = _pairs(index, ids, vectors, threshold)
         files = _picture_rows(snap.catalog, ids, hits)
         model = snap.manifest.model
-    links = _tiered(rows, cols, files, verifier)
+    links = _tiered(rows, cols, files, verifier if verify else None)
     labels, copy_labels = _labels(len(ids), links, _same_file(ids, hits), similar)
     groups = _groups(ids, vectors, labels, copy_labels, hits)
     return DupesResult(os.path.abspath(store.dir), model, threshold, groups, similar)

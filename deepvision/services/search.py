@@ -20,7 +20,7 @@ import numpy as np
 
 from deepvision.errors import NoImagesError, UsageError
 from deepvision.match.features import Evidence
-from deepvision.match.verifier import DEFAULT_TOP, Verifier, unverified
+from deepvision.match.verifier import DEFAULT_TOP, Verifier, index_verifier, unverified
 from deepvision.match.verifier import ranked as ranked_matches
 from deepvision.models.descriptor import QUERY_ZOOM, QueryViews
 from deepvision.models.registry import text_models
@@ -129,13 +129,6 @@ def run_search(req: SearchRequest, rep: Reporter,
     if req.texts:
         ordered += searcher.search_texts(req.texts, req.rank, rep)
     return SearchResult(os.path.abspath(req.store.dir), manifest.model, ordered)
-
-
-def index_verifier(store: IndexStore) -> Verifier:
-    """The Verifier of an index: its stored evidence (match.store), the files for the rest."""
-    from deepvision.match.store import FeatureStore
-
-    return Verifier(FeatureStore(store.dir))
 
 
 def no_text_encoder(manifest: Manifest, store: IndexStore) -> str:

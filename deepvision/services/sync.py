@@ -170,6 +170,8 @@ class IndexRun:
         catalog = writer.begin(manifest, fresh)
         if not fresh:
             self._guard_mass_delete(catalog, roots, found)
+        elif existing is not None:
+            self._carry_decisions(writer, existing, catalog)
         for note in (manifest.preprocessing_note(), manifest.descriptor_note()):
             if note:
                 self.rep.info(note)
@@ -186,6 +188,19 @@ class IndexRun:
             summary.local_features = self._local_features(catalog)
         summary.total_files = catalog.counts()["files"]
         return summary
+
+    def _carry_decisions(self, writer: Writer, old: Manifest, catalog: Catalog) -> None:
+        """`rebuild`: the review's decisions (keyed by content) come over to the new catalog."""
+        from deepvision.store.decisions import carry_over
+
+        if old.catalog == catalog.path.name:
+            return
+        previous = writer.store.open_catalog(old, readonly=True)
+        try:
+            with catalog.write():
+                carry_over(previous, catalog)
+        finally:
+            previous.close()
 
     def _local_features(self, catalog: Catalog) -> int:
         """Evidence for the pictures that have none yet (new ones; all of an index made before
