@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from deepvision.match.features import Evidence
-from deepvision.match.verify import tiny_correlation, verify_evidence
+from deepvision.match.verify import same_shape, tiny_correlation, verify_evidence
 from deepvision.types import Tier, Verification
 
 CONTAINED = 0.985  # one frame maps inside the other to this share of its area, or more
@@ -33,6 +33,8 @@ DETAIL = 8.0  # a cell with less grey-level spread than this on either side is n
 AGREE = 0.7  # a compared cell agrees when its zero-mean correlation is at least this
 MAX_DISAGREE = 2  # cells that may disagree (JPEG blocks, a resampled edge) in a copy
 PIXEL_COPY = 0.9  # whole-picture tiny correlation of a copy verified without keypoints
+PIXEL_SAME = 0.995  # ... or of two same-shape pictures whose keypoints placed them loosely
+TINY_CELLS = 4  # ... and its tiny pictures (features.TINY a side) compared in 4 x 4 cells
 
 Pixels = Callable[[], np.ndarray | None]  # a picture's grey SIDE x SIDE pixels, lazily
 
@@ -45,12 +47,17 @@ def tier(a: Evidence, b: Evidence, grey_a: Pixels,
     found = verify_evidence(a, b, mirror=False).verification
     if found is None:
         return Tier.SIMILAR, None
-    if found.method == "pixels":
-        ok = tiny_correlation(a.tiny, b.tiny) >= PIXEL_COPY
-        return (Tier.COPY if ok and _agree(grey_a(), grey_b(), found) else Tier.SIMILAR), found
-    if not _geometry_of_copy(found):
-        return Tier.SIMILAR, found
-    return (Tier.COPY if _agree(grey_a(), grey_b(), found) else Tier.SIMILAR), found
+    if found.method == "pixels":  # too few keypoints: the tiny pictures decide, cell by cell
+        ok = tiny_correlation(a.tiny, b.tiny) >= PIXEL_COPY and _disagreeing(
+            a.tiny.astype(np.float32), b.tiny.astype(np.float32), np.ones_like(a.tiny),
+            cells=TINY_CELLS) <= MAX_DISAGREE
+        return (Tier.COPY if ok else Tier.SIMILAR), found
+    if _geometry_of_copy(found) and _agree(grey_a(), grey_b(), found):
+        return Tier.COPY, found
+    # A small picture's few keypoints place the frames loosely; the same shape and tiny
+    # pictures that agree almost exactly still make a copy (a thumbnail of the whole).
+    same = same_shape(a.features, b.features) and tiny_correlation(a.tiny, b.tiny) >= PIXEL_SAME
+    return (Tier.COPY if same else Tier.SIMILAR), found
 
 
 def _area(box: object) -> float:
@@ -82,11 +89,11 @@ def _agree(a: np.ndarray | None, b: np.ndarray | None, v: Verification) -> bool:
     return _disagreeing(a, warped, valid) <= MAX_DISAGREE
 
 
-def _disagreeing(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> int:
-    side = SIDE // CELLS
+def _disagreeing(a: np.ndarray, b: np.ndarray, valid: np.ndarray, cells: int = CELLS) -> int:
+    side = a.shape[0] // cells
     bad = 0
-    for i in range(CELLS):
-        for j in range(CELLS):
+    for i in range(cells):
+        for j in range(cells):
             cell = (slice(i * side, (i + 1) * side), slice(j * side, (j + 1) * side))
             if valid[cell].min() < 1:
                 continue
