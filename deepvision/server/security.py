@@ -86,5 +86,5 @@ def redact(target: str) -> str:
 
 def without_token(request: Request) -> str:
     """The page's URL less its ?token=: where a browser goes once the cookie is set."""
-    rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+    rest = [(k, v) for k, v in request.query_params.multi_items() if k.lower() != "token"]
     return request.url.path + (f"?{urlencode(rest)}" if rest else "")
