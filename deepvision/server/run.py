@@ -28,7 +28,7 @@ from deepvision.services.search import Searcher
 from deepvision.services.sync import IndexRequest, IndexRun
 from deepvision.store.indexstore import IndexStore
 
-DECODE_BUDGET_IMAGES = 2
+DECODE_BUDGET_IMAGES = 1
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,10 @@ class _Server(uvicorn.Server):
 
 
 def decode_budget(max_megapixels: float) -> int:
-    """Pixels all decodes in flight may hold together: two images at the per-image limit
-    (one 120 MP decode costs ~0.8 GB of resident memory at its peak: README, "Search service")."""
+    """Pixels all decodes in flight may hold together: one image at the per-image limit, or
+    many smaller ones. A decode holds ~25 bytes per pixel at its peak (a 28 MP PNG upload:
+    ~700 MB resident, measured in tests/test_serve_hostile.py), so the budget, not the number
+    of requests, bounds the memory: ~3 GB at the default 120 MP."""
     return int(DECODE_BUDGET_IMAGES * max_megapixels * 1e6)
 
 
