@@ -76,6 +76,11 @@ UPLOAD_BODY = {"requestBody": {"required": True, "description": "the query image
         "image": {"type": "string", "format": "binary"}}}},
     "image/jpeg": BINARY, "image/png": BINARY, "image/webp": BINARY,
     "application/octet-stream": BINARY}}}
+# What a search answer leads to (OpenAPI links: a client, or schemathesis, follows them).
+_FIRST_ID = "$response.body#/queries/0/matches/0/id"
+SEARCH_LINKS = {"links": {
+    "image": {"operationId": "image", "parameters": {"file_id": _FIRST_ID}},
+    "thumbnail": {"operationId": "thumbnail", "parameters": {"file_id": _FIRST_ID}}}}
 log = logging.getLogger("uvicorn.error")
 
 
@@ -167,16 +172,32 @@ def _errors(app: FastAPI) -> None:
         return error_response("bad-request", f"{where}: {first.get('msg', 'invalid')}", 422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         reason = "not-found" if exc.status_code == 404 else "bad-request"
         message = "no such resource" if exc.status_code == 404 else str(exc.detail)
-        return error_response(reason, message, exc.status_code, exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names the first route's methods only
+            headers["Allow"] = ", ".join(_methods(request))
+        return error_response(reason, message, exc.status_code, headers)
 
     @app.exception_handler(ClientDisconnect)
     async def gone(request: Request, _: ClientDisconnect) -> Response:
         # The client closed the connection mid-upload: nothing to answer, nothing to debug.
         log.info("client went away during %s %s", request.method, request.url.path)
         return Response(status_code=400)
+
+
+def _methods(request: Request) -> list[str]:
+    """Every method some route answers at this path (GET /api/search and POST /api/search are
+    two routes)."""
+    from starlette.routing import Match as RouteMatch
+
+    found: set[str] = set()
+    for route in request.app.routes:
+        methods = getattr(route, "methods", None)
+        if methods and route.matches(request.scope)[0] != RouteMatch.NONE:
+            found |= set(methods)
+    return sorted(found)
 
 
 def _middleware(app: FastAPI, config: ServeConfig) -> None:
@@ -224,7 +245,8 @@ def _auth(config: ServeConfig) -> list[Any]:
 def _open_routes(service: Service) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/api/health", response_model=HealthDoc, responses=errors(503))
+    @router.get("/api/health", response_model=HealthDoc, responses=errors(503),
+                operation_id="health")
     def health() -> dict[str, Any]:
         """For probes, open without the token: the status and the index's generation only."""
         try:
@@ -245,13 +267,14 @@ def _api_routes(service: Service) -> APIRouter:
 
 
 def _search_routes(router: APIRouter, service: Service) -> None:
-    @router.get("/api/stats", response_model=InfoDoc, responses=errors(503))
+    @router.get("/api/stats", response_model=InfoDoc, responses=errors(503), operation_id="stats")
     def stats() -> dict[str, Any]:
         """What `deepvision info --json` prints."""
         return _stats(service)
 
     @router.post("/api/search", response_model=SearchDoc, response_model_exclude_unset=True,
-                 responses=errors(400, 413, 422, 503), openapi_extra=UPLOAD_BODY)
+                 responses={200: SEARCH_LINKS, **errors(400, 413, 422, 503)},
+                 openapi_extra=UPLOAD_BODY, operation_id="search_upload")
     async def search_upload(request: Request, k: int = Query(10, ge=1, le=1000),
                             min_score: float | None = Query(None, ge=-1, le=1)
                             ) -> dict[str, Any]:
@@ -260,7 +283,8 @@ def _search_routes(router: APIRouter, service: Service) -> None:
         return await _search(service, name, data, RankOptions(k, min_score))
 
     @router.get("/api/search", response_model=SearchDoc, response_model_exclude_unset=True,
-                responses=errors(403, 404, 422, 503))
+                responses={200: SEARCH_LINKS, **errors(403, 404, 422, 503)},
+                operation_id="search")
     async def search_get(
             path: str | None = Query(None, min_length=1, max_length=4096, pattern=r"^[^\x00]+$",
                                      description="an image inside a --allow-path folder"),
@@ -279,7 +303,9 @@ def _search_routes(router: APIRouter, service: Service) -> None:
 
 
 def _index_routes(router: APIRouter, service: Service) -> None:
-    @router.post("/api/index", status_code=202, response_model=JobDoc, responses=errors(409))
+    @router.post("/api/index", status_code=202, response_model=JobDoc, operation_id="start_index",
+                 responses={202: {"links": {"job": {"operationId": "job", "parameters": {
+                     "job_id": "$response.body#/job"}}}}, **errors(409)})
     def start_index() -> dict[str, Any]:
         """An incremental `index` of the recorded folders, in the background."""
         try:
@@ -288,7 +314,8 @@ def _index_routes(router: APIRouter, service: Service) -> None:
             raise ApiError("locked", str(exc)) from None
         return job.to_json()
 
-    @router.get("/api/jobs/{job_id}", response_model=JobDoc, responses=errors(404, 422))
+    @router.get("/api/jobs/{job_id}", response_model=JobDoc, responses=errors(404, 422),
+                operation_id="job")
     def job(job_id: str = PathParam(max_length=64)) -> dict[str, Any]:
         """A job's progress, and at the end the `index --json` document."""
         found = service.jobs.jobs.get(job_id)
@@ -307,7 +334,7 @@ def _image_routes(router: APIRouter, service: Service) -> None:
                            206: {"content": {"image/*": BINARY, "video/*": BINARY,
                                              "application/octet-stream": BINARY},
                                  "description": "the byte range asked for"},
-                           **errors(404, 410, 422)})
+                           **errors(404, 410, 422)}, operation_id="image")
     def image(file_id: int = file_id) -> Response:
         """An indexed file, as it was indexed: streamed, with byte ranges."""
         opened = _open_id(service, file_id)
@@ -318,7 +345,7 @@ def _image_routes(router: APIRouter, service: Service) -> None:
     @router.get("/api/images/{file_id}/thumbnail", response_class=Response,
                 responses={200: {"content": {"image/jpeg": BINARY},
                                  "description": f"a JPEG of at most {THUMB} px"},
-                           **errors(404, 410, 422, 503)})
+                           **errors(404, 410, 422, 503)}, operation_id="thumbnail")
     def thumbnail(file_id: int = file_id) -> Response:
         """A JPEG of at most 256 px of an indexed file (a video: its first frame)."""
         opened = _open_id(service, file_id)
@@ -527,7 +554,8 @@ def _page_routes(service: Service, auth: list[Any]) -> APIRouter:
     @router.get("/docs", response_class=HTMLResponse)
     def docs() -> HTMLResponse:
         page = ('<!doctype html><html lang="en"><head><meta charset="utf-8">'
-                "<title>deepvision API</title>"
+                # No /favicon.ico request (a 404 in the console): an empty icon.
+                '<title>deepvision API</title><link rel="icon" href="data:,">'
                 '<link rel="stylesheet" href="/static/swagger/swagger-ui.css"></head><body>'
                 '<div id="swagger-ui"></div>'
                 '<script src="/static/swagger/swagger-ui-bundle.js"></script>'
