@@ -393,7 +393,7 @@ def _search_text(service: Service, text: str, opts: RankOptions) -> dict[str, An
     network, and runs beside it): the document `search --text --format json` prints."""
     embedder = service.searcher.embedder
     if not text.strip():
-        raise ApiError("bad-request", "the text is empty: type the words to search for")
+        raise ApiError("bad-request", "the text is empty: type the words to search for", 422)
     if not embedder.has_text:
         with service.store.open_read() as snap:
             manifest = snap.manifest

