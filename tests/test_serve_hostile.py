@@ -367,8 +367,8 @@ def test_many_large_uploads_stay_within_the_decode_budget(client: httpx.Client,
     for busy in (r for r in answers if r.status_code == 503):
         assert busy.json()["error"] == "busy" and int(busy.headers["retry-after"]) >= 1
     grown = (peak[0] - before) / 2**20
-    # One decode of 28 MP holds ~700 MB at its peak: 12 at once would take ~8 GB; the budget
-    # (30 MP) lets one run at a time.
+    # One decode of 28 MP holds ~300 MB at its peak (~10 bytes per pixel): 12 at once would
+    # take ~3.5 GB; the budget (30 MP) lets one run at a time.
     assert grown < 1200, f"resident memory grew by {grown:.0f} MB"
     time.sleep(2)
     assert (server.rss_bytes() - before) / 2**20 < 400, "the memory did not go back"

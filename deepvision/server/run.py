@@ -99,9 +99,10 @@ class _Server(uvicorn.Server):
 
 def decode_budget(max_megapixels: float) -> int:
     """Pixels all decodes in flight may hold together: one image at the per-image limit, or
-    many smaller ones. A decode holds ~25 bytes per pixel at its peak (a 28 MP PNG upload:
-    ~700 MB resident, measured in tests/test_serve_hostile.py), so the budget, not the number
-    of requests, bounds the memory: ~3 GB at the default 120 MP."""
+    many smaller ones. A PNG decode holds ~10 bytes per pixel at its peak (one 100 MP PNG
+    upload: +985 MB resident, given back after; a JPEG decodes at 1/8 scale: +4 MB; README,
+    "Search service"), so the budget, not the number of requests, bounds the memory: ~1.2 GB
+    of decodes at the default 120 MP."""
     return int(DECODE_BUDGET_IMAGES * max_megapixels * 1e6)
 
 
