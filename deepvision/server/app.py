@@ -26,7 +26,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.staticfiles import StaticFiles
-from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
@@ -107,7 +106,8 @@ class Service:
     config: ServeConfig
     on_ready: Callable[[], None] = lambda: None
     thumbs: ThumbCache = field(default_factory=ThumbCache)
-    budget: PixelBudget = field(default_factory=lambda: PixelBudget(240_000_000))
+    # run.decode_budget sets it from --max-megapixels; this default is for the same 120 MP.
+    budget: PixelBudget = field(default_factory=lambda: PixelBudget(120_000_000))
 
     @property
     def store(self) -> Any:
@@ -228,11 +228,9 @@ def _auth(config: ServeConfig) -> list[Any]:
         return []
 
     async def require_token(
-            request: Request,
             credentials: HTTPAuthorizationCredentials | None = Depends(security.bearer),
             from_cookie: str | None = Depends(security.cookie)) -> None:
-        if not security.token_matches(security.presented(request, credentials, from_cookie),
-                                      token):
+        if not security.token_matches(security.presented(credentials, from_cookie), token):
             raise ApiError("unauthorized", "pass the token: Authorization: Bearer T", 401,
                            {"WWW-Authenticate": "Bearer"})
 
@@ -339,8 +337,7 @@ def _image_routes(router: APIRouter, service: Service) -> None:
         """An indexed file, as it was indexed: streamed, with byte ranges."""
         opened = _open_id(service, file_id)
         kind = mimetypes.guess_type(opened.path)[0] or "application/octet-stream"
-        return FileResponse(opened.name, media_type=kind, stat_result=opened.st,
-                            background=BackgroundTask(opened.close))
+        return _OpenedFileResponse(opened, media_type=kind)
 
     @router.get("/api/images/{file_id}/thumbnail", response_class=Response,
                 responses={200: {"content": {"image/jpeg": BINARY},
@@ -354,6 +351,22 @@ def _image_routes(router: APIRouter, service: Service) -> None:
         finally:
             opened.close()
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=300"})
+
+
+class _OpenedFileResponse(FileResponse):
+    """Streams the checked file (byte ranges too) and closes its descriptor however the
+    response ends: sent, or cut off by a client that went away (a background task would not
+    run then)."""
+
+    def __init__(self, opened: Opened, media_type: str) -> None:
+        super().__init__(opened.name, media_type=media_type, stat_result=opened.st)
+        self.opened = opened
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.opened.close()
 
 
 def _stats(service: Service) -> dict[str, Any]:
@@ -580,7 +593,7 @@ def _page_get(router: APIRouter, service: Service) -> None:
             moved.set_cookie(security.TOKEN_COOKIE, token, httponly=True, samesite="strict")
             return moved
         if token and not security.token_matches(
-                security.presented(request, credentials, from_cookie), token):
+                security.presented(credentials, from_cookie), token):
             raise ApiError("unauthorized", "open the page once with ?token=T", 401)
         return _page(service, text)
 

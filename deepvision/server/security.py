@@ -57,7 +57,7 @@ def token_matches(given: str | None, token: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), token.encode())
 
 
-def presented(request: Request, credentials: HTTPAuthorizationCredentials | None,
+def presented(credentials: HTTPAuthorizationCredentials | None,
               from_cookie: str | None) -> str | None:
     """The token the client sent by header, else by cookie (never from the query string)."""
     if credentials is not None and credentials.scheme.lower() == "bearer":
