@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import swagger_ui  # imported here: a missing serve extra is the CLI's usage error, not a crash
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
@@ -616,6 +617,4 @@ def _html(text: str, status: int = 200, csp: str = PAGE_CSP) -> HTMLResponse:
 def _swagger_assets() -> str:
     """Swagger UI 5 (renders OpenAPI 3.1) from the swagger-ui-py package: /docs works offline,
     no CDN."""
-    import swagger_ui
-
     return str(Path(swagger_ui.__file__).resolve().parent / "static")
