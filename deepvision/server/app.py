@@ -530,12 +530,11 @@ def _thumbnail(service: Service, opened: Opened) -> bytes:
 
 def _make_thumbnail(service: Service, opened: Opened) -> bytes:
     from deepvision.pipeline.decode import load_rgb
-    from deepvision.pipeline.discover import looks_like_video
     from deepvision.pipeline.video import frame_image
 
     limit = service.searcher.embedder.opts.max_megapixels
     try:
-        if looks_like_video(opened.path):
+        if _is_video(opened):
             image = frame_image(opened.name, 0.0, THUMB)
         else:
             data = read_opened_file(opened, max_file_bytes(limit))
@@ -545,6 +544,14 @@ def _make_thumbnail(service: Service, opened: Opened) -> bytes:
         raise ApiError("not-found", f"the indexed file cannot be read now: {exc}") from None
     image.thumbnail((THUMB, THUMB))
     return jpeg(image)
+
+
+def _is_video(opened: Opened) -> bool:
+    """By the indexed name, else by the opened file's first bytes (never the path again)."""
+    from deepvision.pipeline.discover import extension_kind, looks_like_video
+
+    kind = extension_kind(opened.path)
+    return kind == "video" if kind is not None else looks_like_video(opened.name)
 
 
 # ---- the page and the docs -----------------------------------------------------------------------
