@@ -573,6 +573,10 @@ def serve(
     decoder: Decoder = DecoderChoice.auto,
     backend: Backend = BackendChoice.auto,
     threads: Threads = 0,
+    verify: Annotated[bool, typer.Option(
+        "--verify/--no-verify", help="Check each query's first 30 candidates with local "
+        "features, as `search --verify` does (verified matches first, with their boxes).")
+    ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No access log.")] = False,
 ) -> None:
     """Serve an index over HTTP: a JSON API and a search page, model and index loaded once."""
@@ -595,7 +599,7 @@ def serve(
             max_upload_bytes=int(max_upload_mb * (1 << 20)), loopback=is_loopback(host))
         run_server(ServeRequest(store=_store(index_dir, name), config=config, embed=embed,
                                 weights=_weights(weights), no_token=no_token,
-                                access_log=not quiet), rep)
+                                access_log=not quiet, verify=verify), rep)
 
 
 class EditSet(str, Enum):  # edits.EDIT_SETS's keys; an Enum, so Typer validates up front

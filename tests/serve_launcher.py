@@ -60,7 +60,7 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     request = ServeRequest(store=IndexStore(args.index_dir, "default"),
                            config=ServeConfig(port=args.port), embed=EmbedOptions(workers=0),
-                           searcher=planted_searcher())
+                           searcher=planted_searcher(), verify=False)
     serve(request, ConsoleReporter())
 
 

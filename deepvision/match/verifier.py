@@ -136,8 +136,10 @@ def ranked(matches: Iterable[Match]) -> list[Match]:
 
 
 def unverified(matches: Iterable[Match]) -> list[Match]:
-    """Matches when verification is off: `match` from the score alone."""
-    return [replace(m, match=m.score >= MATCH_SCORE) for m in matches]
+    """Matches verification did not check: `match` from the score alone (a match that was
+    checked already keeps its verdict)."""
+    return [m if m.verified is not None else replace(m, match=m.score >= MATCH_SCORE)
+            for m in matches]
 
 
 def fill(verifier: Verifier, rows: Iterable[FileRow], rep: Reporter, workers: int = 2,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import swagger_ui  # imported here: a missing serve extra is the CLI's usage error, not a crash
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
@@ -32,9 +33,10 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from deepvision.errors import DeepVisionError, IndexLockedError
+from deepvision.match.features import WORK_SIDE
 from deepvision.output import web
 from deepvision.output.render import search_document
-from deepvision.pipeline.decode import DecodeError, max_file_bytes, read_file
+from deepvision.pipeline.decode import DecodeError, load_rgb, max_file_bytes, read_file
 from deepvision.progress import Silent
 from deepvision.server import security
 from deepvision.server.budget import BusyError, PixelBudget, decode_cost
@@ -389,7 +391,24 @@ async def _search(service: Service, name: str, data: bytes, opts: RankOptions) -
         raise ApiError("index-unavailable", str(exc), 503) from None
     if isinstance(found, Failure):
         raise ApiError(str(found.reason), found.message)
+    found = await asyncio.to_thread(_verified, service, data, name, found, opts)
     return _document(service, [QueryResult(name, None, found)])
+
+
+def _verified(service: Service, data: bytes, name: str, found: list[Match],
+              opts: RankOptions) -> list[Match]:
+    """The batcher's candidates verified against the upload's pixels (match/), on this
+    request's thread: the network batches stay free for other queries meanwhile."""
+    searcher = service.searcher
+    if not searcher.verifying(opts):
+        return searcher.verified(None, found, opts)
+    cost = decode_cost(data, WORK_SIDE)
+    with service.budget.hold(cost):
+        try:
+            picture = np.asarray(load_rgb(name, data=data, draft_size=WORK_SIDE))
+        except DecodeError:  # it decoded for the network: unverified rather than failed
+            picture = None
+    return searcher.verified(picture, found, opts)
 
 
 def _decode(service: Service, data: bytes, name: str) -> Any:
@@ -422,23 +441,7 @@ def _search_text(service: Service, text: str, opts: RankOptions) -> dict[str, An
 def _document(service: Service, found: list[QueryResult]) -> dict[str, Any]:
     result = SearchResult(os.path.abspath(service.store.dir),
                           service.searcher.embedder.model.spec.name, found)
-    doc = search_document(result, with_ids=True)
-    for query, result_query in zip(doc["queries"], found, strict=True):
-        for match_doc, match in zip(query["matches"], result_query.matches, strict=True):
-            for key, value in verification_keys(match).items():
-                match_doc.setdefault(key, value)  # render.search_document's own, once it has them
-    return doc
-
-
-def verification_keys(m: Match) -> dict[str, Any]:
-    """A match's #25 keys as the search document carries them (fractions, rounded)."""
-    v = m.verification
-    return {"match": m.match, "verified": m.verified,
-            "inliers": v.inliers if v else None,
-            "verified_score": round(v.score, 4) if v else None,
-            "query_box": v.query_box.as_list() if v else None,
-            "match_box": v.match_box.as_list() if v else None,
-            "points": [[round(c, 4) for c in p] for p in v.points] if v else None}
+    return search_document(result, with_ids=True)
 
 
 async def _upload(request: Request, limit: int) -> tuple[str, bytes]:

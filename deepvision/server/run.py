@@ -16,6 +16,7 @@ from typing import Any
 import uvicorn
 
 from deepvision.errors import UsageError
+from deepvision.match.verifier import Verifier, index_verifier
 from deepvision.pipeline.backends import OPEN_ENDED
 from deepvision.pipeline.embedder import Embedder, EmbedOptions, report_notes
 from deepvision.progress import Reporter
@@ -40,7 +41,8 @@ class ServeRequest:
     no_token: bool = False  # a non-loopback bind without a token, asked for explicitly
     access_log: bool = True
     # What ranks the queries: tests pass a Searcher whose results they plant (the page test).
-    searcher: Callable[[IndexStore, Embedder], Searcher] = Searcher
+    searcher: Callable[[IndexStore, Embedder, Verifier | None], Searcher] = Searcher
+    verify: bool = True  # local-feature verification of each query's candidates (#25)
 
 
 def is_loopback(host: str) -> bool:
@@ -69,7 +71,8 @@ def serve(req: ServeRequest, rep: Reporter) -> None:
     warning = check_security(req.config.host, req.config.token, req.no_token)
     manifest = req.store.check()  # a missing or damaged index fails before the model loads
     embedder = index_embedder(manifest, req.weights, replace(req.embed, workload=OPEN_ENDED))
-    searcher = req.searcher(req.store, embedder)
+    searcher = req.searcher(req.store, embedder,
+                            index_verifier(req.store) if req.verify else None)
     sock = _bind(req.config.host, req.config.port)
     url = f"http://{_url_host(req.config.host)}:{sock.getsockname()[1]}/"
     service = Service(
