@@ -11,8 +11,12 @@ query; median of 3) gives the service's per-query speed-up (CLI median / one-cli
 Targets (CPU, EfficientNet-Lite0, 2 cores): one client p50 <= 100 ms; >= 30x faster than the
 one-shot CLI; 16 clients with zero errors and throughput >= one client's.
 
+A/B: `--baseline DIR` (another checkout of deepvision, e.g. `git archive main | tar -x -C DIR`)
+serves the same index from that code beside this one, and the levels alternate between the two
+(`--rounds` times each), so both see the same machine at the same moments.
+
     python bench/serve.py [--index-dir DIR] [--clients 1 4 16] [--requests 120]
-        [--images 24] [--workers N] [--out bench/RESULTS.md]
+        [--images 24] [--workers N] [--baseline DIR [--rounds 3]] [--out bench/RESULTS.md]
 """
 
 from __future__ import annotations
@@ -106,10 +110,13 @@ def _drain(server: Server) -> None:
         server.log.append(line)
 
 
-def start_server(index_dir: Path, extra: list[str]) -> Server:
+def start_server(index_dir: Path, extra: list[str], source: Path = REPO) -> Server:
+    """`deepvision serve` of the code in `source` (this checkout, or a baseline's)."""
+    env = {**os.environ, "PYTHONPATH": str(source)}
     proc = subprocess.Popen(deepvision("serve", "--index-dir", index_dir, "--port", 0, *extra),
-                            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, encoding="utf-8", errors="replace")
+                            cwd=source, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
+                            env=env)
     server = Server(proc)
     threading.Thread(target=_drain, args=(server,), daemon=True).start()
     deadline = time.monotonic() + START_TIMEOUT
@@ -302,6 +309,63 @@ def report(levels: dict[int, Level], cli_s: float, stats: dict, n_images: int,
     return "\n".join(lines) + "\n"
 
 
+def ab_levels(httpx, urls: dict[str, str], images: list[bytes], clients: list[int],
+              requests: int, rounds: int) -> dict[tuple[str, int], list[Level]]:
+    """Each level on each side, alternating sides, `rounds` times: (side, clients) -> runs."""
+    runs: dict[tuple[str, int], list[Level]] = {}
+    for url in urls.values():
+        run_level(httpx, url, images, 1, 5)  # warm-up: first-call costs
+    for n in clients:
+        for _ in range(rounds):
+            for side, url in urls.items():
+                lv = run_level(httpx, url, images, n, max(requests, 2 * n))
+                runs.setdefault((side, n), []).append(lv)
+                print(f"{side}, {n} clients: p50 {lv.percentile_ms(50):.1f} ms, "
+                      f"{lv.throughput:.1f} q/s, {len(lv.errors)} errors", file=sys.stderr)
+    return runs
+
+
+def ab_report(runs: dict[tuple[str, int], list[Level]], stats: dict, n_images: int,
+              baseline: Path) -> str:
+    """Per side and level: the median over rounds of p50, p99 and queries/s, and each round."""
+    rows = []
+    for (side, n), levels in runs.items():
+        p50 = statistics.median(lv.percentile_ms(50) for lv in levels)
+        p99 = statistics.median(lv.percentile_ms(99) for lv in levels)
+        qps = statistics.median(lv.throughput for lv in levels)
+        each = ", ".join(f"{lv.percentile_ms(50):.0f}/{lv.throughput:.1f}" for lv in levels)
+        errors = sum(len(lv.errors) for lv in levels)
+        rows.append(f"| {side} | {n} | {errors} | {p50:.1f} | {p99:.1f} | {qps:.1f} | {each} |")
+    return "\n".join([
+        f"## Live service A/B (bench/serve.py) — {datetime.date.today().isoformat()}",
+        "",
+        f"Machine: {machine_line()}. Index: {stats.get('files')} shipped photos, model "
+        f"{stats.get('model')}. Queries: {n_images} distinct {SIZE[0]}x{SIZE[1]} JPEG crops, "
+        "multipart POST /api/search, k=10. `before`: the code in "
+        f"{baseline}; `after`: this checkout; both serve the same index at once and the "
+        f"levels alternate between them. Command: `{command_line()}`",
+        "",
+        "| code | clients | errors | p50 ms | p99 ms | queries/s | each round (p50 ms / q/s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        *rows,
+    ]) + "\n"
+
+
+def main_ab(args: argparse.Namespace, httpx, index_dir: Path, images: list[bytes],
+            extra: list[str]) -> str:
+    servers = {"before": start_server(index_dir, extra, args.baseline.resolve()),
+               "after": start_server(index_dir, extra)}
+    try:
+        stats = wait_healthy(httpx, servers["after"].url)
+        wait_healthy(httpx, servers["before"].url)
+        runs = ab_levels(httpx, {k: s.url for k, s in servers.items()}, images, args.clients,
+                         args.requests, args.rounds)
+    finally:
+        for server in servers.values():
+            stop_server(server)
+    return ab_report(runs, stats, len(images), args.baseline)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--index-dir", type=Path, default=None,
@@ -311,6 +375,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=24, help="distinct query images")
     ap.add_argument("--workers", type=int, default=None, help="serve --workers (default: its)")
     ap.add_argument("--out", type=Path, default=None, help="append the section to this markdown")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another deepvision checkout to compare with (A/B, same run)")
+    ap.add_argument("--rounds", type=int, default=3, help="A/B: runs of each level per side")
     args = ap.parse_args()
 
     import httpx
@@ -323,6 +390,9 @@ def main() -> None:
         query.write_bytes(images[0])
 
         extra = ["--workers", str(args.workers)] if args.workers is not None else []
+        if args.baseline is not None:
+            publish(main_ab(args, httpx, index_dir, images, extra), args.out)
+            return
         server = start_server(index_dir, extra)
         try:
             stats = wait_healthy(httpx, server.url)

@@ -23,7 +23,6 @@ from deepvision.extras import install_hint
 from deepvision.models.registry import AUTO, MODEL_CHOICES, get_spec
 from deepvision.output.console import ConsoleReporter
 from deepvision.pipeline.decode import DEFAULT_MAX_MEGAPIXELS
-from deepvision.services.dupes import DEFAULT_THRESHOLD as DEFAULT_DUPE_THRESHOLD
 
 app = typer.Typer(
     name="deepvision",
@@ -122,6 +121,10 @@ Frame = Annotated[Optional[str], typer.Option(
 MaxMemory = Annotated[Optional[str], typer.Option(
     "--max-memory", help="Memory budget for the FAISS structure, e.g. 8G (default: half the "
     "RAM); `auto` switches to compressed types to stay within it.", show_default=False)]
+LocalFeaturesOpt = Annotated[bool, typer.Option(
+    "--local-features/--no-local-features", help="Also keep each new picture's local features "
+    "(<= 16 KB) for verification (search --verify, dupes' copy/similar tiers); without them a "
+    "search computes them from the files when it needs them.")]
 
 
 VideoInterval = Annotated[float, typer.Option(
@@ -325,6 +328,7 @@ def index(
     backend: Backend = BackendChoice.auto,
     threads: Threads = 0,
     ray: Ray = None,
+    local_features: LocalFeaturesOpt = True,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -347,7 +351,7 @@ def index(
             descriptor=_descriptor(pooling, flip, scales, frame, model),
             allow_mass_delete=allow_mass_delete,
             video=_video(video_interval, max_frames_per_video, video_timeout),
-            ray=_ray_address(ray))
+            ray=_ray_address(ray), local_features=local_features)
         rep.info(f"index {req.store.dir}: {', '.join(map(str, dirs))}")
     _sync(req, rep, as_json)
 
@@ -389,6 +393,7 @@ def rebuild(
     backend: Backend = BackendChoice.auto,
     threads: Threads = 0,
     ray: Ray = None,
+    local_features: LocalFeaturesOpt = True,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -415,7 +420,7 @@ def rebuild(
             retry_failed=True, commit_every=commit_every, wait=wait, index_type=index_type,
             max_memory=budget, descriptor=_descriptor(pooling, flip, scales, frame, model),
             rebuild=True, video=_video(video_interval, max_frames_per_video, video_timeout),
-            ray=_ray_address(ray))
+            ray=_ray_address(ray), local_features=local_features)
         rep.info(f"rebuild {store.dir}: {', '.join(map(str, dirs or [])) or 'recorded folders'}")
     _sync(req, rep, as_json)
 
@@ -479,6 +484,13 @@ def search(
         "smaller one has no detail to zoom into). Default: as the index records (on for "
         "indexes made since #17's third round).",
         show_default=False)] = None,
+    verify: Annotated[bool, typer.Option(
+        "--verify/--no-verify", help="Check the first --verify-top candidates with local "
+        "features (the same picture, whatever was done to it: cropped, covered, inside a page, "
+        "a thumbnail); verified matches rank first and show where they match.")] = True,
+    verify_top: Annotated[int, typer.Option(
+        "--verify-top", min=1, max=1000, help="How many candidates of the vector search "
+        "--verify checks (more: finds copies the vectors rank lower, slower).")] = 30,
     quiet: Quiet = False,
 ) -> None:
     """Print the most similar indexed images and videos (with the time of the best frame)
@@ -500,7 +512,8 @@ def search(
             queries=tuple(paths), texts=tuple(text), store=_store(index_dir, name),
             rank=RankOptions(top_k=top_k, min_score=min_score, nprobe=nprobe,
                              ef_search=ef_search, qe=qe, all_frames=all_frames,
-                             turns=turns, zoom=zoom),
+                             turns=turns, zoom=zoom, verify=verify,
+                             verify_top=verify_top),
             weights=_weights(weights),
             embed=_embed_options(device=device, batch_size=batch_size, workers=workers,
                                  max_megapixels=max_megapixels, decoder=decoder,
@@ -514,29 +527,6 @@ def search(
         if len(result.queries) == 1:
             rep.error(f"cannot read query {result.queries[0].query}: {result.queries[0].error}")
         raise typer.Exit(int(ExitCode.PARTIAL))
-
-
-@app.command()
-def dupes(
-    index_dir: IndexDir = Path("indexes"),
-    name: Name = "default",
-    threshold: Annotated[float, typer.Option(
-        min=-1.0, max=1.0, help="Cosine similarity above which two images are near-duplicates "
-        "(default measured for efficientnet-lite0; see README).")] = DEFAULT_DUPE_THRESHOLD,
-    output: OutputFormat = Format.table,
-    html: HtmlFile = None,
-    quiet: Quiet = False,
-) -> None:
-    """Groups of near-duplicate images inside an index, largest first."""
-    from deepvision.output import render
-    from deepvision.services.dupes import find_dupes
-
-    rep = ConsoleReporter(quiet=quiet)
-    with _errors(rep):
-        result = find_dupes(_store(index_dir, name), threshold)
-    _emit(result, output, html, rep, {"json": render.dupes_json, "csv": render.dupes_csv,
-                                      "table": render.print_dupes_table,
-                                      "html": render.dupes_html})
 
 
 @app.command()
@@ -584,6 +574,10 @@ def serve(
     decoder: Decoder = DecoderChoice.auto,
     backend: Backend = BackendChoice.auto,
     threads: Threads = 0,
+    verify: Annotated[bool, typer.Option(
+        "--verify/--no-verify", help="Check each query's first 30 candidates with local "
+        "features, as `search --verify` does (verified matches first, with their boxes).")
+    ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No access log.")] = False,
 ) -> None:
     """Serve an index over HTTP: a JSON API and a search page, model and index loaded once."""
@@ -606,7 +600,13 @@ def serve(
             max_upload_bytes=int(max_upload_mb * (1 << 20)), loopback=is_loopback(host))
         run_server(ServeRequest(store=_store(index_dir, name), config=config, embed=embed,
                                 weights=_weights(weights), no_token=no_token,
-                                access_log=not quiet), rep)
+                                access_log=not quiet, verify=verify), rep)
+
+
+class EditSet(str, Enum):  # edits.EDIT_SETS's keys; an Enum, so Typer validates up front
+    robust = "robust"
+    strong = "strong"
+    all = "all"
 
 
 class EvalFormat(str, Enum):
@@ -631,6 +631,11 @@ def eval_(
     target_precision: Annotated[float, typer.Option(
         min=0.5, max=0.9999, help="--synthetic: precision the suggested threshold keeps.")] = 0.99,
     seed: Annotated[int, typer.Option(help="--synthetic: which photos are sampled.")] = 0,
+    edit_set: Annotated[EditSet, typer.Option(
+        "--edits", help="--synthetic: which copies each photo gets: robust (turns, crops, small "
+        "JPEGs, borders, ...), strong (a 25 % crop, inside a web page, a photo of a screen, "
+        "occlusion, an 80-px thumbnail, stacked edits, ...; issue #25) or all.")] = (
+        EditSet.robust),
     keep_copies: Annotated[Optional[Path], typer.Option(
         "--keep-copies", help="--synthetic: write the edited copies to this new folder and "
         "keep them (default: a temporary folder, deleted).", show_default=False)] = None,
@@ -644,6 +649,12 @@ def eval_(
         "--zoom/--no-zoom", help="Query-time zoom, as `search --zoom` (default: as `search` "
         "on a new index).",
         show_default=False)] = None,
+    verify: Annotated[bool, typer.Option(
+        "--verify/--no-verify", help="Re-rank each query's first --verify-top candidates "
+        "with local features, as `search` does (costs the features of every image once).")
+    ] = True,
+    verify_top: Annotated[int, typer.Option(
+        "--verify-top", min=1, max=1000, help="Candidates --verify checks per query.")] = 30,
     frame: Frame = None,
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "auto",
     weights: Weights = None,
@@ -682,6 +693,9 @@ def eval_(
             raise UsageError(f"{where} does not exist (check the path)")
         if keep_copies is not None and keep_copies.exists():
             raise UsageError(f"--keep-copies {keep_copies} exists; name a new folder")
+        if edit_set is not EditSet.robust and synthetic is None:
+            raise UsageError("--edits chooses the copies of --synthetic; an evaluation set "
+                             "(SOURCE) brings its own")
         req = EvalRequest(
             source=where, model=_model(model), weights=_weights(weights),
             embed=_embed_options(device=device, batch_size=batch_size, workers=workers,
@@ -689,12 +703,14 @@ def eval_(
                                  backend=backend, threads=threads),
             ks=parse_ks(ks),
             descriptor=_descriptor(pooling, flip, scales, frame, model),
-            whiten=whiten, qe=qe, protocol=protocol, turns=turns, zoom=zoom)
+            whiten=whiten, qe=qe, protocol=protocol, turns=turns, zoom=zoom,
+            verify_top=verify_top if verify else 0)
         calibration = None
         if synthetic is not None:
             done = run_synthetic(SyntheticRequest(
                 synthetic, req, sample=sample, distractors=distractors, seed=seed,
-                target_precision=target_precision, keep=keep_copies), rep)
+                target_precision=target_precision, keep=keep_copies,
+                edits=edit_set.value), rep)
             result, calibration = done.eval, done.calibration
         else:
             result = run_eval(req, rep)
@@ -718,6 +734,17 @@ def _root(version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
 ) -> None:
     """Reverse image search: index folders of images, then find the most similar ones."""
+
+
+def _add_groups() -> None:
+    """`dupes` is a group of its own (cli_dupes.py); added last, as it takes the shared
+    options defined above."""
+    from deepvision.cli_dupes import dupes_app
+
+    app.add_typer(dupes_app, name="dupes")
+
+
+_add_groups()
 
 
 def main() -> None:

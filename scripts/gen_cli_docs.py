@@ -104,31 +104,54 @@ def _usage(name: str, command: Any) -> str:
         if param.nargs == -1 or getattr(param, "multiple", False):
             shown += "..."
         pieces.append(shown if param.required else f"[{shown}]")
+    if _subcommands(command):
+        pieces.append("[COMMAND [ARGS]...]")
     return " ".join(pieces)
 
 
-def _command_page(name: str, command: Any) -> str:
-    lines = [f"# deepvision {name}", "", NOTE, "", "```text", _usage(name, command), "```", ""]
+def _subcommands(command: Any) -> dict[str, Any]:
+    return dict(getattr(command, "commands", None) or {})
+
+
+def _body(name: str, command: Any, level: str) -> list[str]:
+    """Usage, help, arguments and options of one command; `level`: its sections' heading."""
+    lines = ["```text", _usage(name, command), "```", ""]
     lines += [_text((command.help or "").strip()), ""]
     arguments = [p for p in command.params if getattr(p, "param_type_name", "") == "argument"]
     options = [p for p in command.params
                if getattr(p, "param_type_name", "") == "option" and not p.hidden]
     if arguments:
-        lines += ["## Arguments", "", "| argument | type | required | description |",
+        lines += [f"{level} Arguments", "", "| argument | type | required | description |",
                   "| --- | --- | --- | --- |"]
         for p in arguments:
             lines.append(f"| `{p.name.upper()}` | {_type(p)} | {'yes' if p.required else 'no'} "
                          f"| {_cell(p.help or '')} |")
         lines.append("")
-    lines += ["## Options", "", "| option | type | default | description |",
-              "| --- | --- | --- | --- |"]
-    for p in options:
-        help_text = p.help or ""
-        if getattr(p, "multiple", False) and "repeatable" not in help_text.lower():
-            help_text += " Repeatable."
-        if p.envvar:
-            help_text += f" Environment variable: `{p.envvar}`."
-        lines.append(f"| {_names(p)} | {_type(p)} | {_default(p)} | {_cell(help_text)} |")
+    if options:
+        lines += [f"{level} Options", "", "| option | type | default | description |",
+                  "| --- | --- | --- | --- |"]
+        for p in options:
+            help_text = p.help or ""
+            if getattr(p, "multiple", False) and "repeatable" not in help_text.lower():
+                help_text += " Repeatable."
+            if p.envvar:
+                help_text += f" Environment variable: `{p.envvar}`."
+            lines.append(f"| {_names(p)} | {_type(p)} | {_default(p)} | {_cell(help_text)} |")
+        lines.append("")
+    return lines
+
+
+def _command_page(name: str, command: Any) -> str:
+    lines = [f"# deepvision {name}", "", NOTE, "", *_body(name, command, "##")]
+    subcommands = _subcommands(command)
+    if subcommands:
+        lines += ["## Commands", "", "| command | what it does |", "| --- | --- |"]
+        for sub, child in subcommands.items():
+            summary = (child.help or "").strip().split("\n\n")[0]
+            lines.append(f"| `{name} {sub}` | {_cell(summary)} |")
+        lines.append("")
+        for sub, child in subcommands.items():
+            lines += [f"## deepvision {name} {sub}", "", *_body(f"{name} {sub}", child, "###")]
     return "\n".join(lines).rstrip() + "\n"
 
 

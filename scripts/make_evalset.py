@@ -28,7 +28,9 @@ import io
 import json
 import shutil
 import sys
+import zlib
 from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -438,6 +440,368 @@ def _write_distractors(dest: Path, n: int, max_side: int) -> list[Path]:
                                folder / f"distractor_{i:03d}.jpg") for i in range(n)]
 
 
+# ---- the strong-edit sets of issue #25: two sets from different photos ------------------------
+# Set a: bulk_images/, scikit-image's bundled photos that bulk_images/ does not already use, and
+# the photos of Debian's mate-backgrounds. Set b: OpenCV's sample photos (Debian opencv-doc).
+# scikit-learn's and matplotlib's sample photos (china, flower, grace_hopper) are already in
+# bulk_images/, so they belong to set a; no photo is in both sets, so a rule tuned on one can be
+# checked on the other.
+OPENCV_DATA = Path("/work/data/ocv/usr/share/doc/opencv-doc/examples/data")
+MATE_DATA = Path("/work/data/mate/usr/share/backgrounds/mate")
+STRONG_MAX_SIDE = 768  # originals; queries may be up to QUERY_MAX_SIDE (the page is 1280 wide)
+QUERY_MAX_SIDE = 1280
+STRONG_DISTRACTORS = 60
+MATE_NATURE = ("Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird",
+               "RainDrops", "Storm", "TwoWings", "Wood", "YellowFlower")
+STRONG_PHOTOS: dict[str, dict[str, tuple[str, str]]] = {
+    "a": {
+        **{f"skimage_{n}": ("skimage", f"{n}.png")
+           for n in ("gravel", "text", "microaneurysms", "motorcycle_left", "horse")},
+        **{f"mate_{n.lower()}": ("mate", f"nature/{n}.jpg") for n in MATE_NATURE},
+        "mate_elephants": ("mate", "abstract/Elephants.jpg"),
+        "mate_float": ("mate", "desktop/Float-into-MATE.png"),
+    },
+    "b": {
+        **{n: ("opencv", f) for n, f in (
+            ("happy_fish", "HappyFish.jpg"), ("apple", "apple.jpg"), ("baboon", "baboon.jpg"),
+            ("circuit_board", "board.jpg"), ("building", "building.jpg"),
+            ("butterfly", "butterfly.jpg"), ("chick", "chicky_512.png"),
+            ("street_scene", "ela_original.jpg"), ("fruits", "fruits.jpg"), ("home", "home.jpg"),
+            ("licence_plate", "licenseplate_motion.jpg"), ("football", "messi5.jpg"),
+            ("orange", "orange.jpg"), ("shapes_lightbox", "pca_test1.jpg"),
+            ("smarties", "smarties.png"), ("squirrel", "squirrel_cls.jpg"),
+            ("starry_night", "starry_night.jpg"), ("desk_stuff", "stuff.jpg"),
+            ("sudoku", "sudoku.png"), ("text_motion", "text_motion.jpg"),
+            ("cards", "cards.png"), ("suzanne", "Blender_Suzanne1.jpg"),
+            ("aloe", "aloeL.jpg"), ("books", "left.jpg"), ("graffiti", "graf1.png"),
+            ("aerial", "aero1.jpg"), ("leuven", "leuvenA.jpg"),
+            ("rubber_whale", "rubberwhale1.png"), ("basketball", "basketball1.png"),
+            ("box_in_scene", "box_in_scene.png"), ("plant", "../alphamat/input_images/plant.jpg"),
+            ("stanford", "../ximgproc/stanford.png"))},
+        **{f"scene_text_{i}": ("opencv", f"../text/scenetext0{i}.jpg") for i in range(1, 7)},
+        **{f"segmentation_{i}": ("opencv", f"../hfs/data/00{i}.jpg") for i in range(3)},
+    },
+}
+STRONG_REAL_DISTRACTORS: dict[str, dict[str, tuple[str, str]]] = {
+    "a": {"mate_flow": ("mate", "abstract/Flow.png"), "mate_gulp": ("mate", "abstract/Gulp.png"),
+          "mate_stripes": ("mate", "desktop/Stripes.png"),
+          "mate_warm": ("mate", "desktop/Ubuntu-Mate-Warm-no-logo.png"),
+          "mate_green": ("mate", "desktop/GreenTraditional.jpg"),
+          "skimage_logo": ("skimage", "logo.png")},
+    "b": {"text_defocus": ("opencv", "text_defocus.jpg"), "notes": ("opencv", "notes.png"),
+          "fuzzy_input": ("opencv", "../fuzzy/input.png"), "chessboard": ("opencv", "left01.jpg"),
+          "linux_logo": ("opencv", "LinuxLogo.jpg"), "ellipses": ("opencv", "ellipses.jpg")},
+}
+SKIMAGE_LICENCES |= {
+    "microaneurysms.png": "CC0 1.0 (Andreas Maier; HRF database, Budai et al. 2013)",
+    "horse.png": "Public domain (openclipart 'horse' by marauder)",
+    "logo.png": "scikit-image logo (BSD-3-Clause)",
+}
+# Debian's mate-backgrounds, debian/copyright: GPL-2+ with these holders, but the
+# Ubuntu-Mate-*-no-logo pictures, which are CC-BY-SA-4.0 (strong_licence).
+MATE_HOLDERS = {
+    "Aqua": "2008 Charles Barbin", "LadyBird": "2008 Charles Barbin",
+    "YellowFlower": "2008 Charles Barbin", "Garden": "2008 Charles Barbin",
+    "Blinds": "2008 Lennart Poettering, Andrea Cimitan",
+    "Dune": "2007 Marco Cogoni, 2008 Hylke Bons", "FreshFlower": "2005 Jens Ansorg",
+    "GreenMeadow": "2005 Timothy Schellhase, 2008 Lapo Calamandrei",
+    "RainDrops": "2008 blackcombwhistler07", "Storm": "2008 Sergey Nazarov",
+    "TwoWings": "2008 Charles Barbin, 2008 Hylke Bons", "Wood": "2008 Jean-François Fortin Tam",
+    "Elephants": "2020 Wyng Stancikaite", "Float-into-MATE": "2013 François Vogelweith, "
+    "2014 Joseph Krieger", "Flow": "2008 Daniel Galleguillos, Hylke Bons",
+    "Gulp": "2008 Daniel Galleguillos, Hylke Bons", "Stripes": "2010 Jakub Steiner",
+    "GreenTraditional": "2012 l0r4n0n",
+}
+MISSING_DATA = {
+    "opencv": "OpenCV's sample photos are missing ({path}): run `apt-get download opencv-doc && "
+              "dpkg -x opencv-doc_*.deb /work/data/ocv`, or pass --opencv-data",
+    "mate": "MATE's background photos are missing ({path}): run `apt-get download "
+            "mate-backgrounds && dpkg -x mate-backgrounds_*.deb /work/data/mate`, or pass "
+            "--mate-data",
+}
+
+
+@dataclass(frozen=True)
+class DataDirs:
+    """Where the photos of the Debian packages were unpacked."""
+
+    opencv: Path = OPENCV_DATA
+    mate: Path = MATE_DATA
+
+
+def data_file(where: str, file: str, dirs: DataDirs) -> Path:
+    """The source photo; a clear error naming the package when its data is not unpacked."""
+    if where in ("opencv", "mate"):
+        root = dirs.opencv if where == "opencv" else dirs.mate
+        path = root / file
+        if not path.is_file():
+            raise FileNotFoundError(MISSING_DATA[where].format(path=path))
+        return path
+    return source_file(where, file, None)
+
+
+def strong_licence(where: str, file: str) -> str:
+    if where == "mate" and Path(file).name.startswith("Ubuntu-Mate-"):
+        return "CC-BY-SA-4.0 (© 2014 Goce Mitevski; Debian mate-backgrounds, debian/copyright)"
+    if where == "mate":
+        return f"GPL-2+ (© {MATE_HOLDERS[Path(file).stem]}; Debian mate-backgrounds, " \
+            "debian/copyright)"
+    return licence_of(where, Path(file).name)
+
+
+def strong_photos(source: str) -> dict[str, tuple[str, str]]:
+    """The originals of set `source`: for set a, bulk_images/ too."""
+    photos = STRONG_PHOTOS[source]
+    if source == "a":
+        photos = {p.stem: ("bulk", p.name) for p in sorted(SOURCE_DIR.glob("*.jpg"))} | photos
+    return photos
+
+
+def build_strong(dest: Path, source: str, dirs: DataDirs = DataDirs(),
+                 distractors: int = STRONG_DISTRACTORS, *, max_side: int = STRONG_MAX_SIDE,
+                 groups: int | None = None) -> dict[str, list[Path]]:
+    """The strong-edit set `source` (a or b) of issue #25, in `build`'s layout: each photo's
+    folder holds <name>__original.jpg and one <name>__<edit>.jpg per STRONG_EDITS entry; the
+    distractors (synthetic and real photos of no group) are in distractors/. evalset.json holds
+    the truth boxes of the geometric edits and every photo's licence."""
+    if dest.exists() and any(dest.iterdir()):
+        raise FileExistsError(f"{dest} is not empty; pick another --dest, or --force to replace it")
+    photos = dict(list(strong_photos(source).items())[:groups])
+    extra = STRONG_REAL_DISTRACTORS[source]
+    files = {n: data_file(w, f, dirs) for n, (w, f) in (photos | extra).items()}
+    written: dict[str, list[Path]] = {}
+    truth: dict[str, dict[str, object]] = {}
+    for name in photos:
+        written[name], boxes = _strong_group(dest / name, name, load_source(files[name], max_side))
+        truth |= boxes
+    written[DISTRACTOR_DIR] = _write_distractors(dest, distractors, max_side) + [
+        _samples.save_jpeg(load_source(files[n], max_side), dest / DISTRACTOR_DIR / f"real_{n}.jpg")
+        for n in extra]
+    credits = {n: {"file": f"{w}:{f}", "licence": strong_licence(w, f)}
+               for n, (w, f) in (photos | extra).items()}
+    info = {"built_by": f"scripts/make_evalset.py --strong --source {source}",
+            "max_side": max_side, "query_max_side": QUERY_MAX_SIDE, "groups": list(photos),
+            "edits": [ORIGINAL, *edits.STRONG_EDITS], "real_distractors": list(extra),
+            "distractors": distractors, "distractor_seed": DISTRACTOR_SEED, "truth": truth,
+            "sources": credits, "licences": sorted({c["licence"] for c in credits.values()})}
+    (dest / MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return written
+
+
+def _strong_group(folder: Path, name: str,
+                  img: Image.Image) -> tuple[list[Path], dict[str, dict[str, object]]]:
+    """One photo's folder; the truth boxes keyed by the query's path relative to the set."""
+    folder.mkdir(parents=True)
+    out = [_samples.save_jpeg(img, folder / f"{name}__{ORIGINAL}.jpg")]
+    truth: dict[str, dict[str, object]] = {}
+    for edit, fn in edits.STRONG_EDITS.items():
+        if edit in edits.STRONG_TRUTH:
+            edited, box = edits.STRONG_TRUTH[edit](img)
+            truth[f"{name}/{name}__{edit}.jpg"] = {"box": box.as_list(),
+                                                   "of": edits.TRUTH_OF[edit]}
+        else:
+            edited = fn(img)
+        # fit never shrinks a page (1280 wide): the box stays true for the file on disk.
+        out.append(_samples.save_jpeg(fit(edited, QUERY_MAX_SIDE), folder / f"{name}__{edit}.jpg"))
+    return out, truth
+
+
+# ---- the near-duplicate pools of issue #25: true copies beside series of similar shots --------
+# A duplicate finder must group a photo with its copies (resized, slightly cropped, brightened,
+# re-saved) and must not group different shots of one scene: stereo pairs, a camera-calibration
+# series (one chessboard from similar angles), viewpoint and lighting series, burst-like frames
+# of a video. truth.json lists every copy pair and every similar pair (paths relative to pool/).
+POOL_DIR = "pool"  # what `dupes` indexes; videos/ holds the clips the bursts were cut from
+TRUTH = "truth.json"
+EXACT_COPIES = 3  # photos that also get a byte-identical duplicate (the `exact` tier)
+POOL_SERIES: dict[str, dict[str, list[tuple[str, str]]]] = {  # series name -> (where, file)s
+    "a": {"motorcycle_stereo": [("skimage", "motorcycle_left.png"),
+                                ("skimage", "motorcycle_right.png")]},
+    "b": {
+        "aloe_stereo": [("opencv", "aloeL.jpg"), ("opencv", "aloeR.jpg")],
+        "books_stereo": [("opencv", "left.jpg"), ("opencv", "right.jpg")],
+        "chessboard_calibration": [("opencv", f"{side}{i:02d}.jpg") for side in ("left", "right")
+                                   for i in (*range(1, 10), *range(11, 15))],
+        "graffiti_viewpoint": [("opencv", "graf1.png"), ("opencv", "graf3.png")],
+        "aerial_viewpoint": [("opencv", "aero1.jpg"), ("opencv", "aero3.jpg")],
+        "leuven_light": [("opencv", "leuvenA.jpg"), ("opencv", "leuvenB.jpg")],
+        "suzanne_views": [("opencv", "Blender_Suzanne1.jpg"), ("opencv", "Blender_Suzanne2.jpg")],
+        "rubber_whale_frames": [("opencv", "rubberwhale1.png"), ("opencv", "rubberwhale2.png")],
+        "basketball_frames": [("opencv", "basketball1.png"), ("opencv", "basketball2.png")],
+    },
+}
+# Burst-like series cut from videos: (where, file, first second, step, frames). "made": a clip
+# this script films over the photo (a slow pan and zoom, things moving across, the light
+# drifting); otherwise a real clip (vtest.avi: a fixed camera, people walking by).
+POOL_BURSTS: dict[str, dict[str, tuple[str, str, float, float, int]]] = {
+    "a": {"burst_garden": ("made", "mate_garden", 0.3, 0.7, 6),
+          "burst_ladybird": ("made", "mate_ladybird", 0.3, 0.7, 6),
+          "burst_twowings": ("made", "mate_twowings", 0.3, 0.7, 6)},
+    "b": {"burst_pedestrians": ("opencv", "vtest.avi", 10.0, 1.0, 8),
+          "burst_scene_text": ("made", "scene_text_2", 0.3, 0.7, 6)},
+}
+BURST_SECONDS, BURST_FPS = 4.5, 25
+
+
+@dataclass
+class PoolTruth:
+    """What truth.json records: pairs of file names in pool/, and where each came from."""
+
+    copies: list[list[str]] = field(default_factory=list)  # the same picture (exact included)
+    exact: list[list[str]] = field(default_factory=list)  # the same bytes
+    similar: list[list[str]] = field(default_factory=list)  # two shots of one scene
+    series: dict[str, list[str]] = field(default_factory=dict)
+    sources: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def credit(self, name: str, where: str, file: str) -> None:
+        self.sources[name] = {"file": f"{where}:{file}", "licence": strong_licence(where, file)}
+
+    def add_series(self, series: str, names: list[str]) -> None:
+        """Every two shots of one series are a similar pair, none a copy pair."""
+        self.similar.extend([a, b] for i, a in enumerate(names) for b in names[i + 1:])
+        self.series[series] = names
+
+
+def build_dupes_pool(dest: Path, source: str, dirs: DataDirs = DataDirs(), *,
+                     max_side: int = STRONG_MAX_SIDE,
+                     copies: int | None = None) -> dict[str, object]:
+    """The near-duplicate pool `source` (a or b): dest/pool/ holds the photos of the strong set
+    `source` that are in no series (each with a near_copy, the first EXACT_COPIES also with a
+    byte copy), a few photos of no pair, the series and the bursts; dest/truth.json the pairs.
+    Returns what truth.json holds."""
+    if dest.exists() and any(dest.iterdir()):
+        raise FileExistsError(f"{dest} is not empty; pick another --dest, or --force to replace it")
+    pool = dest / POOL_DIR
+    pool.mkdir(parents=True)
+    truth = PoolTruth()
+    in_series = {f for series in POOL_SERIES[source].values() for _, f in series}
+    _pool_photos(pool, source, dirs, max_side, copies, in_series, truth)
+    for series, members in POOL_SERIES[source].items():
+        truth.add_series(series, [
+            _samples.save_jpeg(load_source(data_file(w, f, dirs), max_side),
+                               pool / f"{series}_{i:02d}.jpg").name
+            for i, (w, f) in enumerate(members)])
+        for i, (where, file) in enumerate(members):
+            truth.credit(f"{series}_{i:02d}", where, file)
+    for series, spec in POOL_BURSTS[source].items():
+        truth.add_series(series, _burst(dest, series, spec, strong_photos(source), dirs,
+                                        max_side))
+        where, file = strong_photos(source)[spec[1]] if spec[0] == "made" else spec[:2]
+        truth.credit(series, where, file)
+    info = {"built_by": f"scripts/make_evalset.py --dupes-pool --source {source}",
+            "max_side": max_side, "images": len(list(pool.iterdir())), **asdict(truth),
+            "licences": sorted({c["licence"] for c in truth.sources.values()})}
+    (dest / TRUTH).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    (dest / MARKER).write_text(json.dumps({"built_by": info["built_by"]}) + "\n", encoding="utf-8")
+    return info
+
+
+def _pool_photos(pool: Path, source: str, dirs: DataDirs, max_side: int, copies: int | None,
+                 in_series: set[str], truth: PoolTruth) -> None:
+    """The set's photos that are in no series, each with its copy, then photos of no pair.
+    A photo a burst is filmed over is left out: its frames would be crops of it."""
+    made = {b[1] for b in POOL_BURSTS[source].values() if b[0] == "made"}
+    singles = [(n, w, f) for n, (w, f) in strong_photos(source).items()
+               if n not in made and f not in in_series]
+    for name, where, file in singles[:copies]:
+        _copy_pair(pool, name, load_source(data_file(where, file, dirs), max_side), truth)
+        truth.credit(name, where, file)
+    for name, (where, file) in STRONG_REAL_DISTRACTORS[source].items():
+        if file in in_series:  # one file twice would be an exact pair the truth does not list
+            continue
+        _samples.save_jpeg(load_source(data_file(where, file, dirs), max_side),
+                           pool / f"single_{name}.jpg")
+        truth.credit(name, where, file)
+
+
+def _copy_pair(pool: Path, name: str, img: Image.Image, truth: PoolTruth) -> None:
+    original = _samples.save_jpeg(img, pool / f"{name}.jpg")
+    copy = _samples.save_jpeg(edits.near_copy(img), pool / f"{name}__copy.jpg")
+    truth.copies.append([original.name, copy.name])
+    if len(truth.exact) < EXACT_COPIES:  # the same bytes under another name: the `exact` tier
+        twin = pool / f"{name}__exact.jpg"
+        shutil.copyfile(original, twin)
+        truth.copies.extend([other, twin.name] for other in (original.name, copy.name))
+        truth.exact.append([original.name, twin.name])
+
+
+def _burst(dest: Path, series: str, spec: tuple[str, str, float, float, int],
+           photos: Mapping[str, tuple[str, str]], dirs: DataDirs, max_side: int) -> list[str]:
+    """A series of frames `step` seconds apart, written to pool/ (names returned)."""
+    kind, file, first, step, count = spec
+    if kind == "made":
+        where, name = photos[file]
+        video = dest / "videos" / f"{series}.mp4"
+        film_pan(load_source(data_file(where, name, dirs), 2 * max_side), video)
+    else:
+        video = data_file(kind, file, dirs)
+    times = [first + k * step for k in range(count)]
+    frames = video_frames(video, times)
+    return [_samples.save_jpeg(fit(f, max_side), dest / POOL_DIR / f"{series}_{k:02d}.jpg").name
+            for k, f in enumerate(frames)]
+
+
+def film_pan(img: Image.Image, out: Path, size: tuple[int, int] = (768, 480)) -> Path:
+    """A clip over a still photo that behaves like a burst of shots: the frame pans and zooms
+    slowly, three blobs (birds, balls) cross it at their own speeds and the light drifts, so two
+    frames a second apart show the same scene but are not one picture transformed."""
+    import av  # PyAV: already a dependency (video indexing); imported here, only when filming
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(zlib.crc32(np.asarray(img.resize((16, 16))).tobytes()))
+    blobs = [(rng.uniform(0, 1, 2), rng.uniform(-0.25, 0.25, 2), rng.uniform(0.04, 0.09),
+              tuple(int(c) for c in rng.integers(0, 256, 3))) for _ in range(3)]
+    n = round(BURST_SECONDS * BURST_FPS)
+    with av.open(str(out), "w") as container:
+        stream = container.add_stream("libx264", rate=BURST_FPS)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for i in range(n):
+            frame = _pan_frame(img, i / n, size, blobs)
+            for packet in stream.encode(av.VideoFrame.from_image(frame)):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return out
+
+
+def _pan_frame(img: Image.Image, t: float, size: tuple[int, int],
+               blobs: list[tuple[np.ndarray, np.ndarray, float, tuple[int, ...]]]) -> Image.Image:
+    """Frame at time t (0..1): a window of 70 % -> 55 % of the photo sliding right and down."""
+    w, h = img.size
+    frac = 0.70 - 0.15 * t
+    cw = min(w, round(h * frac * size[0] / size[1]))
+    ch = round(cw * size[1] / size[0])
+    left = round((w - cw) * (0.2 + 0.5 * t))
+    top = round((h - ch) * (0.3 + 0.3 * t))
+    frame = img.crop((left, top, left + cw, top + ch)).resize(size, Image.Resampling.BILINEAR)
+    frame = ImageEnhance.Brightness(frame).enhance(1.0 + 0.12 * t)
+    draw = ImageDraw.Draw(frame)
+    for start, speed, radius, colour in blobs:
+        cx, cy = ((start + speed * t * BURST_SECONDS) % 1.0) * size
+        r = radius * size[0]
+        draw.ellipse((cx - r, cy - r * 0.7, cx + r, cy + r * 0.7), fill=colour)
+    return frame
+
+
+def video_frames(path: Path, times: list[float]) -> list[Image.Image]:
+    """The first decoded frame at or after each time (seconds), as RGB images."""
+    import av
+
+    wanted = iter(sorted(times))
+    target = next(wanted, None)
+    frames: list[Image.Image] = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            if target is None:
+                break
+            if frame.time is not None and frame.time + 1e-6 >= target:
+                frames.append(frame.to_image().convert("RGB"))
+                target = next(wanted, None)
+    if len(frames) < len(times):
+        raise ValueError(f"{path}: only {len(frames)} of the {len(times)} frames wanted exist")
+    return frames
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--dest", type=Path, required=True, help="folder to create")
@@ -453,11 +817,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--opencv-data", type=Path, default=None,
                     help="OpenCV's samples/data folder (for --robust), e.g. "
                          "usr/share/doc/opencv-doc/examples/data of the opencv-doc package")
+    ap.add_argument("--strong", action="store_true",
+                    help="build a strong-edit set (issue #25): crop to 25 %%, inside a web page, "
+                         "photo of a screen, stacked edits, 80-px thumbnail, meme, turn + half "
+                         "crop, occlusion; --source picks the photos")
+    ap.add_argument("--dupes-pool", action="store_true",
+                    help="build a near-duplicate pool (issue #25): true copies beside series of "
+                         "similar shots, with truth.json; --source picks the photos")
+    ap.add_argument("--source", choices=("a", "b"), default="a",
+                    help="--strong/--dupes-pool: a = bulk_images/ + scikit-image + Debian "
+                         "mate-backgrounds; b = Debian opencv-doc (default %(default)s)")
+    ap.add_argument("--mate-data", type=Path, default=MATE_DATA,
+                    help="--strong/--dupes-pool: usr/share/backgrounds/mate of the unpacked "
+                         "mate-backgrounds package (default %(default)s)")
     ap.add_argument("--force", action="store_true",
                     help="replace --dest if it holds an evaluation set written by this script")
     args = ap.parse_args(argv)
     if args.distractors < 0 or (args.groups is not None and args.groups < 1) or args.max_side < 32:
         ap.error("--distractors must be >= 0, --groups >= 1, --max-side >= 32")
+    if sum((args.robust, args.strong, args.dupes_pool)) > 1:
+        ap.error("choose one of --robust, --strong, --dupes-pool")
     if args.force and args.dest.exists():
         if not (args.dest / MARKER).is_file():  # never delete a folder this script did not write
             print(f"error: {args.dest} has no {MARKER}: not an evaluation set written by this "
@@ -465,17 +844,32 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         shutil.rmtree(args.dest)
     try:
-        written = (build_robust(args.dest, args.opencv_data, args.distractors,
-                                max_side=args.max_side) if args.robust else
-                   build(args.dest, args.distractors, groups=args.groups, max_side=args.max_side))
+        print(_run(args))
     except (FileExistsError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    n_groups = len(written) - 1
-    total = sum(len(paths) for paths in written.values())
-    print(f"wrote {total} images to {args.dest}: {n_groups} groups "
-          f"and {args.distractors} distractors")
     return 0
+
+
+def _run(args: argparse.Namespace) -> str:
+    """Build what the flags ask for; a one-line summary."""
+    dirs = DataDirs(args.opencv_data or OPENCV_DATA, args.mate_data)
+    # The strong sets and pools have their own sizes: 768-px originals, 60 distractors.
+    side = STRONG_MAX_SIDE if args.max_side == DEFAULT_MAX_SIDE else args.max_side
+    if args.dupes_pool:
+        info = build_dupes_pool(args.dest, args.source, dirs, max_side=side, copies=args.groups)
+        return (f"wrote {info['images']} images to {args.dest / POOL_DIR}: "
+                f"{len(info['copies'])} copy pairs, {len(info['similar'])} similar pairs")
+    if args.strong:
+        n = STRONG_DISTRACTORS if args.distractors == DEFAULT_DISTRACTORS else args.distractors
+        written = build_strong(args.dest, args.source, dirs, n, max_side=side, groups=args.groups)
+    elif args.robust:
+        written = build_robust(args.dest, args.opencv_data, args.distractors,
+                               max_side=args.max_side)
+    else:
+        written = build(args.dest, args.distractors, groups=args.groups, max_side=args.max_side)
+    total = sum(len(paths) for paths in written.values())
+    return f"wrote {total} images to {args.dest}: {len(written) - 1} groups and distractors"
 
 
 if __name__ == "__main__":

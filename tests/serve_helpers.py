@@ -47,10 +47,17 @@ class Server:
     port: int
     announced: str  # the URL as the server printed it
     log: list[str] = field(default_factory=list)  # stderr lines so far (access log included)
+    address: str = LOOPBACK  # where requests go (a server bound to 127.0.0.2 or ::1)
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}"
+
+    def rss_bytes(self) -> int:
+        """The server process's resident memory now (Linux)."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024
 
     def stderr(self) -> str:
         return "".join(self.log)
@@ -92,12 +99,12 @@ def _wait_for_url(proc: subprocess.Popen[str], log: list[str], deadline: float,
                 pytrace=False)
 
 
-def _wait_until_answering(port: int, deadline: float, log: list[str]) -> None:
+def _wait_until_answering(port: int, deadline: float, log: list[str], address: str) -> None:
     """The start line may come a moment before the socket accepts: poll /api/health."""
-    head = request_head("GET", "/api/health", port)
+    head = request_head("GET", "/api/health", port, address=address)
     while time.monotonic() < deadline:
         try:
-            if raw_request(port, head, timeout=5).status == 200:
+            if raw_request(port, head, timeout=5, address=address).status == 200:
                 return
         except OSError:
             pass
@@ -120,9 +127,11 @@ def _stop(proc: subprocess.Popen[str]) -> tuple[int, bool]:
 
 @contextmanager
 def serving(*args: object, start_timeout: float = START_TIMEOUT,
-            program: Sequence[str] = ("-m", "deepvision")) -> Iterator[Server]:
+            program: Sequence[str] = ("-m", "deepvision"),
+            address: str = LOOPBACK) -> Iterator[Server]:
     """`deepvision serve ARGS` (pass `--port 0`), until it answers /api/health; on exit SIGTERM
-    and a check that it shut down cleanly (exit 0 within STOP_TIMEOUT)."""
+    and a check that it shut down cleanly (exit 0 within STOP_TIMEOUT). address: where it
+    listens (its --host, when that is another loopback address)."""
     argv = serve_argv(*args, program=program)
     proc = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
@@ -133,8 +142,8 @@ def serving(*args: object, start_timeout: float = START_TIMEOUT,
     try:
         deadline = time.monotonic() + start_timeout
         announced, port = _wait_for_url(proc, log, deadline, argv)
-        _wait_until_answering(port, deadline, log)
-        server = Server(proc, port, announced, log)
+        _wait_until_answering(port, deadline, log, address)
+        server = Server(proc, port, announced, log, address)
         yield server
     finally:
         code, killed = _stop(proc)
@@ -174,9 +183,13 @@ class RawResponse:
 
 
 def request_head(method: str, target: str, port: int,
-                 headers: dict[str, str] | None = None) -> bytes:
-    """An HTTP/1.1 request head with `target` sent exactly as given (no dot-segment removal)."""
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {LOOPBACK}:{port}"]
+                 headers: dict[str, str] | None = None, address: str = LOOPBACK,
+                 host: str | None = None) -> bytes:
+    """An HTTP/1.1 request head with `target` sent exactly as given (no dot-segment removal);
+    host: the Host header's exact value (default: the address and port)."""
+    if host is None:
+        host = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     lines += ["Connection: close", "", ""]
     return "\r\n".join(lines).encode("latin-1")
@@ -253,11 +266,11 @@ def _parse(data: bytes) -> RawResponse:
 
 
 def raw_request(port: int, head: bytes, body: Iterable[bytes] = (),
-                timeout: float = HTTP_TIMEOUT) -> RawResponse:
+                timeout: float = HTTP_TIMEOUT, address: str = LOOPBACK) -> RawResponse:
     """Send `head` and `body` on a fresh loopback connection (from a thread, so a server that
     answers early is heard) and read one response, within `timeout` seconds in all."""
     deadline = time.monotonic() + timeout
-    sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
+    sock = socket.create_connection((address, port), timeout=timeout)
     sender = threading.Thread(target=_send_all, args=(sock, head, body), daemon=True)
     sender.start()
     data = b""

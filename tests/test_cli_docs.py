@@ -30,9 +30,12 @@ def test_every_option_of_every_command_is_on_its_page():
     pages = gen.render()
     for name, command in group.commands.items():
         page = pages[gen._page(name)]
-        for param in command.params:
-            if getattr(param, "param_type_name", "") == "option" and not param.hidden:
-                assert f"`{param.opts[0]}`" in page, (name, param.opts)
+        for cmd in (command, *gen._subcommands(command).values()):  # `dupes decide`, ...
+            for param in cmd.params:
+                if getattr(param, "param_type_name", "") == "option" and not param.hidden:
+                    assert f"`{param.opts[0]}`" in page, (name, cmd.name, param.opts)
+        for sub in gen._subcommands(command):
+            assert f"## deepvision {name} {sub}" in page
 
 
 def test_a_new_option_makes_the_check_fail(monkeypatch):

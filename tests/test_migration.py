@@ -15,6 +15,7 @@ import pytest
 
 from deepvision.errors import CorruptIndexError, IncompatibleIndexError
 from deepvision.pipeline.transforms import PREPROCESS_VERSION
+from deepvision.store.catalog import CATALOG_VERSION
 from deepvision.store.manifest import SCHEMA_VERSION, parse_manifest
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -82,7 +83,8 @@ def test_the_next_index_run_migrates_in_place(cli, old_index, tmp_path):
     with sqlite3.connect(catalog) as db:
         frames = db.execute("SELECT DISTINCT frame, time FROM vectors").fetchall()
         (version,) = db.execute("SELECT value FROM meta WHERE key = 'catalog_version'").fetchone()
-    assert frames == [(0, None)] and version == "3"
+        decisions = db.execute("SELECT COUNT(*) FROM decisions").fetchone()  # version 5
+    assert frames == [(0, None)] and version == str(CATALOG_VERSION) and decisions == (0,)
 
     queries = cli("search", REPO / "bulk_images" / "coffee_cup.jpg", photos / "dahlia.jpg",
                   "--index-dir", old_index, "--name", "v1", "--format", "json", "-k", "1",

@@ -36,7 +36,7 @@ def test_a_document_with_a_new_field_passes_the_shipped_schema_not_the_strict_on
     doc = {"index": "/abs/indexes/default", "model": "efficientnet-lite0",
            "queries": [{"query": "/abs/q.jpg", "kind": "image", "error": None,
                         "matches": [{"rank": 1, "path": "/abs/a.jpg", "score": 0.9,
-                                     "timestamp": None}]}]}
+                                     "timestamp": None, "match": True, "verified": None}]}]}
     jsonschema.validate(doc, strict("search"))
     later = {**doc, "added_later": 1,
              "queries": [{**doc["queries"][0],

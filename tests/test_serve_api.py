@@ -379,7 +379,7 @@ def test_health_and_the_access_log(client, server, tree):
     assert resp.status_code == 200, resp.text
     doc = resp.json()
     assert doc["status"] == "ok", doc
-    assert doc["index"] in (str(tree.idx), str(tree.store)), doc
+    assert set(doc) == {"status", "generation"}, doc  # no path: it is open without a token
     assert isinstance(doc["generation"], int) and not isinstance(doc["generation"], bool)
     deadline = time.monotonic() + 5
     while "GET /api/health" not in server.stderr() and time.monotonic() < deadline:
@@ -396,7 +396,7 @@ def test_docs_use_local_assets_only(client, server):
     assert not foreign, f"/docs refers to outside URLs: {foreign}"
     assets = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", html)
     assert any(a.endswith(".js") for a in assets), assets
-    for asset in assets:
+    for asset in (a for a in assets if not a.startswith("data:")):  # inline, nothing to fetch
         got = client.get(asset)
         assert got.status_code == 200, (asset, got.status_code)
     inline = [s for s in re.findall(r"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", html, re.S)
@@ -673,7 +673,8 @@ def test_token_is_enforced(token_server, tree):
 def test_page_token_sets_a_cookie_that_authorizes(token_server):
     with httpx.Client(base_url=token_server.url, timeout=HTTP_TIMEOUT, trust_env=False) as c:
         resp = c.get(f"/?token={quote(TOKEN)}")
-        assert resp.status_code == 200, resp.text[:500]
+        assert resp.status_code == 303, resp.text[:500]  # on to the page without the token
+        assert resp.headers["location"] == "/"
         cookies = resp.headers.get_list("set-cookie")
         assert cookies, dict(resp.headers)
         pair = cookies[0].split(";", 1)[0]

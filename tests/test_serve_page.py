@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,8 +37,11 @@ STATS: dict[str, Any] = {
 }
 
 
-def search_doc(*paths: str, query: str = "holiday.jpg") -> dict[str, Any]:
-    matches = [{"rank": i, "path": p, "score": 1.0 - i / 10, "id": 40 + i}
+def search_doc(*paths: str, query: str = "holiday.jpg", copies: int | None = None
+               ) -> dict[str, Any]:
+    """A search document; the first `copies` results (default: all) are matches."""
+    copies = len(paths) if copies is None else copies
+    matches = [{"rank": i, "path": p, "score": 1.0 - i / 10, "id": 40 + i, "match": i <= copies}
                for i, p in enumerate(paths, start=1)]
     return {"index": STATS["index"], "model": STATS["model"],
             "queries": [{"query": query, "error": None, "matches": matches}]}
@@ -236,6 +240,67 @@ def test_static_files_are_there_and_use_no_network() -> None:
     assert "color-scheme: light dark" in css and ":focus-visible" in css
 
 
+def verified_doc() -> dict[str, Any]:
+    """Two verified matches with boxes and points, then three other similar images."""
+    doc = search_doc(*(f"/p/{n}.jpg" for n in "abcde"), copies=2)
+    for m in doc["queries"][0]["matches"][:2]:
+        m.update(verified=True, inliers=42, verified_score=0.9, query_box=[0.1, 0.2, 0.6, 0.7],
+                 match_box=[0.25, 0.25, 0.75, 0.75],
+                 points=[[0.2, 0.3, 0.3, 0.35], [0.5, 0.6, 0.6, 0.65]])
+    doc["queries"][0]["matches"][2]["verified"] = False
+    return doc
+
+
+def test_matches_come_first_and_the_similar_images_are_folded() -> None:
+    dom = parse(web.page(STATS, result=verified_doc()))
+    assert dom.by_id("status").text == "2 matches for holiday.jpg"
+    results = dom.by_id("results")
+    top = [n for n in results.children if isinstance(n, Node) and n.tag == "figure"]
+    assert [f.attrs["data-rank"] for f in top] == ["1", "2"]
+    assert all(f.attrs["data-match"] == "true" for f in top)
+    similar = dom.by_id("similar")
+    assert similar.tag == "details" and "open" not in similar.attrs
+    assert similar.find_all("summary")[0].text == "3 other similar images"
+    folded = similar.find_all("figure", "match")
+    assert [f.attrs["data-rank"] for f in folded] == ["3", "4", "5"]
+    assert [f.attrs["data-verified"] for f in folded] == ["false", "unknown", "unknown"]
+    assert dom.by_id("show-points").attrs["type"] == "checkbox"
+
+
+def test_a_verified_match_is_marked_and_its_box_drawn() -> None:
+    dom = parse(web.page(STATS, result=verified_doc()))
+    first = dom.by_id("results").find_all("figure", "match")[0]
+    assert first.attrs["data-verified"] == "true"
+    assert "verified" in first.find_all("span", "verified")[0].text
+    assert "42 matched points" in first.find_all("span", "verified")[0].attrs["title"]
+    (rect,) = first.find_all("rect", "box")
+    assert [rect.attrs[k] for k in ("x", "y", "width", "height")] == \
+        ["0.2500", "0.2500", "0.5000", "0.5000"]
+    circles = first.find_all("circle")
+    assert [(c.attrs["cx"], c.attrs["cy"]) for c in circles] == [("0.3000", "0.3500"),
+                                                                ("0.6000", "0.6500")]
+    assert not dom.by_id("similar").find_all("svg")  # nothing checked, nothing drawn
+
+
+def test_no_match_leaves_the_similar_images_open() -> None:
+    dom = parse(web.page(STATS, result=search_doc("/a/1.jpg", "/a/2.jpg", copies=0)))
+    assert dom.by_id("status").text == "No matches for holiday.jpg"
+    assert "open" in dom.by_id("similar").attrs
+    assert dom.by_id("similar").find_all("summary")[0].text == "2 other similar images"
+    assert not [n for n in dom.walk() if n.attrs.get("id") == "show-points"]
+
+
+@pytest.mark.parametrize("box", [[0.5, 0.5, 0.2, 0.2], [0, 0, 2, 1], ["0", 0, 1, 1],
+                                 [True, 0, 1, 1], [0, 0, 1], "0,0,1,1", None])
+def test_a_box_that_is_not_four_fractions_draws_nothing(box: object) -> None:
+    doc = search_doc("/a/1.jpg")
+    doc["queries"][0]["matches"][0].update(verified=True, match_box=box,
+                                           points=[[0, 0, 5, 0.5], ["x", 0, 0, 0]])
+    dom = parse(web.page(STATS, result=doc))
+    assert not dom.by_id("results").find_all("svg")
+    assert dom.find_all("a", "thumb")  # the picture itself is still there
+
+
 # --------------------------------------------------------------------------- the real browser
 
 
@@ -336,7 +401,8 @@ def console_problems(driver: Any) -> list[str]:
 
 SHOWN_IMAGES_LOADED = """
 return [...document.images]
-  .filter(i => !i.hidden && i.getBoundingClientRect().top < window.innerHeight)
+  .filter(i => !i.hidden && i.checkVisibility()  // not in a closed <details>
+          && i.getBoundingClientRect().top < window.innerHeight)
   .every(i => i.complete && i.naturalWidth > 0);
 """
 
@@ -385,7 +451,7 @@ def test_upload_with_javascript_shows_the_cup_first(server: str, browser: Browse
     assert "coffee_cup.jpg" in caption(figures[0])
     assert figures[0].get_attribute("data-rank") == "1"
     status = driver.find_element(By.ID, "status").text
-    assert " matches in " in status and status.endswith(" ms"), status
+    assert re.fullmatch(r"\d+ match(es)? in \d+ ms|No matches \(\d+ ms\)", status), status
     assert driver.current_url.rstrip("/") == server  # no reload: the fetch did it
     preview = driver.find_element(By.ID, "preview")
     assert preview.is_displayed() and preview.get_attribute("src").startswith("blob:")
@@ -455,10 +521,12 @@ def test_a_phone_sees_the_whole_page(server: str, browser: Browser, tmp_path: Pa
     driver.get(server + "/")
     driver.find_element(By.ID, "image").send_keys(str(QUERY))
     figures = wait_for_matches(driver)
+    driver.execute_script("const d = document.getElementById('similar'); if (d) d.open = true")
     width, inner = driver.execute_script(
         "return [document.documentElement.scrollWidth, window.innerWidth]")
     assert width <= inner == 360
-    first, second = (f.rect for f in figures[:2])
+    row = driver.find_elements(By.CSS_SELECTOR, "#similar .grid > figure.match")
+    first, second = (f.rect for f in (row if len(row) >= 2 else figures)[:2])
     assert first["y"] == second["y"] and first["width"] >= 140  # two columns side by side
     images_in_view_loaded(driver)
     keep(driver, tmp_path, "serve_page_phone.png")
@@ -483,3 +551,87 @@ def test_a_file_that_is_not_an_image_shows_the_servers_message(
     assert driver.find_elements(By.CSS_SELECTOR, "figure.match") == []
     # The failed request itself is logged (422); nothing else may be.
     assert [m for m in console_problems(driver) if "/api/search" not in m] == []
+
+
+# --------------------------------------------------------------------------- planted verification
+
+
+@pytest.fixture(scope="module")
+def planted(photo_index: Path) -> Iterator[str]:
+    """A real server whose results carry verification (tests/serve_launcher.py: ranks 1-2
+    verified with boxes and points, rank 3 failed, the rest unchecked)."""
+    from serve_helpers import serving
+
+    launcher = (str(REPO / "tests" / "serve_launcher.py"),)
+    with serving("--index-dir", photo_index, "--port", "0", program=launcher) as running:
+        yield running.url
+
+
+BOXES = """
+const place = (svg) => {
+  const img = svg.parentElement.querySelector("img").getBoundingClientRect();
+  const r = svg.querySelector("rect.box").getBoundingClientRect();
+  return [(r.left - img.left) / img.width, (r.top - img.top) / img.height,
+          (r.right - img.left) / img.width, (r.bottom - img.top) / img.height];
+};
+const shown = (c) => c.getBoundingClientRect().width > 0;
+return {
+  matches: [...document.querySelectorAll("#results > figure.match svg.overlay")].map(place),
+  query: document.querySelector("#query-overlay rect.box") ? place(
+    document.getElementById("query-overlay")) : null,
+  points: [...document.querySelectorAll("svg.overlay circle")].filter(shown).length,
+};
+"""
+
+
+def close(found: list[float], want: tuple[float, ...], slack: float = 0.03) -> bool:
+    return all(abs(a - b) <= slack for a, b in zip(found, want, strict=True))
+
+
+def test_verified_matches_show_their_boxes_and_points(planted: str, browser: Browser,
+                                                      tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from serve_launcher import MATCH_BOX, QUERY_BOX
+
+    driver = browser()
+    driver.get(planted + "/")
+    driver.find_element(By.ID, "image").send_keys(str(QUERY))
+    wait_for_matches(driver)
+    images_in_view_loaded(driver)
+    status = driver.find_element(By.ID, "status").text
+    assert re.fullmatch(r"2 matches in \d+ ms", status), status
+    top = driver.find_elements(By.CSS_SELECTOR, "#results > figure.match")
+    assert [f.get_attribute("data-verified") for f in top] == ["true", "true"]
+    assert all(f.find_element(By.CSS_SELECTOR, ".verified").is_displayed() for f in top)
+    similar = driver.find_element(By.ID, "similar")
+    assert similar.get_attribute("open") is None
+    assert similar.find_element(By.TAG_NAME, "summary").text == "20 other similar images"
+    drawn = driver.execute_script(BOXES)
+    assert len(drawn["matches"]) == 2
+    assert all(close(box, MATCH_BOX) for box in drawn["matches"]), drawn
+    assert drawn["query"] is not None and close(drawn["query"], QUERY_BOX), drawn
+    assert drawn["points"] == 0  # hidden until asked for
+    driver.find_element(By.ID, "show-points").click()
+    assert driver.execute_script(BOXES)["points"] == 3 * 3  # two matches and the query
+    keep(driver, tmp_path, "serve_page_verified.png")
+    similar.find_element(By.TAG_NAME, "summary").click()
+    assert driver.find_elements(By.CSS_SELECTOR, "#similar figure.match")[0].is_displayed()
+    assert console_problems(driver) == []
+
+
+def test_verified_boxes_without_javascript(planted: str, browser: Browser) -> None:
+    from selenium.webdriver.common.by import By
+    from serve_launcher import MATCH_BOX
+
+    driver = browser(javascript=False)
+    driver.get(planted + "/")
+    driver.find_element(By.ID, "image").send_keys(str(QUERY))
+    driver.find_element(By.ID, "submit").click()
+    wait_for_matches(driver)
+    images_in_view_loaded(driver)
+    assert driver.find_element(By.ID, "status").text == f"2 matches for {QUERY.name}"
+    drawn = driver.execute_script(BOXES)
+    assert len(drawn["matches"]) == 2 and all(close(b, MATCH_BOX) for b in drawn["matches"])
+    driver.find_element(By.ID, "show-points").click()  # CSS alone shows them
+    assert driver.execute_script(BOXES)["points"] == 2 * 3
+    assert console_problems(driver) == []

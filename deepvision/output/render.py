@@ -24,7 +24,7 @@ from deepvision.output.console import (
     safe_text,
     stdout_console,
 )
-from deepvision.services.dupes import DupesResult
+from deepvision.services.dupes import DupesResult, Group, Member
 from deepvision.services.search import IMAGE, TEXT, QueryResult, SearchResult
 from deepvision.services.sync import IndexSummary, RestructureSummary
 from deepvision.types import Match
@@ -62,11 +62,25 @@ def search_document(result: SearchResult, with_ids: bool = False) -> dict[str, A
             doc["query_timestamp"] = _seconds(m.query_timestamp)
         if with_ids:
             doc["id"] = m.file_id
-        return doc
+        return doc | verification_fields(m)
 
     return {"index": result.index, "model": result.model,
             "queries": [{"query": q.query, "kind": q.kind, "error": q.error,
                          "matches": [match(m) for m in q.matches]} for q in result.queries]}
+
+
+def verification_fields(m: Match) -> dict[str, Any]:
+    """Why a match is one (issue #25): `match` (a copy of the query or of a part of it, as
+    opposed to another similar image), whether local features verified it, the inliers, the
+    matched box in the query and in the indexed image (fractions x0, y0, x1, y1) and a sample
+    of the matched points (qx, qy, mx, my)."""
+    v = m.verification
+    return {"match": m.match, "verified": m.verified,
+            "inliers": v.inliers if v else None,
+            "verified_score": round(v.score, 4) if v else None,
+            "query_box": v.query_box.as_list() if v else None,
+            "match_box": v.match_box.as_list() if v else None,
+            "points": [[round(c, 4) for c in p] for p in v.points] if v else None}
 
 
 def _seconds(t: float | None) -> float | None:
@@ -164,18 +178,23 @@ def search_html(result: SearchResult, out: Path) -> None:
 def dupes_json(result: DupesResult) -> str:
     return json.dumps({
         "index": result.index, "model": result.model, "threshold": result.threshold,
-        "groups": [{"group": i, "size": g.size,
+        "similar": result.similar,
+        "hidden": result.hidden, "keep_rules": list(result.keep_rules),
+        "groups": [{"group": i, "id": g.id, "state": g.state, "keeper": g.keeper,
+                    "new_members": list(g.new_members), "size": g.size, "tier": str(g.tier),
                     "files": [{"path": m.path, "score": round(m.score, 6),
-                               "timestamp": _seconds(m.timestamp)} for m in g.members]}
+                               "timestamp": _seconds(m.timestamp), "kind": str(m.kind)}
+                              for m in g.members]}
                    for i, g in enumerate(result.groups, 1)],
     }, indent=2)
 
 
 def dupes_csv(result: DupesResult) -> str:
-    rows: list[list[Any]] = [["group", "size", "path", "score", "timestamp"]]
+    rows: list[list[Any]] = [["group", "size", "path", "score", "timestamp", "id", "state",
+                              "keeper", "kind"]]
     for i, g in enumerate(result.groups, 1):
-        rows.extend([i, g.size, m.path, f"{m.score:.6f}", _csv_seconds(m.timestamp)]
-                    for m in g.members)
+        rows.extend([i, g.size, m.path, f"{m.score:.6f}", _csv_seconds(m.timestamp), g.id,
+                     g.state, "yes" if m.path == g.keeper else "", m.kind] for m in g.members)
     return csv_text(rows)
 
 
@@ -184,25 +203,34 @@ def print_dupes_table(result: DupesResult) -> None:
     if not result.groups:
         out.print(f"no near-duplicates above {result.threshold:g}")
     for i, g in enumerate(result.groups, 1):
-        table = Table(title=f"group {i}: {g.size} files", title_justify="left",
-                      show_edge=False, pad_edge=False)
+        grown = f", {len(g.new_members)} new since the decision" if g.new_members else ""
+        table = Table(title=f"group {i} [{g.id}] {g.state}{grown}: {g.size} files ({g.tier})",
+                      title_justify="left", show_edge=False, pad_edge=False)
         table.add_column("score", justify="right")
+        table.add_column("kind")
+        table.add_column("keep")
         table.add_column("path", overflow="fold")
         for m in g.members:
             when = "" if m.timestamp is None else f" @ {clock(m.timestamp)}"
-            table.add_row(f"{m.score:.4f}", escape(display_path(m.path) + when))
+            mark = "keep" if m.path == g.keeper else ("new" if m.path in g.new_members else "")
+            table.add_row(f"{m.score:.4f}", str(m.kind), mark,
+                          escape(display_path(m.path) + when))
         out.print(table)
         out.print()
+    if result.hidden:
+        out.print(f"{result.hidden} resolved group(s) not shown (--all shows them)")
 
 
 def dupes_html(result: DupesResult, out: Path) -> None:
     from deepvision.output.html import Gallery, Section, Tile
 
-    sections = [Section(f"group {i}: {g.size} files",
-                        [Tile(m.path, f"{m.score:.4f}" + ("" if m.timestamp is None
-                                                          else f"  @ {clock(m.timestamp)}"),
-                              query=(j == 0), at=m.timestamp)
-                         for j, m in enumerate(g.members)])
+    def caption(g: Group, m: Member) -> str:
+        when = "" if m.timestamp is None else f"  @ {clock(m.timestamp)}"
+        return f"{m.kind}  {m.score:.4f}{when}" + ("  keep" if m.path == g.keeper else "")
+
+    sections = [Section(f"group {i} [{g.id}] {g.state}: {g.size} files, {g.tier}",
+                        [Tile(m.path, caption(g, m), query=(m.path == g.keeper), at=m.timestamp)
+                         for m in g.members])
                 for i, g in enumerate(result.groups, 1)]
     Gallery(out, f"deepvision dupes: {len(result.groups)} groups above {result.threshold:g}",
             sections).write()

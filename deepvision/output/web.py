@@ -87,7 +87,10 @@ def _form() -> str:
             f'enctype="multipart/form-data" data-k="{K}">'
             '<input type="file" id="image" name="image" accept="image/*" required>'
             '<label id="drop" class="drop" for="image">'
+            '<span id="preview-frame" class="frame preview-frame" hidden>'
             '<img id="preview" class="preview" alt="the query image" hidden>'
+            '<svg id="query-overlay" class="overlay" viewBox="0 0 1 1" '
+            'preserveAspectRatio="none" aria-hidden="true"></svg></span>'
             f'<span class="drop-body">{_UPLOAD_SVG}'
             '<span class="drop-title">Choose an image</span>'
             '<span class="drop-hint hint-js">or drop it here, or paste it (Ctrl/⌘ + V)</span>'
@@ -127,9 +130,31 @@ def _outcome(stats: Mapping[str, Any], result: Mapping[str, Any] | None,
     matches = query.get("matches") or []
     label = (f"“{query.get('query')}”" if query.get("kind") == "text"
              else os.path.basename(str(query.get("query") or "upload")))
-    n = len(matches)
+    copies = [m for m in matches if m.get("match") is True]
+    n = len(copies)
     text = f"{n} {_plural(n, 'match', 'matches')} for {label}" if n else f"No matches for {label}"
-    return _status(text, "done"), _results("".join(_figure(m) for m in matches))
+    return _status(text, "done"), _results(_grid(copies, matches))
+
+
+def _grid(copies: list[Mapping[str, Any]], matches: list[Mapping[str, Any]]) -> str:
+    """The matches first; the other similar images folded below them (open when there is no
+    match: then they are all there is to see); the points toggle when there are points."""
+    others = [m for m in matches if m.get("match") is not True]
+    toggle = _points_toggle() if any(m.get("points") for m in matches) else ""
+    folded = ""
+    if others:
+        n = len(others)
+        opened = "" if copies else " open"
+        folded = (f'<details id="similar" class="similar"{opened}><summary>{n} other similar '
+                  f'{_plural(n, "image")}</summary><div class="grid">'
+                  f'{"".join(_figure(m) for m in others)}</div></details>')
+    return toggle + "".join(_figure(m) for m in copies) + folded
+
+
+def _points_toggle() -> str:
+    # A checkbox and CSS (:has) show the points: it works without JavaScript too.
+    return ('<label class="points-toggle"><input type="checkbox" id="show-points"> '
+            'show matched points</label>')
 
 
 def _status(text: str, state: str) -> str:
@@ -147,21 +172,85 @@ def _figure(match: Mapping[str, Any]) -> str:
     score = _score(match.get("score"))
     path = str(match.get("path", ""))
     head, tail = os.path.split(path)
-    image_id = _image_id(match.get("id"))
-    if image_id is None:
-        picture = '<div class="thumb missing">no preview</div>'
-    else:
-        picture = (f'<a class="thumb" href="/api/images/{image_id}" target="_blank" '
-                   f'rel="noopener"><img src="/api/images/{image_id}/thumbnail" alt="" '
-                   'loading="lazy" decoding="async" width="256" height="256"></a>')
     meter = min(max(score, 0.0), 1.0)
-    return (f'<figure class="match" data-rank="{rank}" data-score="{score:.4f}">{picture}'
-            f'<span class="rank" aria-label="rank">{rank}</span><figcaption>'
+    return (f'<figure class="match" data-rank="{rank}" data-score="{score:.4f}"'
+            f'{_flags(match)}>{_picture(match)}'
+            f'<span class="rank" aria-label="rank">{rank}</span>{_badge(match)}<figcaption>'
             f'<span class="path" title="{_text(path)}"><span class="dir"><span>'
             f'{_text(head + os.sep if head else "")}</span></span>'
             f'<span class="name">{_breakable(tail)}</span></span>'
             f'<span class="score-row"><meter min="0" max="1" value="{meter:.4f}"></meter>'
             f'<span class="score">{score:.4f}</span></span></figcaption></figure>')
+
+
+def _flags(match: Mapping[str, Any]) -> str:
+    verified = match.get("verified")
+    state = "true" if verified is True else "false" if verified is False else "unknown"
+    return (f' data-match="{"true" if match.get("match") is True else "false"}"'
+            f' data-verified="{state}"')
+
+
+def _badge(match: Mapping[str, Any]) -> str:
+    if match.get("verified") is not True:
+        return ""
+    inliers = _count(match.get("inliers"))
+    return (f'<span class="verified" title="{inliers} matched points agree on one geometric '
+            f'transform">✓ verified</span>')
+
+
+def _picture(match: Mapping[str, Any]) -> str:
+    image_id = _image_id(match.get("id"))
+    if image_id is None:
+        return '<div class="thumb missing">no preview</div>'
+    img = (f'<img src="/api/images/{image_id}/thumbnail" alt="" loading="lazy" '
+           'decoding="async" width="256" height="256">')
+    box = _box(match.get("match_box"))
+    if box is None:
+        return (f'<a class="thumb" href="/api/images/{image_id}" target="_blank" '
+                f'rel="noopener">{img}</a>')
+    overlay = _overlay(box, _points(match.get("points"), 2))
+    return (f'<a class="thumb framed" href="/api/images/{image_id}" target="_blank" '
+            f'rel="noopener"><span class="frame">{img}{overlay}</span></a>')
+
+
+def _overlay(box: tuple[float, float, float, float], points: list[tuple[float, float]]) -> str:
+    """The matched region (and points) over a picture: an SVG in fractions of its size, drawn
+    with attributes only (the CSP allows no inline style)."""
+    x0, y0, x1, y1 = box
+    dots = "".join(f'<circle cx="{x:.4f}" cy="{y:.4f}" r="0.018"></circle>' for x, y in points)
+    return ('<svg class="overlay" viewBox="0 0 1 1" preserveAspectRatio="none" '
+            f'aria-hidden="true"><rect class="box" x="{x0:.4f}" y="{y0:.4f}" '
+            f'width="{x1 - x0:.4f}" height="{y1 - y0:.4f}"></rect>'
+            f'<g class="points">{dots}</g></svg>')
+
+
+def _box(value: object) -> tuple[float, float, float, float] | None:
+    """x0, y0, x1, y1 as fractions in 0..1 with x0 < x1 and y0 < y1; None for anything else."""
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        return None
+    x0, y0, x1, y1 = (_fraction(v) for v in value)
+    if x0 is None or y0 is None or x1 is None or y1 is None:
+        return None
+    return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
+
+
+def _points(value: object, at: int) -> list[tuple[float, float]]:
+    """The (x, y) at offset `at` of each [qx, qy, mx, my] (0: the query's, 2: the match's)."""
+    if not isinstance(value, (list, tuple)):
+        return []
+    out = []
+    for point in value:
+        if isinstance(point, (list, tuple)) and len(point) == 4:
+            x, y = _fraction(point[at]), _fraction(point[at + 1])
+            if x is not None and y is not None:
+                out.append((x, y))
+    return out
+
+
+def _fraction(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0.0 <= value <= 1.0 else None
 
 
 def _footer() -> str:

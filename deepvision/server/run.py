@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -15,16 +16,20 @@ from typing import Any
 import uvicorn
 
 from deepvision.errors import UsageError
+from deepvision.match.verifier import Verifier, index_verifier
 from deepvision.pipeline.backends import OPEN_ENDED
 from deepvision.pipeline.embedder import Embedder, EmbedOptions, report_notes
 from deepvision.progress import Reporter
 from deepvision.server.app import ServeConfig, Service, create_app
+from deepvision.server.budget import PixelBudget
 from deepvision.services.batching import QueryBatcher
 from deepvision.services.embedding import index_embedder
 from deepvision.services.jobs import JobRunner
 from deepvision.services.search import Searcher
 from deepvision.services.sync import IndexRequest, IndexRun
 from deepvision.store.indexstore import IndexStore
+
+DECODE_BUDGET_IMAGES = 1
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,9 @@ class ServeRequest:
     weights: Path | None = None
     no_token: bool = False  # a non-loopback bind without a token, asked for explicitly
     access_log: bool = True
+    # What ranks the queries: tests pass a Searcher whose results they plant (the page test).
+    searcher: Callable[[IndexStore, Embedder, Verifier | None], Searcher] = Searcher
+    verify: bool = True  # local-feature verification of each query's candidates (#25)
 
 
 def is_loopback(host: str) -> bool:
@@ -63,13 +71,15 @@ def serve(req: ServeRequest, rep: Reporter) -> None:
     warning = check_security(req.config.host, req.config.token, req.no_token)
     manifest = req.store.check()  # a missing or damaged index fails before the model loads
     embedder = index_embedder(manifest, req.weights, replace(req.embed, workload=OPEN_ENDED))
-    searcher = Searcher(req.store, embedder)
+    searcher = req.searcher(req.store, embedder,
+                            index_verifier(req.store) if req.verify else None)
     sock = _bind(req.config.host, req.config.port)
     url = f"http://{_url_host(req.config.host)}:{sock.getsockname()[1]}/"
     service = Service(
         searcher=searcher, batcher=QueryBatcher(searcher, embedder.network.batch),
         jobs=JobRunner(req.store.lock_held),
         index_job=partial(_index_job, req, embedder), config=req.config,
+        budget=PixelBudget(decode_budget(req.embed.max_megapixels)),
         on_ready=partial(_ready, rep, req.store, embedder, url, warning))
     config = uvicorn.Config(create_app(service), log_config=_log_config(req.access_log),
                             access_log=req.access_log, timeout_graceful_shutdown=30,
@@ -90,13 +100,25 @@ class _Server(uvicorn.Server):
             captured.pop()
 
 
+def decode_budget(max_megapixels: float) -> int:
+    """Pixels all decodes in flight may hold together: one image at the per-image limit, or
+    many smaller ones. A PNG decode holds ~10 bytes per pixel at its peak (one 100 MP PNG
+    upload: +985 MB resident, given back after; a JPEG decodes at 1/8 scale: +4 MB; README,
+    "Search service"), so the budget, not the number of requests, bounds the memory: ~1.2 GB
+    of decodes at the default 120 MP."""
+    return int(DECODE_BUDGET_IMAGES * max_megapixels * 1e6)
+
+
 def _log_config(access: bool) -> dict[str, Any]:
-    """uvicorn's logging, with one line per request (access) and only problems otherwise."""
+    """uvicorn's logging, with one line per request (access, its ?token= values hidden) and
+    only problems otherwise."""
     from copy import deepcopy
 
     from uvicorn.config import LOGGING_CONFIG
 
     config = deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"redact": {"()": "deepvision.server.security.RedactToken"}}
+    config["handlers"]["access"]["filters"] = ["redact"]
     config["loggers"]["uvicorn.error"]["level"] = "WARNING"
     config["loggers"]["uvicorn.access"]["level"] = "INFO" if access else "WARNING"
     config["handlers"]["access"]["stream"] = "ext://sys.stderr"  # results go nowhere near stdout

@@ -103,12 +103,13 @@ class QueryBatcher:
         for pos, failure in embedded.failures:
             results[pos] = failure
         if embedded.items:
-            widest = replace(batch[0].opts, top_k=max(q.opts.top_k for q in batch),
-                             min_score=None)
+            widest = replace(batch[0].opts, min_score=None, top_k=max(
+                self.searcher.widened(q.opts).top_k for q in batch))
             widest = replace(widest, turns=turns, zoom=zoom)
             ranked, _ = self.searcher.rank(embedded.vectors, widest, embedded.query_views)
             for pos, matches in zip(embedded.items, ranked, strict=True):
-                results[pos] = _cut(matches, batch[pos].opts)
+                # verification (on the request's thread) chooses from the widened list
+                results[pos] = _cut(matches, self.searcher.widened(batch[pos].opts))
         self.batches += 1
         self.queries += len(batch)
         return results

@@ -250,6 +250,9 @@ class EvalRequest:
     protocol: str = "all"  # all | originals (see PROTOCOLS)
     turns: bool | None = None  # query-time turns (None: as the descriptor says, like search)
     zoom: bool | None = None  # query-time zoom (None: as the descriptor says, like search)
+    # Local-feature verification of each query's first verify_top candidates, as `search`
+    # does by default (0: off, the vectors' ranking alone).
+    verify_top: int = 0
 
 
 # all: every grouped image searches all the others (its group-mates are relevant).
@@ -311,7 +314,7 @@ def evaluate_set(evalset: EvalSet, req: EvalRequest, rep: Reporter,
                          "--no-turns --no-zoom")
     queries = score_rankings(db, [i.group for i in items], [i.path for i in items], req.ks,
                              expanded, database_mask(items, req.protocol),
-                             None if turned is None else turned[ok])
+                             None if turned is None else turned[ok], req.verify_top)
     return EvalResult(
         source=os.path.abspath(req.source), model=spec.name, weights=weights.origin,
         weights_identity=weights.identity, device=str(embedder.device),
@@ -399,7 +402,8 @@ def alpha_query_expansion(vectors: np.ndarray, n: int, alpha: float = QE_ALPHA) 
 def score_rankings(vectors: np.ndarray, groups: Sequence[str | None], paths: Sequence[str],
                    ks: Sequence[int], queries: np.ndarray | None = None,
                    database: np.ndarray | None = None,
-                   turned: np.ndarray | None = None) -> list[QueryScore]:
+                   turned: np.ndarray | None = None,
+                   verify_top: int = 0) -> list[QueryScore]:
     """Rank the database for each vector that has group-mates in it (cosine, exact) and score
     the lists.
 
@@ -408,7 +412,9 @@ def score_rankings(vectors: np.ndarray, groups: Sequence[str | None], paths: Seq
     (row-aligned with vectors) replaces the query side, e.g. after query expansion. `database`
     (a mask, None: all) is what is searched; an original (in it) queries only when it is not.
     `turned` (n, V, d): the queries' other views (turned by 90/180/270°, zoomed); each item
-    then scores its best view, as `search` ranks them (ranking.merge_views).
+    then scores its best view, as `search` ranks them (ranking.merge_views). verify_top: the
+    first candidates of each list re-ranked by local-feature verification, as `search
+    --verify` does (match.verifier.FileEvidence; each image's evidence computed once).
     """
     queries = vectors if queries is None else queries
     from deepvision.store.faiss_index import VectorIndex
@@ -428,6 +434,11 @@ def score_rankings(vectors: np.ndarray, groups: Sequence[str | None], paths: Seq
         return []
     db_ids = np.flatnonzero(in_db)
     n = len(db_ids)
+    evidence = None
+    if verify_top:
+        from deepvision.match.verifier import FileEvidence
+
+        evidence = FileEvidence()
     index = VectorIndex.new(vectors.shape[1])
     index.add(db_ids.astype(np.int64), vectors[db_ids])
     out: list[QueryScore] = []
@@ -444,6 +455,11 @@ def score_rankings(vectors: np.ndarray, groups: Sequence[str | None], paths: Seq
             # FAISS pads with -1 what it could not rank (NaN scores): never index labels[-1].
             keep = (row_ids != qi) & (row_ids >= 0)
             ranked, ranked_scores = row_ids[keep], row_scores[keep]
+            if evidence is not None:
+                order = evidence.reorder(paths[qi], [paths[int(i)] for i in ranked[:verify_top]],
+                                         ranked_scores[:verify_top], verify_top)
+                ranked[:len(order)] = ranked[:len(order)][order]
+                ranked_scores[:len(order)] = ranked_scores[:len(order)][order]
             hits = labels[ranked] == labels[qi]
             out.append(QueryScore(
                 path=paths[qi], group=str(groups[qi]), edit=edit_name(paths[qi]),

@@ -19,6 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from deepvision.errors import NoImagesError, UsageError
+from deepvision.match.features import Evidence
+from deepvision.match.verifier import DEFAULT_TOP, Verifier, index_verifier, unverified
+from deepvision.match.verifier import ranked as ranked_matches
 from deepvision.models.descriptor import QUERY_ZOOM, QueryViews
 from deepvision.models.registry import text_models
 from deepvision.pipeline.discover import discover
@@ -27,7 +30,7 @@ from deepvision.pipeline.video import VideoOptions
 from deepvision.progress import Reporter
 from deepvision.services.embedding import EmbedderFactory, index_embedder
 from deepvision.services.ranking import expand_queries
-from deepvision.store.catalog import Hit
+from deepvision.store.catalog import FileRow, Hit
 from deepvision.store.faiss_index import VectorIndex
 from deepvision.store.indexstore import IndexStore, Snapshot
 from deepvision.store.manifest import Manifest
@@ -74,6 +77,10 @@ class RankOptions:
     # network pass). None: as the index records (no index does by default); True on an index
     # without: QUERY_ZOOM.
     zoom: bool | None = None
+    # Local-feature verification of the first verify_top candidates (match/): verified
+    # matches rank first and say where they match. Needs a Verifier given to the Searcher.
+    verify: bool = True
+    verify_top: int = DEFAULT_TOP
 
 
 @dataclass(frozen=True)
@@ -112,7 +119,7 @@ def run_search(req: SearchRequest, rep: Reporter,
     for note in (manifest.preprocessing_note(), manifest.descriptor_note()):
         if note:
             rep.info(note)
-    searcher = Searcher(req.store, embedder)
+    searcher = Searcher(req.store, embedder, index_verifier(req.store) if req.rank.verify else None)
     results: dict[str, QueryResult] = {}
     if found is not None:
         results.update((f.path, failed_query(f)) for f in found.failures)
@@ -142,9 +149,11 @@ class Searcher:
     """An index and the Embedder for its model: embeds queries, ranks them against the index as
     of the moment of each call (a rebuild that switches catalogs in between is picked up)."""
 
-    def __init__(self, store: IndexStore, embedder: Embedder) -> None:
+    def __init__(self, store: IndexStore, embedder: Embedder,
+                 verifier: Verifier | None = None) -> None:
         self.store = store
         self.embedder = embedder
+        self.verifier = verifier  # None: no verification (RankOptions.verify is then moot)
         # The FAISS structure of the last generation searched: a long-lived Searcher (serve)
         # reloads it only when a writer has committed or a rebuild has switched catalogs.
         self._cached: tuple[tuple[str, int], VectorIndex] | None = None
@@ -174,12 +183,85 @@ class Searcher:
                 advance(len(files), sum(len(f.times) for f in files if f.times != (None,)))
         good = sorted(queries)
         if good:
-            ranked, notes = self.rank_queries([queries[p] for p in good], opts)
+            ranked, notes = self.rank_queries([queries[p] for p in good], self.widened(opts))
             for note in notes:
                 rep.info(note)
-            results.update((paths[p], QueryResult(paths[p], None, m))
-                           for p, m in zip(good, ranked, strict=True))
+            for p, found in zip(good, ranked, strict=True):
+                picture = (self._picture(paths[p]) if self.verifying(opts)
+                           and queries[p].times[0] is None else None)
+                results[paths[p]] = QueryResult(paths[p], None,
+                                                self.verified(picture, found, opts))
         return results
+
+    def verifying(self, opts: RankOptions) -> bool:
+        return opts.verify and self.verifier is not None
+
+    def widened(self, opts: RankOptions) -> RankOptions:
+        """The global search's options: enough candidates for verification to choose from."""
+        if not self.verifying(opts):
+            return opts
+        return replace(opts, top_k=max(opts.top_k, opts.verify_top))
+
+    def verified(self, picture: np.ndarray | None, found: list[Match],
+                 opts: RankOptions) -> list[Match]:
+        """One query's candidates (from a widened search) re-ranked by verification against
+        the query's pixels (None: a video or a query that cannot be verified), cut to top_k."""
+        if picture is None or self.verifier is None or not opts.verify:
+            return unverified(found)[:opts.top_k]
+        evidence = self.verifier.query(picture)
+        out = self.verifier.rerank(evidence, found, self._rows(found[:opts.verify_top]),
+                                   opts.verify_top)
+        if not any(m.verified for m in out):  # the picture may be a part of the query
+            out = self._regional(picture, evidence, out, opts)
+        return out[:opts.top_k]
+
+    def _rows(self, found: Sequence[Match]) -> dict[int, FileRow]:
+        with self.store.open_read() as snap:
+            return {m.file_id: row for m in found if m.file_id is not None
+                    and (row := snap.catalog.file_by_id(m.file_id)) is not None}
+
+    def _regional(self, picture: np.ndarray, evidence: Evidence, ranked: list[Match],
+                  opts: RankOptions) -> list[Match]:
+        """Candidates of the picture-like parts of the query (a photo on a page or in a
+        screenshot: match.regions), verified and merged into `ranked`. Only queries where
+        nothing verified pay for these network passes."""
+        from deepvision.match.regions import cut, proposals
+
+        assert self.verifier is not None
+        boxes = proposals(picture)
+        if not boxes:
+            return ranked
+        batch = self.embedder.embed_images([cut(picture, b) for b in boxes])
+        if not len(batch.vectors):
+            return ranked
+        lists, _ = self.rank_queries([Query(v[None], (None,)) for v in batch.vectors],
+                                     replace(opts, top_k=opts.verify_top))
+        held = {m.file_id: m for m in ranked}
+        extra: dict[int | None, Match] = {}
+        for m in (m for found in lists for m in found):
+            if m.file_id in held:  # already checked: it keeps its verdict, and its best score
+                held[m.file_id] = replace(held[m.file_id],
+                                          score=max(m.score, held[m.file_id].score))
+            elif m.file_id not in extra or m.score > extra[m.file_id].score:
+                extra[m.file_id] = m
+        ranked = list(held.values())
+        if not extra:
+            return ranked_matches(ranked)
+        new = sorted(extra.values(), key=lambda m: -m.score)[:opts.verify_top]
+        checked = self.verifier.rerank(evidence, new, self._rows(new), len(new))
+        # A part scores like another view of the query (as the turns and the zoom do): an
+        # image found by the photo on a page outranks what the page's own vector found.
+        return ranked_matches([*ranked, *checked])
+
+    def _picture(self, path: str) -> np.ndarray | None:
+        """The query's pixels for verification; None when it cannot be read as a picture
+        (its vector came from another road, e.g. a video): it stays unverified."""
+        from deepvision.match.verifier import load_picture
+
+        try:
+            return load_picture(path)
+        except Exception:  # unreadable as a picture: the result stands unverified
+            return None
 
     def search_texts(self, texts: Sequence[str], opts: RankOptions,
                      rep: Reporter) -> list[QueryResult]:

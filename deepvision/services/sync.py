@@ -63,6 +63,9 @@ class IndexRequest:
     allow_mass_delete: bool = False  # drop the files of a recorded folder that is now empty
     video: VideoOptions = VideoOptions()  # how video files are sampled
     ray: str | None = None  # embed on this Ray cluster (services.distributed); None: here
+    # Compute the local-feature evidence of new pictures (match/; what `search --verify` and
+    # `dupes` check); False: searches compute it from the files when they need it.
+    local_features: bool = True
 
 
 @dataclass
@@ -87,6 +90,7 @@ class IndexSummary:
     total_files: int = 0
     seconds: float = 0.0
     images_per_second: float = 0.0
+    local_features: int = 0  # pictures whose local-feature evidence this run computed
 
     def count(self, change: Change, n: int = 1) -> None:
         setattr(self, change.value, getattr(self, change.value) + n)
@@ -166,6 +170,8 @@ class IndexRun:
         catalog = writer.begin(manifest, fresh)
         if not fresh:
             self._guard_mass_delete(catalog, roots, found)
+        elif existing is not None:
+            self._carry_decisions(writer, existing, catalog)
         for note in (manifest.preprocessing_note(), manifest.descriptor_note()):
             if note:
                 self.rep.info(note)
@@ -178,8 +184,38 @@ class IndexRun:
             self.rep.info(f"index type {writer.manifest.index_type} needs more vectors to train "
                           f"(ivfpq: {PQ_MIN_VECTORS}); using exact {plan.kind} search until the "
                           "index has them")
+        if req.local_features:
+            summary.local_features = self._local_features(catalog)
         summary.total_files = catalog.counts()["files"]
         return summary
+
+    def _carry_decisions(self, writer: Writer, old: Manifest, catalog: Catalog) -> None:
+        """`rebuild`: the review's decisions (keyed by content) come over to the new catalog."""
+        from deepvision.store.decisions import carry_over
+
+        if old.catalog == catalog.path.name:
+            return
+        previous = writer.store.open_catalog(old, readonly=True)
+        try:
+            with catalog.write():
+                carry_over(previous, catalog)
+        finally:
+            previous.close()
+
+    def _local_features(self, catalog: Catalog) -> int:
+        """Evidence for the pictures that have none yet (new ones; all of an index made before
+        verification existed), after the vectors are committed: a run killed here has lost
+        nothing, and the next run or a search computes the rest."""
+        from deepvision.match.store import FeatureStore
+        from deepvision.match.verifier import Verifier, fill
+
+        store = FeatureStore(self.req.store.dir)
+        try:
+            workers = self.req.embed.workers if self.req.embed.workers > 0 else \
+                min(4, os.cpu_count() or 1)
+            return fill(Verifier(store), catalog.picture_rows(), self.rep, workers)
+        finally:
+            store.close()
 
     def _existing(self, writer: Writer) -> Manifest | None:
         """The live manifest. For `rebuild`, unreadable state is set aside, not fatal: the run

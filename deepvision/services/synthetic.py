@@ -2,13 +2,14 @@
 and which `dupes --threshold` keeps a target precision on them.
 
 A sample of DIR's images becomes the originals; each gets the edited copies of edits.ROBUST_EDITS
-(written to a scratch folder, deleted afterwards unless kept); other images of DIR, up to
-`distractors` of them, are the rest of the database. The eval then runs with the `originals`
-protocol (each copy searches the originals and the distractors, as `search` against an index of
-the library would), and the pairwise scores of the stored vectors give the calibration: the
-lowest threshold at which the pairs `dupes` would link are at least `target_precision` true
-copies. Distractors that are themselves copies of each other count as false pairs, so the
-suggestion errs on the strict side.
+(or, with `--edits strong|all`, issue #25's STRONG_EDITS: a 25 % crop, inside a web page, a photo
+of a screen, occlusion, an 80-px thumbnail, stacked edits), written to a scratch folder, deleted
+afterwards unless kept; other images of DIR, up to `distractors` of them, are the rest of the
+database. The eval then runs with the `originals` protocol (each copy searches the originals and
+the distractors, as `search` against an index of the library would), and the pairwise scores of
+the stored vectors give the calibration: the lowest threshold at which the pairs `dupes` would
+link are at least `target_precision` true copies. Distractors that are themselves copies of each
+other count as false pairs, so the suggestion errs on the strict side.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,6 +56,7 @@ class SyntheticRequest:
     seed: int = 0  # which photos are sampled
     target_precision: float = 0.99
     keep: Path | None = None  # write the copies here and keep them (None: a temp folder)
+    edits: str = "robust"  # which edits the copies get: a key of edits.EDIT_SETS
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ def run_synthetic(req: SyntheticRequest, rep: Reporter,
         raise UsageError(f"--synthetic {req.source}: not a folder")
     if not 0.0 < req.target_precision < 1.0:
         raise UsageError("--target-precision must be between 0 and 1 (e.g. 0.99)")
+    if req.edits not in edits.EDIT_SETS:
+        raise UsageError(f"--edits {req.edits!r}: choose one of {', '.join(edits.EDIT_SETS)}")
     found = discover([req.source])
     if not found.files:
         raise NoImagesError(f"no images found in {req.source}")
@@ -119,7 +124,7 @@ def _make_set(paths: list[str], req: SyntheticRequest, workdir: Path,
             if path is None:
                 break
             try:
-                made = _copies(path, workdir / f"g{sampled:04d}")
+                made = _copies(path, workdir / f"g{sampled:04d}", edits.EDIT_SETS[req.edits])
             except DecodeError as exc:
                 failures.append(Failure(path, exc.reason, exc.message))
                 continue
@@ -134,7 +139,7 @@ def _make_set(paths: list[str], req: SyntheticRequest, workdir: Path,
     return EvalSet(tuple(items), tuple(failures)), sampled
 
 
-def _copies(path: str, folder: Path) -> list[str]:
+def _copies(path: str, folder: Path, kinds: Mapping[str, edits.Edit]) -> list[str]:
     """The photo (linked as <stem>__original.<ext>, its pixels untouched) and its copies."""
     img = load_rgb(path)
     img.thumbnail((COPY_MAX_SIDE, COPY_MAX_SIDE))
@@ -143,10 +148,10 @@ def _copies(path: str, folder: Path) -> list[str]:
     original = folder / f"{stem}{EDIT_SEPARATOR}{ORIGINAL_EDIT}{os.path.splitext(path)[1]}"
     os.symlink(os.path.abspath(path), original)
     out = [str(original)]
-    for name, edit in edits.ROBUST_EDITS.items():
+    for name, edit in kinds.items():
         copy = edit(img)
         target = folder / f"{stem}{EDIT_SEPARATOR}{name}.jpg"
-        if getattr(copy, "format", None) == "JPEG":  # the low-quality edit: keep its tables
+        if getattr(copy, "format", None) == "JPEG":  # a low-quality edit: keep its tables
             copy.save(target, "JPEG", quality="keep")
         else:
             copy.convert("RGB").save(target, "JPEG", quality=COPY_QUALITY)

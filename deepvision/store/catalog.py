@@ -85,8 +85,9 @@ class FileRow:
     message: str | None
 
 
-# 2: the FAISS file's record (file, generation, plan, checksum) as one key; 3: video frames.
-CATALOG_VERSION = 3
+# 2: the FAISS file's record (file, generation, plan, checksum) as one key; 3: video frames;
+# 5: review decisions (decisions.py).
+CATALOG_VERSION = 5
 TABLES = ("meta", "vectors", "files")
 
 
@@ -123,7 +124,37 @@ class Catalog:
             self._migrate()
 
     def _migrate(self) -> None:
-        """Upgrade an older catalog in place, in one transaction (a writer, under the lock)."""
+        """Upgrade an older catalog in place, step by step (a writer, under the lock)."""
+        self._migrate_frames()
+        # The table check too: before version 5, set_faiss_record stamped the current version.
+        if self.version() < 5 or "decisions" not in self.table_names():
+            self._migrate_decisions()
+
+    def version(self) -> int:
+        return int(self.get_meta("catalog_version", "0") or 0)
+
+    def _migrate_decisions(self) -> None:
+        """Version 5: the review's decisions tables. Only adds tables, so it runs on a version 3
+        catalog as well as on a 4 (it checks nothing the version 4 step adds)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in DECISIONS_SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            self.set_meta("catalog_version", str(max(self.version(), CATALOG_VERSION)))
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, for the catalog's companion tables (store/decisions.py)."""
+        return self._db
+
+    def _migrate_frames(self) -> None:
+        """Version 3: vectors keyed by (hash, frame), in one transaction."""
         if self.has_frames():
             self._db.execute(FILES_HASH)
             return
@@ -133,7 +164,8 @@ class Catalog:
                 if statement.strip():
                     self._db.execute(statement)
             self._db.execute(FILES_HASH)
-            self.set_meta("catalog_version", str(CATALOG_VERSION))
+            # its own number, not CATALOG_VERSION: the later steps must still see a 3
+            self.set_meta("catalog_version", "3")
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
@@ -146,8 +178,11 @@ class Catalog:
         columns = {r[1] for r in self._db.execute("PRAGMA table_info(vectors)")}
         return "frame" in columns
 
+    def table_names(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+
     def missing_tables(self) -> list[str]:
-        names = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+        names = self.table_names()
         return [t for t in TABLES if t not in names]
 
     def close(self) -> None:
@@ -230,6 +265,16 @@ class Catalog:
             (root, root.rstrip("/") + "/", root.rstrip("/") + "0"),
         )
         return {r[0]: FileRow(*r) for r in cur}
+
+    def picture_rows(self) -> Iterator[FileRow]:
+        """Indexed (status ok) still pictures, one row per content hash (a video's rows have
+        frame times and are left out): what local-feature evidence is kept for."""
+        cur = self._db.execute(
+            "SELECT f.* FROM files f JOIN vectors v ON v.hash = f.hash WHERE f.status = 'ok' "
+            "AND v.frame = 0 AND v.time IS NULL GROUP BY f.hash" if self.has_frames() else
+            "SELECT * FROM files WHERE status = 'ok' AND hash IS NOT NULL GROUP BY hash")
+        for r in cur:
+            yield FileRow(*r)
 
     def count_under(self, root: str) -> int:
         """How many rows files_under(root) holds, counted in sqlite (no rows materialised)."""
@@ -432,3 +477,25 @@ def sqlite_damage(path: Path) -> str | None:
     if page_size and pages and size < page_size * pages:
         return f"is truncated ({size} of {page_size * pages} bytes)"
     return None
+
+
+# Version 5's tables: the review's decisions (their rules are in decisions.py, which builds on
+# the catalog; the catalog creates its tables, so their text lives here).
+DECISIONS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    group_id TEXT NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('keep', 'not-duplicates', 'later')),
+    hashes TEXT NOT NULL,
+    files TEXT NOT NULL,
+    out TEXT NOT NULL DEFAULT '[]',
+    decided_at TEXT NOT NULL,
+    applied TEXT
+);
+CREATE INDEX IF NOT EXISTS decisions_group ON decisions(group_id, seq);
+CREATE TABLE IF NOT EXISTS decision_hashes (
+    hash TEXT NOT NULL,
+    group_id TEXT NOT NULL,
+    PRIMARY KEY (hash, group_id)
+) WITHOUT ROWID
+"""

@@ -46,23 +46,68 @@
   const breakable = (name) => name.split(/(?<=[_\-.])/).flatMap(
     (part, i) => (i ? [document.createElement("wbr"), part] : [part]));
 
+  // SVG's namespace, read from an SVG the page has (the form's icon): no URL in this file.
+  const SVG = (document.querySelector("svg") || {}).namespaceURI;
+  const svgEl = (tag, attrs = {}) => {
+    const node = document.createElementNS(SVG, tag);
+    for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, String(value));
+    return node;
+  };
+
+  const fraction = (v) => (typeof v === "number" && v >= 0 && v <= 1 ? v : null);
+
+  // x0, y0, x1, y1 in 0..1 with x0 < x1 and y0 < y1, as web.py's _box; else null.
+  const boxOf = (value) => {
+    if (!Array.isArray(value) || value.length !== 4) return null;
+    const b = value.map(fraction);
+    return b.includes(null) || !(b[0] < b[2] && b[1] < b[3]) ? null : b;
+  };
+
+  // The (x, y) at offset `at` of each [qx, qy, mx, my]: 0 the query's, 2 the match's.
+  const pointsOf = (value, at) => (Array.isArray(value) ? value : [])
+    .filter((p) => Array.isArray(p) && p.length === 4)
+    .map((p) => [fraction(p[at]), fraction(p[at + 1])])
+    .filter(([x, y]) => x !== null && y !== null);
+
+  // The matched region and points over a picture, in fractions of its size (web.py _overlay).
+  const fillOverlay = (svg, box, points) => {
+    svg.replaceChildren();
+    if (!box) return svg;
+    const [x0, y0, x1, y1] = box;
+    svg.append(svgEl("rect", {
+      class: "box", x: x0.toFixed(4), y: y0.toFixed(4),
+      width: (x1 - x0).toFixed(4), height: (y1 - y0).toFixed(4),
+    }));
+    const dots = svgEl("g", { class: "points" });
+    for (const [x, y] of points) {
+      dots.append(svgEl("circle", { cx: x.toFixed(4), cy: y.toFixed(4), r: "0.018" }));
+    }
+    svg.append(dots);
+    return svg;
+  };
+
+  const overlay = (box, points) => fillOverlay(svgEl("svg", {
+    class: "overlay", viewBox: "0 0 1 1", preserveAspectRatio: "none", "aria-hidden": "true",
+  }), box, points);
+
+  const picture = (match) => {
+    if (!Number.isInteger(match.id)) return el("div", { class: "thumb missing" }, ["no preview"]);
+    const img = el("img", {
+      src: `/api/images/${match.id}/thumbnail`, alt: "", loading: "lazy",
+      decoding: "async", width: 256, height: 256,
+    });
+    const box = boxOf(match.match_box);
+    const attrs = { href: `/api/images/${match.id}`, target: "_blank", rel: "noopener" };
+    if (!box) return el("a", { class: "thumb", ...attrs }, [img]);
+    const frame = el("span", { class: "frame" }, [img, overlay(box, pointsOf(match.points, 2))]);
+    return el("a", { class: "thumb framed", ...attrs }, [frame]);
+  };
+
   const figure = (match) => {
     const rank = Number.isInteger(match.rank) ? match.rank : 0;
     const score = Number.isFinite(match.score) ? match.score : 0;
     const path = String(match.path ?? "");
     const [dir, name] = splitPath(path);
-    let picture;
-    if (Number.isInteger(match.id)) {
-      const img = el("img", {
-        src: `/api/images/${match.id}/thumbnail`, alt: "", loading: "lazy",
-        decoding: "async", width: 256, height: 256,
-      });
-      picture = el("a", {
-        class: "thumb", href: `/api/images/${match.id}`, target: "_blank", rel: "noopener",
-      }, [img]);
-    } else {
-      picture = el("div", { class: "thumb missing" }, ["no preview"]);
-    }
     const meter = el("meter", { min: 0, max: 1, value: Math.min(Math.max(score, 0), 1).toFixed(4) });
     const caption = el("figcaption", {}, [
       el("span", { class: "path", title: safeText(path) }, [
@@ -71,9 +116,57 @@
       ]),
       el("span", { class: "score-row" }, [meter, el("span", { class: "score" }, [score.toFixed(4)])]),
     ]);
-    return el("figure", { class: "match", "data-rank": rank, "data-score": score.toFixed(4) }, [
-      picture, el("span", { class: "rank", "aria-label": "rank" }, [String(rank)]), caption,
-    ]);
+    const verified = match.verified === true ? "true" : match.verified === false ? "false" : "unknown";
+    const children = [picture(match), el("span", { class: "rank", "aria-label": "rank" }, [String(rank)])];
+    if (match.verified === true) {
+      const inliers = Number.isInteger(match.inliers) ? match.inliers : 0;
+      children.push(el("span", {
+        class: "verified", title: `${inliers} matched points agree on one geometric transform`,
+      }, ["✓ verified"]));
+    }
+    children.push(caption);
+    const node = el("figure", {
+      class: "match", "data-rank": rank, "data-score": score.toFixed(4),
+      "data-match": match.match === true ? "true" : "false", "data-verified": verified,
+    }, children);
+    // Hovering or focusing a match shows its region (and points) on the query's preview.
+    const queryBox = boxOf(match.query_box);
+    if (queryBox) {
+      const show = () => showQueryBox(queryBox, pointsOf(match.points, 0));
+      node.addEventListener("mouseenter", show);
+      node.addEventListener("focusin", show);
+    }
+    return node;
+  };
+
+  const queryOverlay = document.getElementById("query-overlay");
+  const showQueryBox = (box, points) => {
+    if (queryOverlay) fillOverlay(queryOverlay, box, points);
+  };
+
+  // The matches first, the other similar images folded below (open when nothing matched),
+  // and the points toggle when there are points: the markup web.py's _grid writes.
+  const grid = (matches) => {
+    const copies = matches.filter((m) => m && m.match === true);
+    const others = matches.filter((m) => !(m && m.match === true));
+    const nodes = [];
+    if (matches.some((m) => m && Array.isArray(m.points) && m.points.length)) {
+      nodes.push(el("label", { class: "points-toggle" }, [
+        el("input", { type: "checkbox", id: "show-points" }), " show matched points"]));
+    }
+    nodes.push(...copies.map(figure));
+    if (others.length) {
+      const n = others.length;
+      const folded = el("details", { id: "similar", class: "similar" }, [
+        el("summary", {}, [`${n} other similar ${n === 1 ? "image" : "images"}`]),
+        el("div", { class: "grid" }, others.map(figure)),
+      ]);
+      folded.open = copies.length === 0;
+      nodes.push(folded);
+    }
+    const first = matches.find((m) => m && boxOf(m.query_box));
+    showQueryBox(first ? boxOf(first.query_box) : null, first ? pointsOf(first.points, 0) : []);
+    return [nodes, copies.length];
   };
 
   const showPreview = (file) => {
@@ -82,6 +175,9 @@
     previewUrl = URL.createObjectURL(file);
     preview.src = previewUrl;
     preview.hidden = false;
+    const frame = document.getElementById("preview-frame");
+    if (frame) frame.hidden = false;
+    showQueryBox(null, []);
     form.classList.add("has-preview");
     const title = form.querySelector(".drop-title");
     if (title) title.textContent = "Choose another image";
@@ -162,9 +258,9 @@
       return;
     }
     const matches = Array.isArray(query.matches) ? query.matches : [];
-    results.replaceChildren(...matches.map(figure));
+    const [nodes, n] = grid(matches);
+    results.replaceChildren(...nodes);
     const ms = Math.round(elapsed);
-    const n = matches.length;
     const what = query.kind === "text" ? ` for “${query.query}”` : "";
     setStatus(n ? `${n} ${n === 1 ? "match" : "matches"}${what} in ${ms} ms`
       : `No matches${what} (${ms} ms)`, "done");
