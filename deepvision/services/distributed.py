@@ -67,6 +67,10 @@ def resolve_address(address: str | None) -> str:
                                                or CLIENT.fullmatch(chosen)):
         raise UsageError(f"--ray {chosen}: not a Ray cluster address (give the folders before "
                          f"--ray if that was one); {forms}")
+    port = HOST_PORT.fullmatch(chosen)
+    if port is not None and not 1 <= int(port[2]) <= 65535:
+        raise UsageError(f"--ray {chosen}: port {int(port[2])} is out of range (1-65535); "
+                         f"{forms}")
     return chosen
 
 
