@@ -158,14 +158,14 @@ class IndexRun:
         roots = self._roots(writer, existing)
         found = discover(roots, req.filters)
         fresh = req.rebuild or existing is None
-        if fresh and not found.files and not found.failures:
-            raise NoImagesError(f"no image files found in {', '.join(map(str, roots))} "
-                                "(looked for .jpg .png .webp .heic .avif .tif .bmp .gif and "
-                                "videos)")
+        empty = _empty_roots(roots, found)
+        # A new index takes no empty folder (nothing is written); `rebuild` needs one with images.
+        if empty and fresh and (not req.rebuild or len(empty) == len(roots)):
+            raise NoImagesError(_no_images(empty if req.rebuild else empty[:1]))
         manifest = self._manifest(existing, fresh)
         catalog = writer.begin(manifest, fresh)
         if not fresh:
-            self._guard_mass_delete(catalog, roots, found)
+            self._check_empty(catalog, empty)
         for note in (manifest.preprocessing_note(), manifest.descriptor_note()):
             if note:
                 self.rep.info(note)
@@ -273,19 +273,16 @@ class IndexRun:
                     f"--weights {req.weights} ({identity}) differ from the weights index "
                     f"{name!r} was built with ({manifest.weights}); {hint} --weights FILE")
 
-    def _guard_mass_delete(self, catalog: Catalog, roots: Sequence[Path],
-                           found: Discovery) -> None:
-        """A recorded folder that now holds nothing at all is what an unmounted disk or a failed
-        network mount looks like: refuse to drop its files unless told to."""
-        if self.req.allow_mass_delete:
-            return
-        seen = [r.path for r in found.files] + [f.path for f in found.failures]
-        for root in roots:
-            prefix = str(root).rstrip("/") + "/"
-            if any(p.startswith(prefix) or p == str(root) for p in seen):
-                continue  # the usual case: no catalog query at all (10 M rows: ~144 s)
+    def _check_empty(self, catalog: Catalog, empty: Sequence[Path]) -> None:
+        """Folders given to an existing index that hold nothing now. One the index has no
+        files from is refused, so it is not recorded among the index's folders. One it has
+        files from is what an unmounted disk or a failed network mount looks like: refused
+        too, unless told to drop its files."""
+        for root in empty:
             known = catalog.count_under(str(root))
-            if known:
+            if not known:
+                raise NoImagesError(_no_images([root]))
+            if not self.req.allow_mass_delete:
                 raise MassDeleteError(
                     f"{root} is empty now, but the index holds {known} files from it (an "
                     "unmounted disk or a failed network mount?); nothing was changed. If the "
@@ -404,6 +401,23 @@ def run_index(req: IndexRequest, rep: Reporter) -> IndexSummary:
     if embedders.cluster is not None and embedders.plan is not None:
         summary.cluster = f"{embedders.cluster.describe()}; {embedders.plan.describe()}"
     return summary
+
+
+def _empty_roots(roots: Sequence[Path], found: Discovery) -> list[Path]:
+    """The roots under which discovery found nothing at all (no file, no failure)."""
+    seen = [r.path for r in found.files] + [f.path for f in found.failures]
+    empty = []
+    for root in roots:
+        prefix = str(root).rstrip("/") + "/"
+        # The usual case stops at the first file: no catalog query (10 M rows: ~144 s).
+        if not any(p.startswith(prefix) or p == str(root) for p in seen):
+            empty.append(root)
+    return empty
+
+
+def _no_images(roots: Sequence[Path]) -> str:
+    return (f"no image files found in {', '.join(map(str, roots))} (looked for .jpg .png .webp "
+            ".heic .avif .tif .bmp .gif and videos); nothing was added to the index")
 
 
 def _unchanged(row: FileRow | None, rec: FileRecord, retry_failed: bool) -> bool:

@@ -266,6 +266,7 @@ class IndexStore:
         from filelock import Timeout
 
         with storage_errors(self):
+            created = _missing_folders(self.dir)
             self.dir.mkdir(parents=True, exist_ok=True)
             lock = self._lock(wait)
             owner = self.dir / ".lock.owner"
@@ -282,6 +283,8 @@ class IndexStore:
                 yield writer
             finally:
                 writer.close()
+                if created:  # a first run that wrote nothing (no images) leaves no folder
+                    _remove_unused(created, owner, self.dir / LOCK)
                 lock.release()
 
     def set_aside(self) -> Path | None:
@@ -310,6 +313,30 @@ class IndexStore:
                 path.unlink(missing_ok=True)
             elif OWN_DIR.fullmatch(path.name) and path.is_dir():  # left by a killed build
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_unused(created: list[Path], *lock_files: Path) -> None:
+    """Remove the folders open_write created when nothing but its lock files is in them
+    (under the lock still: no other writer can be inside)."""
+    index = created[0]
+    if {p.name for p in index.iterdir()} - {p.name for p in lock_files}:
+        return
+    for path in lock_files:
+        path.unlink(missing_ok=True)
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:  # something else appeared in it meanwhile: keep it
+            return
 
 
 def _connect(path: Path, readonly: bool) -> Catalog:
