@@ -20,7 +20,7 @@ import typer
 from deepvision import __version__
 from deepvision.errors import DeepVisionError, ExitCode, UsageError
 from deepvision.models.registry import AUTO, MODEL_CHOICES, get_spec
-from deepvision.output.console import ConsoleReporter
+from deepvision.output.console import ConsoleReporter, exact_stdout, write_out
 from deepvision.pipeline.decode import DEFAULT_MAX_MEGAPIXELS
 from deepvision.services.dupes import DEFAULT_THRESHOLD as DEFAULT_DUPE_THRESHOLD
 
@@ -254,12 +254,13 @@ def _emit(result: Any, output: Format, html: Path | None, rep: ConsoleReporter,
           renderers: dict[str, Callable[..., Any]]) -> None:
     """Results on stdout in the chosen format, plus the HTML gallery when asked for.
     renderers: json, csv (-> text), table (prints), html (writes a file)."""
+    exact = exact_stdout()  # a file or pipe gets names as they are, a terminal escaped ones
     if output is Format.json:
-        typer.echo(renderers["json"](result))
+        write_out(renderers["json"](result) + "\n")
     elif output is Format.csv:
-        typer.echo(renderers["csv"](result), nl=False)
+        write_out(renderers["csv"](result, exact))
     else:
-        renderers["table"](result)
+        renderers["table"](result, exact)
     if html is not None:
         try:
             renderers["html"](result, html)
@@ -552,7 +553,7 @@ def info(
     rep = ConsoleReporter()
     with _errors(rep):
         data = describe(_store(index_dir, name), with_failures=failed)
-    typer.echo(info_json(data) if as_json else info_text(data))
+    write_out((info_json(data) if as_json else info_text(data, exact_stdout())) + "\n")
 
 
 @app.command()
