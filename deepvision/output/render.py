@@ -266,8 +266,9 @@ def csv_text(rows: Sequence[Sequence[Any]], exact: bool = True) -> str:
 
 
 def restructure_text(done: RestructureSummary) -> str:
+    note = f"; {done.note}" if done.note else ""
     return (f"rebuilt {done.index_type} structure ({done.index_factory}) over {done.vectors} "
-            f"stored vectors in {done.seconds:.1f} s, without the model")
+            f"stored vectors in {done.seconds:.1f} s, without the model{note}")
 
 
 def restructure_json(done: RestructureSummary) -> str:

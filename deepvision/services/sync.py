@@ -34,7 +34,7 @@ from deepvision.pipeline.video import VideoOptions
 from deepvision.progress import Reporter
 from deepvision.services.embedding import EmbedderFactory, index_embedder
 from deepvision.store.catalog import Catalog, FileRow, as_stored
-from deepvision.store.faiss_index import PQ_MIN_VECTORS, plan_index
+from deepvision.store.faiss_index import plan_index, plan_note
 from deepvision.store.indexstore import IndexStore, Writer, new_catalog_name
 from deepvision.store.manifest import Manifest
 from deepvision.types import Change, Failure, FileRecord, Reason, Status
@@ -174,10 +174,9 @@ class IndexRun:
             for root in roots:
                 catalog.add_root(str(root))
         plan = writer.finish()  # for rebuild: the atomic switch to the new catalog
-        if writer.manifest is not None and writer.manifest.index_type not in ("auto", plan.kind):
-            self.rep.info(f"index type {writer.manifest.index_type} needs more vectors to train "
-                          f"(ivfpq: {PQ_MIN_VECTORS}); using exact {plan.kind} search until the "
-                          "index has them")
+        note = plan_note(writer.manifest.index_type, plan) if writer.manifest else None
+        if note:
+            self.rep.info(note)
         summary.total_files = catalog.counts()["files"]
         return summary
 
@@ -532,6 +531,7 @@ class RestructureSummary:
     index_factory: str
     vectors: int
     seconds: float
+    note: str | None = None  # the structure is not quite the one asked for (faiss_index.plan_note)
 
 
 def restructure(store: IndexStore, index_type: str | None, max_memory: int | None,
@@ -546,5 +546,6 @@ def restructure(store: IndexStore, index_type: str | None, max_memory: int | Non
         plan = writer.finish(replan=True)
         assert writer.catalog is not None
         n = writer.catalog.vector_count()
+        note = plan_note(writer.manifest.index_type, plan) if writer.manifest else None
     return RestructureSummary(os.path.abspath(store.dir), plan.kind, plan.factory, n,
-                              time.perf_counter() - start)
+                              time.perf_counter() - start, note)
