@@ -36,8 +36,11 @@ def index_summary_text(s: IndexSummary) -> str:
              f"removed {s.removed}", f"unchanged {s.unchanged}", f"failed {len(s.failures)}"]
     tail = f" ({s.still_failing} failing from earlier runs)" if s.still_failing else ""
     frames = f" ({s.frames_embedded} video frames)" if s.frames_embedded else ""
-    return (f"{', '.join(parts)}{tail}; embedded {s.embedded}{frames} in {s.seconds:.1f} s "
-            f"({s.images_per_second:.1f} img/s); index holds {s.total_files} files")
+    embedded = f"embedded {s.embedded}{frames}"
+    if s.embed_seconds:  # the rate the progress bar showed: files through the network per s
+        embedded += f" in {s.embed_seconds:.1f} s ({s.files_per_second:.1f} files/s)"
+    return (f"{', '.join(parts)}{tail}; {embedded}; {s.seconds:.1f} s in all; index holds "
+            f"{s.total_files} files")
 
 
 def index_summary_document(s: IndexSummary) -> dict[str, Any]:

@@ -85,8 +85,10 @@ class IndexSummary:
     still_failing: int = 0  # failed earlier, unchanged since, not retried
     ignored: int = 0  # non-image files seen
     total_files: int = 0
-    seconds: float = 0.0
-    images_per_second: float = 0.0
+    seconds: float = 0.0  # the whole run
+    images_per_second: float = 0.0  # embedded / seconds: the whole run, model loading and all
+    embed_seconds: float = 0.0  # the embedding stage alone (what the progress bar times)
+    files_per_second: float = 0.0  # files through the network / embed_seconds: the bar's rate
 
     def count(self, change: Change, n: int = 1) -> None:
         setattr(self, change.value, getattr(self, change.value) + n)
@@ -354,6 +356,7 @@ class IndexRun:
         firsts = [plan.embed[h][0].path for h in hashes]
         every = self.req.commit_every
         pending: list[Embedded] = []
+        start = time.perf_counter()
         with self.rep.progress(len(hashes), "embedding") as advance:
             for batch in embedder.embed_files(firsts, self.req.video):
                 files = batch.files()
@@ -363,6 +366,10 @@ class IndexRun:
                 while len(pending) >= every:  # exactly every N files, whatever the batch size
                     _commit(pending[:every], plan, known, catalog, writer, summary)
                     pending = pending[every:]
+            # Timed as the bar times itself (its start to its last step), so the summary's
+            # rate is the one the bar showed last, not one diluted by loading the model.
+            summary.embed_seconds = time.perf_counter() - start
+            summary.files_per_second = len(hashes) / summary.embed_seconds
             _commit(pending, plan, known, catalog, writer, summary)
         # After the run: on a cluster the actors report what they ran on once they have run.
         summary.device = str(embedder.device)
