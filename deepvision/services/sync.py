@@ -369,7 +369,7 @@ class IndexRun:
             # Timed as the bar times itself (its start to its last step), so the summary's
             # rate is the one the bar showed last, not one diluted by loading the model.
             summary.embed_seconds = time.perf_counter() - start
-            summary.files_per_second = len(hashes) / summary.embed_seconds
+            summary.files_per_second = len(hashes) / max(summary.embed_seconds, 1e-9)
             _commit(pending, plan, known, catalog, writer, summary)
         # After the run: on a cluster the actors report what they ran on once they have run.
         summary.device = str(embedder.device)
