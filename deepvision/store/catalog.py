@@ -479,3 +479,16 @@ def sqlite_damage(path: Path) -> str | None:
     if page_size and pages and size < page_size * pages:
         return f"is truncated ({size} of {page_size * pages} bytes)"
     return None
+
+
+def holds_files(path: Path) -> bool:
+    """Whether a catalog file records any file. One that cannot be read counts as holding
+    some: what is in it cannot be told, so it must be kept."""
+    try:
+        db = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)
+        try:
+            return bool(db.execute("SELECT EXISTS(SELECT 1 FROM files)").fetchone()[0])
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return True
