@@ -19,7 +19,7 @@ dupes: POOL is built by `scripts/make_evalset.py --dupes-pool`: POOL/pool is ind
 it. Every two members of a group are a linked pair; where members carry a `kind`
 (exact / copy / similar), a pair is a copy link only when neither member is `similar`, unless
 --count-similar. Printed: pair precision and recall of the copy pairs of POOL/truth.json, and
-how many similar-shot pairs were linked.
+how many similar-shot pairs were linked as copies and grouped in any tier.
 
 --checkout DIR runs the deepvision of another source tree (a branch with the verifier) against
 these sets. WORK (default: a temporary folder) keeps the index and the raw JSON of the CLI; with
@@ -231,14 +231,17 @@ def run_dupes(cli: Cli, pool: Path, work: Path, index_args: Sequence[str],
     raw = work / "dupes.json"
     dupes_s = cli(["dupes", "--index-dir", str(work / "index"), "--format", "json", "--quiet",
                    *dupes_args], raw)
-    linked, largest = linked_pairs(json.loads(raw.read_text(encoding="utf-8")), count_similar)
+    doc = json.loads(raw.read_text(encoding="utf-8"))
+    linked, largest = linked_pairs(doc, count_similar)
+    grouped, _ = linked_pairs(doc, True)  # any tier: with --similar, the similar tier's recall
     copies, similar = pair_set(truth["copies"]), pair_set(truth["similar"])
     right = linked & copies
     return {"pool": str(pool), "images": truth["images"], "copy_pairs": len(copies),
             "similar_pairs": len(similar), "linked_pairs": len(linked),
             "precision": len(right) / len(linked) if linked else 1.0,
             "recall": len(right) / len(copies) if copies else 1.0,
-            "similar_linked": len(linked & similar), "largest_group": largest,
+            "similar_linked": len(linked & similar), "similar_grouped": len(grouped & similar),
+            "largest_group": largest,
             "index_seconds": round(index_s, 1), "dupes_seconds": round(dupes_s, 1),
             "missed": sorted(sorted(p) for p in copies - linked),
             "wrong": sorted(sorted(p) for p in linked - copies)[:50]}
@@ -248,8 +251,8 @@ def print_dupes(r: dict[str, Any]) -> None:
     print(f"{r['pool']}: {r['images']} images, {r['copy_pairs']} copy pairs, "
           f"{r['similar_pairs']} similar pairs (index {r['index_seconds']} s)")
     print(f"linked {r['linked_pairs']} pairs: precision {r['precision']:.3f}, "
-          f"recall {r['recall']:.3f}; similar-shot pairs linked {r['similar_linked']}; "
-          f"largest group {r['largest_group']}")
+          f"recall {r['recall']:.3f}; similar-shot pairs linked {r['similar_linked']} "
+          f"(in any tier {r['similar_grouped']}); largest group {r['largest_group']}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,8 @@ from deepvision import __version__
 from deepvision.errors import DeepVisionError, ExitCode, UsageError
 from deepvision.extras import install_hint
 from deepvision.models.registry import AUTO, MODEL_CHOICES, get_spec
-from deepvision.output.console import ConsoleReporter
+from deepvision.output.console import ConsoleReporter, exact_stdout, write_out
+from deepvision.output.helpformat import Command, Group
 from deepvision.pipeline.decode import DEFAULT_MAX_MEGAPIXELS
 
 app = typer.Typer(
@@ -30,6 +31,10 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=True,
+    # Click's plain help: rich's boxed three-column layout cuts option names and words
+    # ("--allow-mass-de…") in an 80-column terminal and shows type placeholders (<bool>).
+    rich_markup_mode=None,
+    cls=Group,
 )
 
 
@@ -39,9 +44,11 @@ class Format(str, Enum):
     csv = "csv"
 
 
-OutputFormat = Annotated[Format, typer.Option("--format", help="table, json or csv.")]
+OutputFormat = Annotated[Format, typer.Option("--format", metavar="[table|json|csv]",
+    help="table, json or csv.")]
 HtmlFile = Annotated[Optional[Path], typer.Option(
-    "--html", help="Also write an HTML gallery here (thumbnails go to <name>_files/ beside it).")]
+    "--html", metavar="FILE",
+    help="Also write an HTML gallery to FILE (its thumbnails go to a folder named after it).")]
 
 
 MODEL_HELP = f"Backbone: {', '.join(MODEL_CHOICES)}."
@@ -50,22 +57,28 @@ MODEL_HELP = f"Backbone: {', '.join(MODEL_CHOICES)}."
 
 IndexDir = Annotated[Path, typer.Option(
     "--index-dir", envvar="DEEPVISION_INDEX_DIR",
-    help="Folder that holds the indexes (one sub-folder per --name).")]
-Name = Annotated[str, typer.Option("--name", help="Index name inside --index-dir.")]
+    metavar="DIR", help="Folder that holds the indexes (one sub-folder per --name).")]
+Name = Annotated[str, typer.Option("--name", metavar="NAME", help="Index name inside --index-dir.")]
 Weights = Annotated[Optional[Path], typer.Option(
-    "--weights", help="Model weights file (a state dict), e.g. resnet50-11ad3fa6.pth.")]
-Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+    "--weights", metavar="FILE",
+    help="Model weights file (a state dict), e.g. resnet50-11ad3fa6.pth.")]
+Device = Annotated[str, typer.Option("--device", metavar="DEVICE",
+    help="auto, cpu, cuda or cuda:N.")]
 BatchSize = Annotated[int, typer.Option(
-    "--batch-size", min=0, help="Images per batch; 0: 32 on the CPU, on CUDA sized from free "
+    "--batch-size", min=0, metavar="N",
+    help="Images per batch; 0: 32 on the CPU, on CUDA sized from free "
     "GPU memory (16-512).")]
 Workers = Annotated[int, typer.Option(
-    "--workers", min=-1, help="Decode worker processes; -1: one per core (at most 8 on the "
+    "--workers", min=-1, metavar="N",
+    help="Decode worker processes; -1: one per core (at most 8 on the "
     "CPU, 16 with CUDA, leaving one core to feed the GPU), 0: none.")]
 MaxMP = Annotated[float, typer.Option(
-    "--max-megapixels", min=0.01, help="Skip images larger than this (decompression bombs).")]
+    "--max-megapixels", min=0.01, metavar="MP",
+    help="Skip images larger than this (decompression bombs).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (cron).")]
 IndexType = Annotated[Optional[str], typer.Option(
-    "--index-type", help="FAISS structure: auto, flat, ivf, ivfpq, ivfpq-ondisk (lists in a "
+    "--index-type", metavar="TYPE",
+    help="FAISS structure: auto, flat, ivf, ivfpq, ivfpq-ondisk (lists in a "
     "memory-mapped file, for collections beyond RAM) or hnsw (default: the index's own; auto "
     "for a new one).", show_default=False)]
 
@@ -78,7 +91,8 @@ class DecoderChoice(str, Enum):
 
 
 Decoder = Annotated[DecoderChoice, typer.Option(
-    "--decoder", help="JPEG decoding. auto: on CUDA nvimgcodec (NVIDIA nvImageCodec, if "
+    "--decoder", metavar="[auto|pil|torchvision|nvimgcodec]",
+    help="JPEG decoding. auto: on CUDA nvimgcodec (NVIDIA nvImageCodec, if "
     "installed) else torchvision (nvJPEG), on the CPU pil (Pillow in the --workers processes). "
     "Other formats, and JPEGs a GPU decoder rejects, are always decoded by Pillow.")]
 class BackendChoice(str, Enum):
@@ -89,13 +103,15 @@ class BackendChoice(str, Enum):
 
 
 Backend = Annotated[BackendChoice, typer.Option(
-    "--backend", help="What runs the network. auto: torch on CUDA/MPS; on the CPU the fastest "
+    "--backend", metavar="[auto|torch|onnxruntime|openvino]",
+    help="What runs the network. auto: torch on CUDA/MPS; on the CPU the fastest "
     "installed one for this model, measured once by a run of 500+ images and remembered. "
     "onnxruntime / openvino (the onnx / openvino extras; CPU only) run a network exported "
     "from the same weights, cached under ~/.cache/deepvision/export; vectors agree with "
     "torch (cosine >= 0.999), so any backend searches any index.")]
 Threads = Annotated[int, typer.Option(
-    "--threads", min=0, help="Threads for the onnxruntime/openvino network (0: as many as "
+    "--threads", min=0, metavar="N",
+    help="Threads for the onnxruntime/openvino network (0: as many as "
     "torch uses).")]
 Ray = Annotated[Optional[str], typer.Option(
     "--ray", metavar="[ADDRESS]", show_default=False,
@@ -106,20 +122,24 @@ Compile = Annotated[bool, typer.Option(
     "--compile", help="torch.compile the network: faster on big GPU runs, costs a one-off "
     "compile (see bench/RESULTS.md).")]
 Pooling = Annotated[Optional[str], typer.Option(
-    "--pooling", help="Feature pooling: avg or gem (default avg; an existing index keeps its "
+    "--pooling", metavar="[avg|gem]",
+    help="Feature pooling: avg or gem (default avg; an existing index keeps its "
     "own).", show_default=False)]
 Flip = Annotated[Optional[bool], typer.Option(
     "--flip/--no-flip", help="Also embed the mirror image (flip-invariant descriptor).",
     show_default=False)]
 Scales = Annotated[Optional[str], typer.Option(
-    "--scales", help="Image scales whose descriptors are summed, e.g. 1,0.707 (default 1).",
+    "--scales", metavar="SCALES",
+    help="Image scales whose descriptors are summed, e.g. 1,0.707 (default 1).",
     show_default=False)]
 Frame = Annotated[Optional[str], typer.Option(
-    "--frame", help="What the network sees: full (the whole picture, resized to its square) "
+    "--frame", metavar="[full|crop]",
+    help="What the network sees: full (the whole picture, resized to its square) "
     "or crop (the centre square only); default full, an existing index keeps its own.",
     show_default=False)]
 MaxMemory = Annotated[Optional[str], typer.Option(
-    "--max-memory", help="Memory budget for the FAISS structure, e.g. 8G (default: half the "
+    "--max-memory", metavar="SIZE",
+    help="Memory budget for the FAISS structure, e.g. 8G (default: half the "
     "RAM); `auto` switches to compressed types to stay within it.", show_default=False)]
 LocalFeaturesOpt = Annotated[bool, typer.Option(
     "--local-features/--no-local-features", help="Also keep each new picture's local features "
@@ -128,13 +148,16 @@ LocalFeaturesOpt = Annotated[bool, typer.Option(
 
 
 VideoInterval = Annotated[float, typer.Option(
-    "--video-interval", min=0.01, help="Videos: keep at least one frame every this many "
+    "--video-interval", min=0.01, metavar="SECONDS",
+    help="Videos: keep at least one frame every this many "
     "seconds (besides one at every scene change).")]
 MaxFrames = Annotated[int, typer.Option(
-    "--max-frames-per-video", min=1, help="Videos: at most this many frames each, spread over "
+    "--max-frames-per-video", min=1, metavar="N",
+    help="Videos: at most this many frames each, spread over "
     "the whole video when it is long.")]
 VideoTimeout = Annotated[float, typer.Option(
-    "--video-timeout", min=0.1, help="Videos: give up on a file after this many seconds of "
+    "--video-timeout", min=0.1, metavar="SECONDS",
+    help="Videos: give up on a file after this many seconds of "
     "decoding (reported as `timeout`).")]
 
 
@@ -145,18 +168,22 @@ def _video(interval: float, max_frames: int, timeout: float) -> Any:
 
 
 Include = Annotated[list[str], typer.Option(
-    "--include", help="Only paths (relative to DIR) matching this glob; repeatable.")]
+    "--include", metavar="GLOB",
+    help="Only paths (relative to DIR) matching this glob; repeatable.")]
 Exclude = Annotated[list[str], typer.Option(
-    "--exclude", help="Skip paths (relative to DIR) matching this glob; repeatable.")]
+    "--exclude", metavar="GLOB",
+    help="Skip paths (relative to DIR) matching this glob; repeatable.")]
 Hidden = Annotated[bool, typer.Option("--hidden", help="Also index dot-files and dot-folders.")]
 FollowLinks = Annotated[bool, typer.Option(
     "--follow-links/--no-follow-links", help="Descend into symlinked folders, also ones that "
     "point outside DIR (each real folder is indexed once).")]
 CommitEvery = Annotated[int, typer.Option(
-    "--commit-every", min=1, help="Commit to disk every N embedded images (crash safety).")]
+    "--commit-every", min=1, metavar="N",
+    help="Commit to disk every N embedded images (crash safety).")]
 Wait = Annotated[bool, typer.Option("--wait", help="Wait for another run on this index.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
-ModelOpt = Annotated[str, typer.Option("--model", help=MODEL_HELP + " An existing index keeps "
+ModelOpt = Annotated[str, typer.Option("--model", metavar="NAME",
+    help=MODEL_HELP + " An existing index keeps "
                                        "its own.")]
 
 
@@ -258,12 +285,13 @@ def _emit(result: Any, output: Format, html: Path | None, rep: ConsoleReporter,
           renderers: dict[str, Callable[..., Any]]) -> None:
     """Results on stdout in the chosen format, plus the HTML gallery when asked for.
     renderers: json, csv (-> text), table (prints), html (writes a file)."""
+    exact = exact_stdout()  # a file or pipe gets names as they are, a terminal escaped ones
     if output is Format.json:
-        typer.echo(renderers["json"](result))
+        write_out(renderers["json"](result) + "\n")
     elif output is Format.csv:
-        typer.echo(renderers["csv"](result), nl=False)
+        write_out(renderers["csv"](result, exact))
     else:
-        renderers["table"](result)
+        renderers["table"](result, exact)
     if html is not None:
         try:
             renderers["html"](result, html)
@@ -291,10 +319,10 @@ def _sync(req: Any, rep: ConsoleReporter, as_json: bool) -> None:
 # ---- commands ----------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(cls=Command, short_help="Add new and changed files to the index, drop deleted ones.")
 def index(
     dirs: Annotated[list[Path], typer.Argument(
-        help="Folders to index (recursively).", show_default=False)],
+        metavar="DIR", help="Folders to index (recursively).", show_default=False)],
     index_dir: IndexDir = Path("indexes"),
     name: Name = "default",
     model: ModelOpt = "auto",
@@ -356,14 +384,15 @@ def index(
     _sync(req, rep, as_json)
 
 
-@app.command()
+@app.command(cls=Command, short_help="Re-embed everything into a fresh index, then swap it in.")
 def rebuild(
     dirs: Annotated[Optional[list[Path]], typer.Argument(
-        help="Folders to index; default: the ones the index was built from.",
+        metavar="DIR", help="Folders to index; default: the ones the index was built from.",
         show_default=False)] = None,
     index_dir: IndexDir = Path("indexes"),
     name: Name = "default",
-    model: Annotated[str, typer.Option(help=MODEL_HELP + " Default: the index's own model "
+    model: Annotated[str, typer.Option(metavar="NAME",
+        help=MODEL_HELP + " Default: the index's own model "
                                        "(auto for a new or unreadable index).")] = "auto",
     weights: Weights = None,
     device: Device = "auto",
@@ -436,18 +465,22 @@ def _restructure(store: Any, index_type: str | None, budget: int | None, wait: b
         typer.echo(restructure_json(done))
 
 
-@app.command()
+@app.command(cls=Command, short_help="The most similar indexed images and videos for each query.")
 def search(
     paths: Annotated[Optional[list[Path]], typer.Argument(
+        metavar="PATH",
         help="Query image(s) or video(s), or folder(s) of them.", show_default=False)] = None,
     text: Annotated[list[str], typer.Option(
-        "--text", "-t", help="A text query, e.g. \"a red bicycle\" (repeatable; needs an index "
+        "--text", "-t", metavar="TEXT",
+        help="A text query, e.g. \"a red bicycle\" (repeatable; needs an index "
         "built with a CLIP model, see --model).")] = [],  # noqa: B006
     index_dir: IndexDir = Path("indexes"),
     name: Name = "default",
-    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Matches per query.")] = 10,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, metavar="K",
+        help="Matches per query.")] = 10,
     min_score: Annotated[Optional[float], typer.Option(
-        min=-1.0, max=1.0, help="Only matches with cosine similarity >= this.")] = None,
+        min=-1.0, max=1.0, metavar="SCORE",
+        help="Only matches with cosine similarity >= this.")] = None,
     output: OutputFormat = Format.table,
     html: HtmlFile = None,
     weights: Weights = None,
@@ -459,12 +492,14 @@ def search(
     backend: Backend = BackendChoice.auto,
     threads: Threads = 0,
     nprobe: Annotated[Optional[int], typer.Option(
-        min=1, help="IVF lists to scan (more: better recall, slower); default set with the "
+        min=1, metavar="N",
+        help="IVF lists to scan (more: better recall, slower); default set with the "
         "index.", show_default=False)] = None,
     ef_search: Annotated[Optional[int], typer.Option(
-        min=1, help="HNSW search breadth (default 128).", show_default=False)] = None,
+        min=1, metavar="N", help="HNSW search breadth (default 128).", show_default=False)] = None,
     qe: Annotated[int, typer.Option(
-        "--qe", min=0, help="Query expansion: add the N nearest indexed images to each query "
+        "--qe", min=0, metavar="N",
+        help="Query expansion: add the N nearest indexed images to each query "
         "before ranking (scores are then similarities to the expanded query; 0: off).")] = 0,
     all_frames: Annotated[bool, typer.Option(
         "--all-frames", help="List every matching video frame as its own match, instead of "
@@ -475,14 +510,14 @@ def search(
     turns: Annotated[Optional[bool], typer.Option(
         "--turns/--no-turns", help="Also search with each query turned by 90, 180 and 270° "
         "(finds copies turned sideways; 4x the query's network time); a match's score is its "
-        "best turn's. Default: as the index records (on for indexes made since #17).",
+        "best turn's. Default: as the index records (on for new indexes).",
         show_default=False)] = None,
     zoom: Annotated[Optional[bool], typer.Option(
         "--zoom/--no-zoom", help="Also search with the centre 75 % of each query enlarged "
         "(finds a photo inside a screenshot or a wide frame; one more network pass), for a "
         "query whose short side is at least the model's input (224 px for the EfficientNets; a "
         "smaller one has no detail to zoom into). Default: as the index records (on for "
-        "indexes made since #17's third round).",
+        "new indexes).",
         show_default=False)] = None,
     verify: Annotated[bool, typer.Option(
         "--verify/--no-verify", help="Check the first --verify-top candidates with local "
@@ -529,7 +564,7 @@ def search(
         raise typer.Exit(int(ExitCode.PARTIAL))
 
 
-@app.command()
+@app.command(cls=Command, short_help="What an index holds: files, model, structure, failures.")
 def info(
     index_dir: IndexDir = Path("indexes"),
     name: Name = "default",
@@ -543,29 +578,34 @@ def info(
     rep = ConsoleReporter()
     with _errors(rep):
         data = describe(_store(index_dir, name), with_failures=failed)
-    typer.echo(info_json(data) if as_json else info_text(data))
+    write_out((info_json(data) if as_json else info_text(data, exact_stdout())) + "\n")
 
 
-@app.command()
+@app.command(cls=Command, short_help="Serve an index over HTTP: a JSON API and a search page.")
 def serve(
     index_dir: IndexDir = Path("indexes"),
     name: Name = "default",
     host: Annotated[str, typer.Option(
+        metavar="HOST",
         help="Address to listen on; anything but loopback needs --token (or --no-token).")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, metavar="PORT",
+        help="Port (0: any free one).")] = 8000,
     token: Annotated[Optional[str], typer.Option(
-        envvar="DEEPVISION_TOKEN", help="Require `Authorization: Bearer TOKEN` (the page: "
+        envvar="DEEPVISION_TOKEN", metavar="TOKEN",
+        help="Require `Authorization: Bearer TOKEN` (the page: "
         "open it once with ?token=TOKEN).", show_default=False)] = None,
     no_token: Annotated[bool, typer.Option(
         "--no-token", help="Serve a non-loopback --host without a token, on purpose.")] = False,
     allow_path: Annotated[list[Path], typer.Option(
-        "--allow-path", help="Folder whose files GET /api/search?path= may read; repeatable "
+        "--allow-path", metavar="DIR",
+        help="Folder whose files GET /api/search?path= may read; repeatable "
         "(default: none).")] = [],  # noqa: B006
     cors: Annotated[list[str], typer.Option(
-        "--cors", help="Allow this browser origin to call the API; repeatable.")] = [],  # noqa: B006
+        "--cors", metavar="ORIGIN",
+        help="Allow this browser origin to call the API; repeatable.")] = [],  # noqa: B006
     max_upload_mb: Annotated[float, typer.Option(
-        min=0.01, help="Largest upload accepted (413 above).")] = 50.0,
+        min=0.01, metavar="MB", help="Largest upload accepted (413 above).")] = 50.0,
     weights: Weights = None,
     device: Device = "auto",
     batch_size: BatchSize = 0,
@@ -614,32 +654,38 @@ class EvalFormat(str, Enum):
     json = "json"
 
 
-@app.command("eval")
+@app.command("eval", cls=Command, short_help="Retrieval quality on a labelled set or your photos.")
 def eval_(
     source: Annotated[Optional[Path], typer.Argument(
+        metavar="SOURCE",
         help="Folder with one sub-folder per group (images directly inside it or in "
         "distractors/ belong to no group), or a CSV file with the columns path,group. "
         "Leave out with --synthetic.", show_default=False)] = None,
     synthetic: Annotated[Optional[Path], typer.Option(
-        "--synthetic", help="Your own photos: sample --sample of them, make edited copies "
+        "--synthetic", metavar="DIR",
+        help="Your own photos: sample --sample of them, make edited copies "
         "(turns, crops, small JPEGs, borders, ...), report recall per edit and a suggested "
         "`dupes --threshold` for --target-precision.", show_default=False)] = None,
     sample: Annotated[int, typer.Option(
-        min=1, help="--synthetic: photos that get edited copies.")] = 40,
+        min=1, metavar="N", help="--synthetic: photos that get edited copies.")] = 40,
     distractors: Annotated[int, typer.Option(
-        min=0, help="--synthetic: other photos of the folder in the database.")] = 300,
+        min=0, metavar="N", help="--synthetic: other photos of the folder in the database.")] = 300,
     target_precision: Annotated[float, typer.Option(
-        min=0.5, max=0.9999, help="--synthetic: precision the suggested threshold keeps.")] = 0.99,
-    seed: Annotated[int, typer.Option(help="--synthetic: which photos are sampled.")] = 0,
+        min=0.5, max=0.9999, metavar="P",
+        help="--synthetic: precision the suggested threshold keeps.")] = 0.99,
+    seed: Annotated[int, typer.Option(metavar="N",
+        help="--synthetic: which photos are sampled.")] = 0,
     edit_set: Annotated[EditSet, typer.Option(
         "--edits", help="--synthetic: which copies each photo gets: robust (turns, crops, small "
         "JPEGs, borders, ...), strong (a 25 % crop, inside a web page, a photo of a screen, "
         "occlusion, an 80-px thumbnail, stacked edits, ...; issue #25) or all.")] = (
         EditSet.robust),
     keep_copies: Annotated[Optional[Path], typer.Option(
-        "--keep-copies", help="--synthetic: write the edited copies to this new folder and "
+        "--keep-copies", metavar="DIR",
+        help="--synthetic: write the edited copies to this new folder and "
         "keep them (default: a temporary folder, deleted).", show_default=False)] = None,
     protocol: Annotated[str, typer.Option(
+        metavar="[all|originals]",
         help="all: every grouped image searches all others; originals: each edited copy "
         "searches only the originals (<x>__original.*), natural pairs and distractors.")] = "all",
     turns: Annotated[Optional[bool], typer.Option(
@@ -656,7 +702,7 @@ def eval_(
     verify_top: Annotated[int, typer.Option(
         "--verify-top", min=1, max=1000, help="Candidates --verify checks per query.")] = 30,
     frame: Frame = None,
-    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "auto",
+    model: Annotated[str, typer.Option(metavar="NAME", help=MODEL_HELP)] = "auto",
     weights: Weights = None,
     device: Device = "auto",
     batch_size: BatchSize = 0,
@@ -665,17 +711,21 @@ def eval_(
     decoder: Decoder = DecoderChoice.auto,
     backend: Backend = BackendChoice.auto,
     threads: Threads = 0,
-    output: Annotated[EvalFormat, typer.Option("--format", help="table or json.")] = (
+    output: Annotated[EvalFormat, typer.Option("--format", metavar="[table|json]",
+        help="table or json.")] = (
         EvalFormat.table),
     ks: Annotated[str, typer.Option(
-        "--ks", help="Cut-offs k for recall@k and precision@k, comma-separated.")] = "1,5,10",
+        "--ks", metavar="KS",
+        help="Cut-offs k for recall@k and precision@k, comma-separated.")] = "1,5,10",
     pooling: Pooling = None,
     flip: Flip = None,
     scales: Scales = None,
     whiten: Annotated[int, typer.Option(
-        min=0, help="Experiment: PCA-whiten to N dims learned from the set (0: off).")] = 0,
+        min=0, metavar="N",
+        help="Experiment: PCA-whiten to N dims learned from the set (0: off).")] = 0,
     qe: Annotated[int, typer.Option(
-        min=0, help="Experiment: alpha query expansion with N neighbours (0: off).")] = 0,
+        min=0, metavar="N",
+        help="Experiment: alpha query expansion with N neighbours (0: off).")] = 0,
     quiet: Quiet = False,
 ) -> None:
     """Retrieval quality on a labelled set: mAP, recall@k, precision@k. Writes no index.

@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps, features
@@ -664,7 +665,7 @@ class PoolTruth:
 
 def build_dupes_pool(dest: Path, source: str, dirs: DataDirs = DataDirs(), *,
                      max_side: int = STRONG_MAX_SIDE,
-                     copies: int | None = None) -> dict[str, object]:
+                     copies: int | None = None) -> dict[str, Any]:
     """The near-duplicate pool `source` (a or b): dest/pool/ holds the photos of the strong set
     `source` that are in no series (each with a near_copy, the first EXACT_COPIES also with a
     byte copy), a few photos of no pair, the series and the bursts; dest/truth.json the pairs.

@@ -221,6 +221,9 @@ def test_harness_counts_pairs_by_group_and_kind() -> None:
 
 
 def test_eval_synthetic_with_the_strong_edits(cli, tiny_model, tmp_path: Path) -> None:
+    from test_eval_schema import _schema
+
+    jsonschema = pytest.importorskip("jsonschema")
     lib = tmp_path / "library"
     for i in range(6):
         make_photo_like(lib / f"p{i}.jpg", seed=300 + i, size=(160, 120))
@@ -229,6 +232,7 @@ def test_eval_synthetic_with_the_strong_edits(cli, tiny_model, tmp_path: Path) -
                "--quiet")
     assert done.exit_code == 0, done.stderr
     report = json.loads(done.stdout)
+    jsonschema.validate(report, _schema())
     assert set(report["by_edit"]) == set(edits.STRONG_EDITS)
     assert cli("eval", lib, "--edits", "strong").exit_code == 2  # only with --synthetic
     assert cli("eval", "--synthetic", lib, "--edits", "nope").exit_code == 2

@@ -296,6 +296,10 @@ def test_a_node_with_another_version_is_refused():
 @pytest.mark.parametrize(("args", "env", "message"), [
     (("--ray", "photos/"), {}, "not a Ray cluster address"),
     (("--ray",), {"RAY_ADDRESS": ""}, "RAY_ADDRESS is not set"),
+    (("--ray", "127.0.0.1:99999"), {}, "port 99999 is out of range"),
+    (("--ray", "ray://127.0.0.1:65536"), {}, "port 65536 is out of range"),
+    (("--ray", "127.0.0.1:0"), {}, "port 0 is out of range"),
+    (("--ray",), {"RAY_ADDRESS": "localhost:70000"}, "port 70000 is out of range"),
 ])
 def test_bad_addresses_are_usage_errors_before_any_work(tmp_path, args, env, message):
     folder = tmp_path / "photos"
@@ -343,3 +347,74 @@ def test_an_on_disk_index_encodes_its_shards_on_the_ray_cluster(cluster, tmp_pat
     import ray
 
     assert not ray.is_initialized()  # left the cluster when the shards were done
+
+
+# --------------------------------------------------------------------------- a killed driver
+
+
+def _children() -> dict[int, list[int]]:
+    """Every process's children, from /proc (ppid is the 4th field of /proc/PID/stat)."""
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """The live descendants of `pid` and their command lines."""
+    tree, found, todo = _children(), {}, [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            with contextlib.suppress(OSError):
+                found[child] = (Path(f"/proc/{child}/cmdline").read_bytes()
+                                .replace(b"\0", b" ").decode(errors="replace"))
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its (dead) parent's reaper."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_a_local_cluster_does_not_outlive_a_killed_driver(tmp_path):
+    """kill -9 of an `index --ray local` run once its cluster works (a worker is up): every
+    process the cluster started (GCS, raylet, agents, workers) is gone soon after."""
+    folder = tmp_path / "photos"
+    make_good_set(folder, 4, size=(160, 120))
+    log = (tmp_path / "driver.log").open("w")
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "deepvision", "index", str(folder), "--index-dir",
+         str(tmp_path / "idx"), "--model", MODEL, "--ray", "local"],
+        stdout=log, stderr=log, cwd=REPO, start_new_session=True)
+    cluster: dict[int, str] = {}
+    try:
+        end = time.monotonic() + 300
+        while not any("ray::" in cmd for cmd in cluster.values()):
+            assert driver.poll() is None, (tmp_path / "driver.log").read_text()
+            assert time.monotonic() < end, f"no Ray worker started: {cluster}"
+            time.sleep(0.5)
+            cluster = _descendants(driver.pid)
+        cluster = _descendants(driver.pid)  # everything up to the moment of the kill
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(30)
+        end = time.monotonic() + 30
+        while any(map(_alive, cluster)) and time.monotonic() < end:
+            time.sleep(0.5)
+        left = {pid: cmd for pid, cmd in cluster.items() if _alive(pid)}
+        assert not left, f"outlived the killed driver: {left}"
+    finally:
+        for pid in [driver.pid, *cluster]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        log.close()

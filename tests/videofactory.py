@@ -103,3 +103,32 @@ def unknown_codec(src: Path, dest: Path) -> Path:
     i = data.index(b"avc1", data.index(b"stsd"))
     dest.write_bytes(data[:i] + b"zzz9" + data[i + 4:])
     return dest
+
+
+def declared_size_video(path: Path, size: tuple[int, int] = (65000, 65000)) -> Path:
+    """A small MJPEG AVI whose headers (the AVI's and every JPEG frame's SOF0) declare `size`:
+    a frame size FFmpeg refuses when over its ~268-megapixel limit (it then reports width 0),
+    or one it accepts but that is over --max-megapixels."""
+    small = (64, 48)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format="avi") as box:
+        stream = box.add_stream("mjpeg", rate=FPS)
+        stream.width, stream.height = small
+        stream.pix_fmt = "yuvj420p"
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(scene(200 + i, small), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                box.mux(packet)
+        for packet in stream.encode():
+            box.mux(packet)
+    data = path.read_bytes()
+    header = struct.pack("<ii", *small)  # avih dwWidth/dwHeight, strf biWidth/biHeight
+    assert data.count(header) >= 1
+    data = bytearray(data.replace(header, struct.pack("<ii", *size)))
+    sof = data.find(b"\xff\xc0")
+    while sof >= 0:  # SOF0: marker, length (2), precision (1), height (2), width (2)
+        data[sof + 5:sof + 9] = struct.pack(">HH", size[1], size[0])
+        sof = data.find(b"\xff\xc0", sof + 2)
+    path.write_bytes(bytes(data))
+    return path

@@ -17,10 +17,14 @@ WORK = 256  # long side of the map
 WINDOW = 7  # local contrast window (pixels of the map)
 TEXTURE = 12.0  # mean absolute Sobel response (both directions) that counts as texture
 BACKGROUND = 28.0  # colour difference from the page's own colour that is not page
-OPEN = 9  # structures thinner than this (text bars, rules) are dropped
+CLOSE = 5  # gaps narrower than this inside a picture are filled
+OPEN = 11  # structures thinner than this (text bars, rules) are dropped
 MIN_AREA, MAX_AREA = 0.03, 0.85  # a proposal's share of the query
 MIN_FILL = 0.45  # of its box the component must cover (a blob, not a scatter)
 MAX_PROPOSALS = 3
+FLAT = 6.0  # mean Sobel magnitude below which a place is flat (a sticker, a painted shape)
+PATCH = 0.02  # a flat patch this share of the query or larger is painted over
+REPAIR_MIN, REPAIR_MAX = 0.08, 0.6  # ... when all of them together cover this much
 GRID = 32  # cells a side of the map the clear rectangle is found on
 CLEAR_MIN = 0.2  # the clear rectangle's least share of the query
 
@@ -37,7 +41,7 @@ def proposals(rgb: np.ndarray) -> list[Box]:
                        interpolation=cv2.INTER_AREA).astype(np.float32)
     mask = (_textured(small) | _off_background(small)).astype(np.uint8)
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((OPEN, OPEN), np.uint8))
-    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((OPEN * 2, OPEN * 2), np.uint8))
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((CLOSE, CLOSE), np.uint8))
     count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     sh, sw = mask.shape
     boxes = []
@@ -105,3 +109,28 @@ def cut(rgb: np.ndarray, box: Box) -> np.ndarray:
     x0, y0 = int(box.x0 * w), int(box.y0 * h)
     x1, y1 = max(x0 + 1, round(box.x1 * w)), max(y0 + 1, round(box.y1 * h))
     return np.ascontiguousarray(rgb[y0:y1, x0:x1])
+
+
+def repaired(rgb: np.ndarray) -> np.ndarray | None:
+    """The query with its large flat patches painted over from their surroundings (OpenCV's
+    Telea inpainting, at WORK pixels): stickers and shapes pasted over a photo weigh on its
+    vector; without them it looks more like the photo. None when no flat patch is large
+    enough to matter."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    scale = WORK / max(h, w)
+    small = cv2.resize(rgb[..., :3] if rgb.ndim == 3 else np.dstack([rgb] * 3),
+                       (max(1, round(w * scale)), max(1, round(h * scale))),
+                       interpolation=cv2.INTER_AREA)
+    grey = small.mean(axis=2).astype(np.float32)
+    edges = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
+    flat = (cv2.blur(edges, (WINDOW, WINDOW)) < FLAT).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(flat, connectivity=8)
+    big = [k for k in range(1, count) if stats[k, 4] >= PATCH * flat.size]
+    mask = np.isin(labels, big).astype(np.uint8)
+    if not (REPAIR_MIN <= mask.mean() <= REPAIR_MAX):
+        return None
+    # out to the patches' own edges (the flat map is WINDOW-blurred) and their seam
+    grown = cv2.dilate(mask, np.ones((WINDOW + 4, WINDOW + 4), np.uint8))
+    return cv2.inpaint(small, grown, 5, cv2.INPAINT_TELEA)

@@ -1,14 +1,17 @@
 """The terminal: a rich Reporter on stderr, and text made safe to print.
 
 Results go to stdout (render.py); the model line, progress bars, summaries and errors go to
-stderr. Every file name passes through `safe_text` first: a name may hold terminal escape
-sequences (which would recolour or retitle the terminal) or bytes that are not UTF-8.
+stderr. On a terminal every file name passes through `safe_text` first: a name may hold
+terminal escape sequences (which would recolour or retitle the terminal) or bytes that are not
+UTF-8. Results written to a file or a pipe carry each name exactly (`exact_stdout`), so that a
+script reading them names files that exist.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -43,10 +46,37 @@ def _has_surrogates(text: str) -> bool:
     return any("\udc80" <= c <= "\udcff" for c in text)
 
 
-def display_path(path: str) -> str:
-    """Relative to the current folder when below it (easier to read), and safe to print."""
+def display_path(path: str, exact: bool = False) -> str:
+    """Relative to the current folder when below it (easier to read); safe to print unless
+    exact (for a file or pipe: the name as it is)."""
     rel = os.path.relpath(path)
-    return safe_text(path if rel.startswith("..") else rel)
+    shown = path if rel.startswith("..") else rel
+    return shown if exact else safe_text(shown)
+
+
+def shown_text(text: str, exact: bool) -> str:
+    """A name in results: as it is for a file or pipe, escaped for a terminal."""
+    return text if exact else safe_text(text)
+
+
+def exact_stdout() -> bool:
+    """Whether results go to a file or a pipe rather than a terminal: then they carry names
+    exactly, and stdout writes a name that is not UTF-8 as its own bytes."""
+    return not sys.stdout.isatty()
+
+
+def write_out(text: str) -> None:
+    """Results text on stdout as it is. Not click.echo: it strips ANSI sequences (parts of
+    names) when stdout is not a terminal. Lone surrogates (undecodable bytes of a name) go
+    out as the bytes they stand for."""
+    out = sys.stdout
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:
+        out.write(text)
+    else:
+        out.flush()
+        buffer.write(text.encode("utf-8", "surrogateescape"))
+    out.flush()
 
 
 def markup(text: str) -> str:

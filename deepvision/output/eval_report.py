@@ -23,7 +23,9 @@ def _calibration_json(c: Calibration) -> dict:
     return {"target_precision": c.target_precision, "threshold": c.threshold,
             "precision": round(c.precision, 6), "recall": round(c.recall, 6),
             "recall_by_edit": {e: round(v, 6) for e, v in c.recall_by_edit.items()},
-            "true_pairs": c.true_pairs, "other_pairs": c.other_pairs}
+            "true_pairs": c.true_pairs, "other_pairs": c.other_pairs,
+            "copy_tier_by_edit": {e: round(v, 6) for e, v in c.copy_tier_by_edit.items()},
+            "other_pairs_called_copy": c.other_pairs_called_copy}
 
 
 def eval_json(result: EvalResult, calibration: Calibration | None = None) -> str:
@@ -120,6 +122,12 @@ def print_calibration(c: Calibration) -> None:
                   title_justify="left", show_edge=False, pad_edge=False)
     table.add_column("edit")
     table.add_column("found", justify="right")
+    table.add_column("called copy", justify="right")
     for edit, share in c.recall_by_edit.items():
-        table.add_row(markup(edit), f"{share:.3f}")
+        tier = c.copy_tier_by_edit.get(edit)
+        table.add_row(markup(edit), f"{share:.3f}", "-" if tier is None else f"{tier:.3f}")
     out.print(table)
+    if c.copy_tier_by_edit:
+        out.print(f"copy/similar: {c.other_pairs_called_copy} pair(s) of different photos above "
+                  "the threshold called copy (0 is right); 'called copy' is the share of a "
+                  "kind's linked copies the copy tier keeps (`dupes` without --similar)")

@@ -21,8 +21,9 @@ from deepvision.output.console import (
     display_path,
     failures_by_reason,
     markup,
-    safe_text,
+    shown_text,
     stdout_console,
+    write_out,
 )
 from deepvision.services.dupes import DupesResult, Group, Member
 from deepvision.services.search import IMAGE, TEXT, QueryResult, SearchResult
@@ -35,8 +36,11 @@ def index_summary_text(s: IndexSummary) -> str:
              f"removed {s.removed}", f"unchanged {s.unchanged}", f"failed {len(s.failures)}"]
     tail = f" ({s.still_failing} failing from earlier runs)" if s.still_failing else ""
     frames = f" ({s.frames_embedded} video frames)" if s.frames_embedded else ""
-    return (f"{', '.join(parts)}{tail}; embedded {s.embedded}{frames} in {s.seconds:.1f} s "
-            f"({s.images_per_second:.1f} img/s); index holds {s.total_files} files")
+    embedded = f"embedded {s.embedded}{frames}"
+    if s.embed_seconds:  # the rate the progress bar showed: files through the network per s
+        embedded += f" in {s.embed_seconds:.1f} s ({s.files_per_second:.1f} files/s)"
+    return (f"{', '.join(parts)}{tail}; {embedded}; {s.seconds:.1f} s in all; index holds "
+            f"{s.total_files} files")
 
 
 def index_summary_document(s: IndexSummary) -> dict[str, Any]:
@@ -107,7 +111,12 @@ def search_json(result: SearchResult) -> str:
     return json.dumps(search_document(result), indent=2)
 
 
-def print_search_table(result: SearchResult) -> None:
+def print_search_table(result: SearchResult, exact: bool = False) -> None:
+    """Rank, score and path per match; exact (a file or pipe): plain text with the names as
+    they are, else a rich table with the names escaped."""
+    if exact:
+        write_out("".join(_plain_search(q) for q in result.queries))
+        return
     out = stdout_console()
     for q in result.queries:
         title = escape(query_label(q))
@@ -126,15 +135,38 @@ def print_search_table(result: SearchResult) -> None:
         out.print()
 
 
-def query_label(q: QueryResult) -> str:
-    """How a query is named on screen: its path, or the text in quotes."""
-    return f"text {safe_text(q.query)!r}" if q.kind == TEXT else display_path(q.query)
+def _plain_search(q: QueryResult) -> str:
+    title = query_label(q, exact=True)
+    if q.error:
+        return f"{title}: {q.error}\n"
+    rows = [[str(m.rank), f"{m.score:.4f}", at_time(display_path(m.path, exact=True), m)]
+            for m in q.matches] or [["-", "-", "no match above --min-score"]]
+    return plain_table(title, ["rank", "score", "path"], rows)
 
 
-def search_csv(result: SearchResult) -> str:
+def plain_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A table for a file or a pipe, laid out as the terminal's: columns right-aligned but the
+    last (a name, written as it is: never padded, folded or escaped)."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+
+    def line(cells: Sequence[str]) -> str:
+        return " │ ".join([*(c.rjust(w) for c, w in zip(cells, widths, strict=False)), cells[-1]])
+
+    rule = "━╇━".join("━" * w for w in [*widths, len(header[-1])])
+    return "\n".join([title, line(header), rule, *map(line, rows)]) + "\n\n"
+
+
+def query_label(q: QueryResult, exact: bool = False) -> str:
+    """How a query is named: its path, or the text in quotes."""
+    if q.kind == TEXT:
+        return f"text {shown_text(q.query, exact)!r}"
+    return display_path(q.query, exact)
+
+
+def search_csv(result: SearchResult, exact: bool = True) -> str:
     """One row per match: query, rank, path, score, error, kind, then the video times in
     seconds (empty for images) of the matched frame and of the query frame (a failed query gets
-    one row)."""
+    one row). exact: names as they are (for a file or pipe), else escaped (a terminal)."""
     rows: list[list[Any]] = [["query", "rank", "path", "score", "error", "kind", "timestamp",
                               "query_timestamp"]]
     for q in result.queries:
@@ -143,7 +175,7 @@ def search_csv(result: SearchResult) -> str:
         rows.extend([q.query, m.rank, m.path, f"{m.score:.6f}", "", q.kind,
                      _csv_seconds(m.timestamp), _csv_seconds(m.query_timestamp)]
                     for m in q.matches)
-    return csv_text(rows)
+    return csv_text(rows, exact)
 
 
 def _csv_seconds(t: float | None) -> str:
@@ -189,16 +221,20 @@ def dupes_json(result: DupesResult) -> str:
     }, indent=2)
 
 
-def dupes_csv(result: DupesResult) -> str:
+def dupes_csv(result: DupesResult, exact: bool = True) -> str:
     rows: list[list[Any]] = [["group", "size", "path", "score", "timestamp", "id", "state",
                               "keeper", "kind"]]
     for i, g in enumerate(result.groups, 1):
         rows.extend([i, g.size, m.path, f"{m.score:.6f}", _csv_seconds(m.timestamp), g.id,
                      g.state, "yes" if m.path == g.keeper else "", m.kind] for m in g.members)
-    return csv_text(rows)
+    return csv_text(rows, exact)
 
 
-def print_dupes_table(result: DupesResult) -> None:
+def print_dupes_table(result: DupesResult, exact: bool = False) -> None:
+    """Each group's files with their scores; exact as in print_search_table."""
+    if exact:
+        write_out(_plain_dupes(result))
+        return
     out = stdout_console()
     if not result.groups:
         out.print(f"no near-duplicates above {result.threshold:g}")
@@ -221,6 +257,16 @@ def print_dupes_table(result: DupesResult) -> None:
         out.print(f"{result.hidden} resolved group(s) not shown (--all shows them)")
 
 
+def _plain_dupes(result: DupesResult) -> str:
+    if not result.groups:
+        return f"no near-duplicates above {result.threshold:g}\n"
+    return "".join(plain_table(
+        f"group {i}: {g.size} files", ["score", "path"],
+        [[f"{m.score:.4f}", display_path(m.path, exact=True) + (
+            "" if m.timestamp is None else f" @ {clock(m.timestamp)}")] for m in g.members])
+        for i, g in enumerate(result.groups, 1))
+
+
 def dupes_html(result: DupesResult, out: Path) -> None:
     from deepvision.output.html import Gallery, Section, Tile
 
@@ -236,31 +282,24 @@ def dupes_html(result: DupesResult, out: Path) -> None:
             sections).write()
 
 
-def csv_text(rows: Sequence[Sequence[Any]]) -> str:
+def csv_text(rows: Sequence[Sequence[Any]], exact: bool = True) -> str:
     """RFC 4180 fields with \\n line ends. Python's writer leaves a bare \\r unquoted when the
     line end is \\n (a reader then splits the row), so such rows are written fully quoted.
-    A name that is not UTF-8 appears with backslash escapes (CSV is text)."""
+    exact: every field as it is (a name that is not UTF-8 keeps its bytes, as surrogate
+    escapes that write_out turns back into them); else escaped for a terminal."""
     buf = io.StringIO()
     minimal = csv.writer(buf, lineterminator="\n")
     quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
     for row in rows:
-        cells = [_csv_cell(c) for c in row]
+        cells = [shown_text(str(c), exact) for c in row]
         (quoted if any("\r" in c for c in cells) else minimal).writerow(cells)
     return buf.getvalue()
 
 
-def _csv_cell(value: Any) -> str:
-    text = str(value)
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return safe_text(text)
-
-
 def restructure_text(done: RestructureSummary) -> str:
+    note = f"; {done.note}" if done.note else ""
     return (f"rebuilt {done.index_type} structure ({done.index_factory}) over {done.vectors} "
-            f"stored vectors in {done.seconds:.1f} s, without the model")
+            f"stored vectors in {done.seconds:.1f} s, without the model{note}")
 
 
 def restructure_json(done: RestructureSummary) -> str:
@@ -271,18 +310,20 @@ def info_json(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2)
 
 
-def info_text(data: dict[str, Any]) -> str:
-    """`info` as aligned `key: value` lines; folders one per line, then failures."""
+def info_text(data: dict[str, Any], exact: bool = False) -> str:
+    """`info` as aligned `key: value` lines; folders one per line, then failures. A key with
+    no value (no descriptor note) is left out rather than shown as None. Names as they are
+    when exact (a file or pipe), else escaped."""
+    shown = {k: v for k, v in data.items() if k != "failures" and v is not None}
+    width = max(map(len, shown))
     lines = []
-    for key, value in data.items():
-        if key == "failures":
-            continue
+    for key, value in shown.items():
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
         elif isinstance(value, list):
-            value = "\n".join([""] + [f"{'':>18}{safe_text(str(v))}" for v in value]) \
-                if value else "-"
-        lines.append(f"{key:>16}: {value}")
-    lines.extend(f"  {safe_text(f['path'])}: {f['reason']}: {safe_text(f['message'])}"
-                 for f in data.get("failures", []))
+            value = "\n".join([""] + [" " * (width + 2) + shown_text(str(v), exact)
+                                      for v in value]) if value else "-"
+        lines.append(f"{key:>{width}}: {value}")
+    lines.extend(f"  {shown_text(f['path'], exact)}: {f['reason']}: "
+                 f"{shown_text(f['message'], exact)}" for f in data.get("failures", []))
     return "\n".join(lines)

@@ -13,6 +13,7 @@ long enough for the cap to bind has only its keyframes decoded.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import time
 from collections.abc import Iterator
@@ -26,6 +27,10 @@ from deepvision.extras import install_hint
 from deepvision.pipeline.decode import DecodeError, Size, check_pixels, file_error
 from deepvision.pipeline.transforms import DRAFT_HEADROOM, Preprocess, resize_crop
 from deepvision.types import Reason
+
+# FFmpeg's av_image_check_size: (w + 128) * (h + 128) * 8 bytes must stay under 2^31.
+FFMPEG_MAX_PIXELS = (2**31 - 1) // 8
+REFUSED_SIZE = re.compile(r"Picture size (\d+)x(\d+) is invalid")  # its log line when over
 
 if TYPE_CHECKING:
     import torch
@@ -133,7 +138,7 @@ def sample_video(path: str, pre: Preprocess, opts: VideoOptions,
     unsupported-format, too-large, timeout, ...). clock: injectable for the timeout tests."""
     deadline = clock() + opts.timeout
     with _video_errors(), _open_regular(path) as f, _open_container(f, opts.timeout) as box:
-        stream = _video_stream(box, path)
+        stream = _video_stream(box, path, (max_megapixels, pre.resize, opts.timeout))
         check_pixels(Size(stream.codec_context.width, stream.codec_context.height),
                      max_megapixels, pre.resize)
         out = _decode(box, stream, pre, opts, max_megapixels,
@@ -244,15 +249,52 @@ def _duration(container: Any, stream: Any) -> float | None:
     return None
 
 
-def _video_stream(container: Any, path: str) -> Any:
+def _video_stream(container: Any, path: str,
+                  limits: tuple[float, int | None, float] | None = None) -> Any:
+    """The first video stream. limits (max megapixels, the short side it is resized to, the
+    timeout): a frame size FFmpeg refused is `too-large`, not an unknown codec."""
     if not container.streams.video:
         raise DecodeError(Reason.NO_VIDEO_STREAM, "no video stream (audio only?)")
     stream = container.streams.video[0]
     if stream.codec_context is None or not stream.codec_context.width:
-        codec = getattr(stream.codec_context, "name", None) or "unknown"
-        raise DecodeError(Reason.UNSUPPORTED_FORMAT,
-                          f"video codec {codec} cannot be decoded here (FFmpeg in PyAV)")
+        codec = getattr(stream.codec_context, "name", None)
+        size = _refused_size(path, limits[2]) if codec and limits else None
+        if size is not None and limits is not None:
+            check_pixels(size, limits[0], limits[1])
+            raise DecodeError(Reason.TOO_LARGE, (
+                f"{size.width}x{size.height} is {size.width * size.height / 1e6:.0f} "
+                f"megapixels per frame, more than FFmpeg decodes (about "
+                f"{FFMPEG_MAX_PIXELS / 1e6:.0f} MP; --max-megapixels cannot raise that)"))
+        raise DecodeError(Reason.UNSUPPORTED_FORMAT, f"video codec {codec or 'unknown'} cannot "
+                          "be decoded here (FFmpeg in PyAV)")
     return stream
+
+
+def _refused_size(path: str, timeout: float) -> Size | None:
+    """The frame size a video declares when FFmpeg refused it as too large: FFmpeg then
+    reports a width of 0, and only its log says what the size was (so the file is opened a
+    second time, with the log captured, on this failure path only)."""
+    import av
+    import av.logging
+
+    previous, skipped = av.logging.get_level(), av.logging.get_skip_repeated()
+    av.logging.set_level(av.logging.ERROR)
+    av.logging.set_skip_repeated(False)  # the same file twice logs the same line twice
+    try:
+        with av.logging.Capture() as logs:
+            try:
+                with _open_regular(path) as f, _open_container(f, timeout):
+                    pass
+            except (DecodeError, OSError, av.error.FFmpegError):
+                pass
+    finally:
+        av.logging.set_level(previous)
+        av.logging.set_skip_repeated(skipped)
+    for _level, _name, message in logs:
+        m = REFUSED_SIZE.search(message)
+        if m:
+            return Size(int(m[1]), int(m[2]))
+    return None
 
 
 def _check_deadline(clock: Any, deadline: float, limit: float) -> None:

@@ -31,10 +31,12 @@ from deepvision.pipeline.embedder import EmbedOptions
 from deepvision.pipeline.loader import PILLOW_CHUNK, PillowRun
 from deepvision.pipeline.transforms import Preprocess
 from deepvision.pipeline.video import VideoOptions
+from deepvision.services.raywatch import Watchdog
 from deepvision.store.manifest import Manifest
 from deepvision.types import EmbeddedBatch, Failure, Reason
 
 LOCAL = "local"  # --ray local: start a cluster on this machine for this run
+_WATCHDOGS: list[Watchdog] = []  # --ray local: the one guarding the cluster this process started
 HOST_PORT = re.compile(r"(?:ray://)?([\w.\-]+):(\d{1,5})")  # HOST:PORT or ray://HOST:PORT
 CLIENT = re.compile(r"ray://[\w.\-]+")  # Ray Client on its default port
 DECODE_MEMORY = 1 << 30  # bytes: a photo at the 178 MP default limit is 534 MB as RGB, + its crop
@@ -67,6 +69,10 @@ def resolve_address(address: str | None) -> str:
                                                or CLIENT.fullmatch(chosen)):
         raise UsageError(f"--ray {chosen}: not a Ray cluster address (give the folders before "
                          f"--ray if that was one); {forms}")
+    port = HOST_PORT.fullmatch(chosen)
+    if port is not None and not 1 <= int(port[2]) <= 65535:
+        raise UsageError(f"--ray {chosen}: port {int(port[2])} is out of range (1-65535); "
+                         f"{forms}")
     return chosen
 
 
@@ -123,10 +129,13 @@ def connect(address: str, ray: Any) -> Cluster:
     # Ray's C++ side logs to stderr, at "error" level even for the notice that a Ray Data actor's
     # constructor arguments live in the object store; Python errors still come through.
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    if address == LOCAL and not ray.is_initialized():
+        _WATCHDOGS.append(Watchdog())  # the throwaway cluster dies with this process
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR,
                  include_dashboard=False, configure_logging=True, ignore_reinit_error=True)
     except (ConnectionError, RuntimeError, ValueError) as exc:
+        _stop_watchdogs()
         auth = ("" if os.environ.get("RAY_AUTH_MODE") else "; a cluster with token "
                 "authentication (Ray's default) also needs RAY_AUTH_MODE=token here, with its "
                 "token in ~/.ray/auth_token or RAY_AUTH_TOKEN")
@@ -170,8 +179,14 @@ class _StderrInstead:
 def disconnect(ray: Any) -> None:
     """Leave the cluster (for `local`: stop it) and give stdout back."""
     ray.shutdown()
+    _stop_watchdogs()
     if isinstance(sys.stdout, _StderrInstead):
         sys.stdout = sys.stdout.stdout
+
+
+def _stop_watchdogs() -> None:
+    while _WATCHDOGS:
+        _WATCHDOGS.pop().stop()
 
 
 class ClusterShards:

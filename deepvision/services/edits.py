@@ -132,7 +132,6 @@ ROBUST_EDITS: dict[str, Edit] = {
 }
 
 
-
 # ---- the strong edits of issue #25 ---------------------------------------------------------
 # The hard cases of reverse image search: a corner of a picture, the picture as a small part of a
 # page or a screen, half of it covered, a thumbnail. Each is as hard as the issue's table says

@@ -223,15 +223,18 @@ class Searcher:
     def _regional(self, picture: np.ndarray, evidence: Evidence, ranked: list[Match],
                   opts: RankOptions) -> list[Match]:
         """Candidates of the picture-like parts of the query (a photo on a page or in a
-        screenshot: match.regions), verified and merged into `ranked`. Only queries where
-        nothing verified pay for these network passes."""
-        from deepvision.match.regions import cut, proposals
+        screenshot) and of the query with its flat patches painted over (stickers, shapes:
+        match.regions), verified and merged into `ranked`. Only queries where nothing
+        verified pay for these network passes."""
+        from deepvision.match.regions import cut, proposals, repaired
 
         assert self.verifier is not None
-        boxes = proposals(picture)
-        if not boxes:
+        parts = [cut(picture, b) for b in proposals(picture)]
+        painted = repaired(picture)
+        parts += [painted] if painted is not None else []
+        if not parts:
             return ranked
-        batch = self.embedder.embed_images([cut(picture, b) for b in boxes])
+        batch = self.embedder.embed_images(parts)
         if not len(batch.vectors):
             return ranked
         lists, _ = self.rank_queries([Query(v[None], (None,)) for v in batch.vectors],

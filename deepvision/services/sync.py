@@ -34,7 +34,7 @@ from deepvision.pipeline.video import VideoOptions
 from deepvision.progress import Reporter
 from deepvision.services.embedding import EmbedderFactory, index_embedder
 from deepvision.store.catalog import Catalog, FileRow, as_stored
-from deepvision.store.faiss_index import PQ_MIN_VECTORS, plan_index
+from deepvision.store.faiss_index import plan_index, plan_note
 from deepvision.store.indexstore import IndexStore, Writer, new_catalog_name
 from deepvision.store.manifest import Manifest
 from deepvision.types import Change, Failure, FileRecord, Reason, Status
@@ -88,8 +88,10 @@ class IndexSummary:
     still_failing: int = 0  # failed earlier, unchanged since, not retried
     ignored: int = 0  # non-image files seen
     total_files: int = 0
-    seconds: float = 0.0
-    images_per_second: float = 0.0
+    seconds: float = 0.0  # the whole run
+    images_per_second: float = 0.0  # embedded / seconds: the whole run, model loading and all
+    embed_seconds: float = 0.0  # the embedding stage alone (what the progress bar times)
+    files_per_second: float = 0.0  # files through the network / embed_seconds: the bar's rate
     local_features: int = 0  # pictures whose local-feature evidence this run computed
 
     def count(self, change: Change, n: int = 1) -> None:
@@ -162,14 +164,14 @@ class IndexRun:
         roots = self._roots(writer, existing)
         found = discover(roots, req.filters)
         fresh = req.rebuild or existing is None
-        if fresh and not found.files and not found.failures:
-            raise NoImagesError(f"no image files found in {', '.join(map(str, roots))} "
-                                "(looked for .jpg .png .webp .heic .avif .tif .bmp .gif and "
-                                "videos)")
+        empty = _empty_roots(roots, found)
+        # A new index takes no empty folder (nothing is written); `rebuild` needs one with images.
+        if empty and fresh and (not req.rebuild or len(empty) == len(roots)):
+            raise NoImagesError(_no_images(empty if req.rebuild else empty[:1]))
         manifest = self._manifest(existing, fresh)
         catalog = writer.begin(manifest, fresh)
         if not fresh:
-            self._guard_mass_delete(catalog, roots, found)
+            self._check_empty(catalog, empty)
         elif existing is not None:
             self._carry_decisions(writer, existing, catalog)
         for note in (manifest.preprocessing_note(), manifest.descriptor_note()):
@@ -180,10 +182,9 @@ class IndexRun:
             for root in roots:
                 catalog.add_root(str(root))
         plan = writer.finish()  # for rebuild: the atomic switch to the new catalog
-        if writer.manifest is not None and writer.manifest.index_type not in ("auto", plan.kind):
-            self.rep.info(f"index type {writer.manifest.index_type} needs more vectors to train "
-                          f"(ivfpq: {PQ_MIN_VECTORS}); using exact {plan.kind} search until the "
-                          "index has them")
+        note = plan_note(writer.manifest.index_type, plan) if writer.manifest else None
+        if note:
+            self.rep.info(note)
         if req.local_features:
             summary.local_features = self._local_features(catalog)
         summary.total_files = catalog.counts()["files"]
@@ -309,19 +310,16 @@ class IndexRun:
                     f"--weights {req.weights} ({identity}) differ from the weights index "
                     f"{name!r} was built with ({manifest.weights}); {hint} --weights FILE")
 
-    def _guard_mass_delete(self, catalog: Catalog, roots: Sequence[Path],
-                           found: Discovery) -> None:
-        """A recorded folder that now holds nothing at all is what an unmounted disk or a failed
-        network mount looks like: refuse to drop its files unless told to."""
-        if self.req.allow_mass_delete:
-            return
-        seen = [r.path for r in found.files] + [f.path for f in found.failures]
-        for root in roots:
-            prefix = str(root).rstrip("/") + "/"
-            if any(p.startswith(prefix) or p == str(root) for p in seen):
-                continue  # the usual case: no catalog query at all (10 M rows: ~144 s)
+    def _check_empty(self, catalog: Catalog, empty: Sequence[Path]) -> None:
+        """Folders given to an existing index that hold nothing now. One the index has no
+        files from is refused, so it is not recorded among the index's folders. One it has
+        files from is what an unmounted disk or a failed network mount looks like: refused
+        too, unless told to drop its files."""
+        for root in empty:
             known = catalog.count_under(str(root))
-            if known:
+            if not known:
+                raise NoImagesError(_no_images([root]))
+            if not self.req.allow_mass_delete:
                 raise MassDeleteError(
                     f"{root} is empty now, but the index holds {known} files from it (an "
                     "unmounted disk or a failed network mount?); nothing was changed. If the "
@@ -394,6 +392,7 @@ class IndexRun:
         firsts = [plan.embed[h][0].path for h in hashes]
         every = self.req.commit_every
         pending: list[Embedded] = []
+        start = time.perf_counter()
         with self.rep.progress(len(hashes), "embedding") as advance:
             for batch in embedder.embed_files(firsts, self.req.video):
                 files = batch.files()
@@ -403,6 +402,10 @@ class IndexRun:
                 while len(pending) >= every:  # exactly every N files, whatever the batch size
                     _commit(pending[:every], plan, known, catalog, writer, summary)
                     pending = pending[every:]
+            # Timed as the bar times itself (its start to its last step), so the summary's
+            # rate is the one the bar showed last, not one diluted by loading the model.
+            summary.embed_seconds = time.perf_counter() - start
+            summary.files_per_second = len(hashes) / max(summary.embed_seconds, 1e-9)
             _commit(pending, plan, known, catalog, writer, summary)
         # After the run: on a cluster the actors report what they ran on once they have run.
         summary.device = str(embedder.device)
@@ -440,6 +443,23 @@ def run_index(req: IndexRequest, rep: Reporter) -> IndexSummary:
     if embedders.cluster is not None and embedders.plan is not None:
         summary.cluster = f"{embedders.cluster.describe()}; {embedders.plan.describe()}"
     return summary
+
+
+def _empty_roots(roots: Sequence[Path], found: Discovery) -> list[Path]:
+    """The roots under which discovery found nothing at all (no file, no failure)."""
+    seen = [r.path for r in found.files] + [f.path for f in found.failures]
+    empty = []
+    for root in roots:
+        prefix = str(root).rstrip("/") + "/"
+        # The usual case stops at the first file: no catalog query (10 M rows: ~144 s).
+        if not any(p.startswith(prefix) or p == str(root) for p in seen):
+            empty.append(root)
+    return empty
+
+
+def _no_images(roots: Sequence[Path]) -> str:
+    return (f"no image files found in {', '.join(map(str, roots))} (looked for .jpg .png .webp "
+            ".heic .avif .tif .bmp .gif and videos); nothing was added to the index")
 
 
 def _unchanged(row: FileRow | None, rec: FileRecord, retry_failed: bool) -> bool:
@@ -554,6 +574,7 @@ class RestructureSummary:
     index_factory: str
     vectors: int
     seconds: float
+    note: str | None = None  # the structure is not quite the one asked for (faiss_index.plan_note)
 
 
 def restructure(store: IndexStore, index_type: str | None, max_memory: int | None,
@@ -568,5 +589,6 @@ def restructure(store: IndexStore, index_type: str | None, max_memory: int | Non
         plan = writer.finish(replan=True)
         assert writer.catalog is not None
         n = writer.catalog.vector_count()
+        note = plan_note(writer.manifest.index_type, plan) if writer.manifest else None
     return RestructureSummary(os.path.abspath(store.dir), plan.kind, plan.factory, n,
-                              time.perf_counter() - start)
+                              time.perf_counter() - start, note)

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,12 @@ class Calibration:
     recall_by_edit: dict[str, float]  # original-copy pairs above the threshold, per edit
     true_pairs: int
     other_pairs: int
+    # The copy/similar boundary on these photos (match.tiers), for the pairs above the
+    # threshold: per edit, the share of original-copy pairs `dupes` calls `copy`; and how
+    # many pairs of two different photos it calls `copy` (0 is right). Empty when the
+    # threshold is None or the copies were not checked.
+    copy_tier_by_edit: dict[str, float] = field(default_factory=dict)
+    other_pairs_called_copy: int = 0
 
 
 @dataclass
@@ -102,10 +109,12 @@ def run_synthetic(req: SyntheticRequest, rep: Reporter,
         evalset, sampled = _make_set(picked, req, workdir, rep)
         result = evaluate_set(evalset, replace(req.eval, source=req.source,
                                                protocol="originals"), rep, embedder)
+        calibration = calibrate(result, req.target_precision)
+        if calibration.threshold is not None:  # the copies are still on disk here
+            calibration = tier_calibration(result, calibration)
     finally:
         if not req.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    calibration = calibrate(result, req.target_precision)
     return SyntheticResult(result, calibration, sampled,
                            str(workdir.resolve()) if req.keep else None,
                            [*found.failures, *evalset.failures])
@@ -195,3 +204,50 @@ def _recall_by_edit(result: EvalResult, groups: np.ndarray, threshold: float) ->
         edit = os.path.splitext(p.rsplit(EDIT_SEPARATOR, 1)[-1])[0]
         hits.setdefault(edit, []).append(float(vectors[i] @ vectors[original[g]]) >= threshold)
     return {e: float(np.mean(v)) for e, v in sorted(hits.items())}
+
+
+def tier_calibration(result: EvalResult, c: Calibration) -> Calibration:
+    """The copy/similar boundary measured on the user's photos: every pair above the dupes
+    threshold put in its tier, as `dupes` would (match.tiers, evidence from the files)."""
+    from deepvision.match.tiers import grey_square, tier
+    from deepvision.match.verifier import FileEvidence
+    from deepvision.types import Tier
+
+    assert result.vectors is not None and c.threshold is not None
+    vectors, paths = result.vectors, result.paths
+    groups = [g or "" for g in result.item_groups]
+    files = FileEvidence()
+    greys: dict[str, np.ndarray | None] = {}
+
+    def grey(path: str) -> np.ndarray | None:
+        if path not in greys:
+            try:
+                greys[path] = grey_square(files.loader(path))
+            except Exception:  # unreadable: not shown to be a copy
+                greys[path] = None
+        return greys[path]
+
+    copies: dict[str, list[bool]] = {}
+    others = 0
+    iu, ju = np.triu_indices(len(paths), 1)
+    linked = np.einsum("ij,ij->i", vectors[iu], vectors[ju]) >= c.threshold
+    for i, j in zip(iu[linked].tolist(), ju[linked].tolist(), strict=True):
+        ea, eb = files.stored(paths[i]), files.stored(paths[j])
+        kind = Tier.SIMILAR if ea is None or eb is None else tier(
+            ea, eb, partial(grey, paths[i]), partial(grey, paths[j]))[0]
+        if groups[i] and groups[i] == groups[j]:
+            edit = _pair_edit(paths[i], paths[j])
+            if edit is not None:
+                copies.setdefault(edit, []).append(kind == Tier.COPY)
+        else:
+            others += kind == Tier.COPY
+    return replace(c, copy_tier_by_edit={e: float(np.mean(v)) for e, v in sorted(copies.items())},
+                   other_pairs_called_copy=others)
+
+
+def _pair_edit(a: str, b: str) -> str | None:
+    """The edit of an original-copy pair (None for two copies of one photo)."""
+    names = [os.path.splitext(p.rsplit(EDIT_SEPARATOR, 1)[-1])[0] for p in (a, b)]
+    if ORIGINAL_EDIT not in names:
+        return None
+    return next(n for n in names if n != ORIGINAL_EDIT) if names != [ORIGINAL_EDIT] * 2 else None

@@ -479,6 +479,19 @@ def sqlite_damage(path: Path) -> str | None:
     return None
 
 
+def holds_files(path: Path) -> bool:
+    """Whether a catalog file records any file. One that cannot be read counts as holding
+    some: what is in it cannot be told, so it must be kept."""
+    try:
+        db = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)
+        try:
+            return bool(db.execute("SELECT EXISTS(SELECT 1 FROM files)").fetchone()[0])
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return True
+
+
 # Version 5's tables: the review's decisions (their rules are in decisions.py, which builds on
 # the catalog; the catalog creates its tables, so their text lives here).
 DECISIONS_SCHEMA = """

@@ -134,6 +134,19 @@ def plan_index(kind: str, n: int, dim: int, max_memory: int | None = None) -> In
                      pq_nbits=nbits, trained_on=n, nprobe=nprobe)
 
 
+def plan_note(requested: str, plan: IndexPlan) -> str | None:
+    """What the user should hear when the structure in use is not quite the one asked for
+    (a collection too small for it), or None."""
+    if requested not in ("auto", plan.kind):
+        return (f"index type {requested} needs more vectors to train (ivfpq: {PQ_MIN_VECTORS})"
+                f"; using exact {plan.kind} search until the index has them")
+    if plan.needs_training and plan.nlist == 1:
+        return (f"index type {plan.kind}: {plan.trained_on} vectors are too few for more "
+                f"than one list ({MIN_POINTS_PER_CENTROID}+ each), so a search scans them all; "
+                "the lists are trained again as the index grows")
+    return None
+
+
 def desired_plan(index_type: str, current: IndexPlan, n: int, dim: int,
                  max_memory: int | None) -> IndexPlan:
     """Keep the current structure unless the requested type now calls for another one, or an
@@ -219,7 +232,14 @@ class VectorIndex:
         faiss = load_faiss()
 
         ivf = faiss.try_extract_index_ivf(self._index) if self.plan.needs_training else None
+        if ivf is not None:
+            # Below 39 points per centroid FAISS prints a raw "WARNING clustering 30 points to
+            # 1 centroids" on stderr (into `--json` runs too). The plans give every list 39+
+            # points; only a tiny collection's single list (nothing for k-means to learn) has
+            # fewer, and the run says what that means (services/sync.py).
+            ivf.cp.min_points_per_centroid = 1
         if ivf is not None and self.plan.compressed:
+            faiss.downcast_index(ivf).pq.cp.min_points_per_centroid = 1
             # 64 points per codeword (FAISS default 256): 4x faster codebook training, and the
             # codes only propose candidates that search re-ranks exactly.
             faiss.downcast_index(ivf).pq.cp.max_points_per_centroid = 64

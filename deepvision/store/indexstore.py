@@ -41,7 +41,7 @@ from deepvision.errors import (
 )
 from deepvision.models.registry import REGISTRY
 from deepvision.store import ondisk
-from deepvision.store.catalog import Catalog, FaissRecord, sqlite_damage
+from deepvision.store.catalog import Catalog, FaissRecord, holds_files, sqlite_damage
 from deepvision.store.faiss_index import (
     FLAT_PLAN,
     TRAIN_POINTS_PER_CENTROID,
@@ -61,6 +61,9 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 OWN_FILE = re.compile(r"catalog-[0-9a-f]{8}\.sqlite(-wal|-shm|-journal)?|faiss-\d+\.(bin|ivfdata)"
                       r"|\.(manifest\.json|faiss-\d+\.(bin|ivfdata)|\.lock\.owner)\.[a-z0-9_]{8}"
                       r"\.tmp")
+# The data files a deleted manifest leaves behind: their presence makes a folder a damaged
+# index, not a free one (a fresh index would delete them as stale).
+DATA_FILE = re.compile(r"catalog-[0-9a-f]{8}\.sqlite|faiss-\d+\.(bin|ivfdata)")
 OWN_DIR = re.compile(rf"\.{SHARDS_DIR}-[a-z0-9_]{{8}}")  # an on-disk build's work folder
 _FREE = "free some space and run again"
 _STORAGE_ERRNOS = {
@@ -140,12 +143,33 @@ class IndexStore:
 
     # ---- reading --------------------------------------------------------------------------
 
+    def orphans(self) -> list[str]:
+        """deepvision's data files in a folder that has no manifest (it was deleted or lost).
+        A catalog that records no file yet (a first run killed before it wrote its manifest)
+        holds nothing to lose and does not count."""
+        if self.exists() or not self.dir.is_dir():
+            return []
+        with storage_errors(self):
+            names = sorted(p.name for p in self.dir.iterdir()
+                           if DATA_FILE.fullmatch(p.name) and p.is_file())
+        return [n for n in names if not n.startswith("catalog-") or holds_files(self.dir / n)]
+
+    def _missing(self) -> DeepVisionError:
+        """No manifest: no index at all, or a damaged one when its data files are still there
+        (`index` must not start afresh over them: it would delete them as stale)."""
+        orphans = self.orphans()
+        if orphans:
+            return CorruptIndexError(
+                f"index {self.dir} has no {MANIFEST} (deleted?) but still holds its data "
+                f"({', '.join(orphans)}); {self.advice()}")
+        hint = "" if self.name == DEFAULT_NAME else f" --name {self.name}"
+        return IndexNotFoundError(f"no index named {self.name!r} in {self.root}; create it "
+                                  f"with: deepvision index DIR{hint}")
+
     def read_manifest(self) -> Manifest:
         """The manifest, migrated to the current schema in memory."""
         if not self.exists():
-            hint = "" if self.name == DEFAULT_NAME else f" --name {self.name}"
-            raise IndexNotFoundError(f"no index named {self.name!r} in {self.root}; create it "
-                                     f"with: deepvision index DIR{hint}")
+            raise self._missing()
         with storage_errors(self):
             data = self.manifest_path.read_bytes()
         try:
@@ -242,6 +266,7 @@ class IndexStore:
         from filelock import Timeout
 
         with storage_errors(self):
+            created = _missing_folders(self.dir)
             self.dir.mkdir(parents=True, exist_ok=True)
             lock = self._lock(wait)
             owner = self.dir / ".lock.owner"
@@ -258,6 +283,8 @@ class IndexStore:
                 yield writer
             finally:
                 writer.close()
+                if created:  # a first run that wrote nothing (no images) leaves no folder
+                    _remove_unused(created, owner, self.dir / LOCK)
                 lock.release()
 
     def set_aside(self) -> Path | None:
@@ -286,6 +313,30 @@ class IndexStore:
                 path.unlink(missing_ok=True)
             elif OWN_DIR.fullmatch(path.name) and path.is_dir():  # left by a killed build
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_unused(created: list[Path], *lock_files: Path) -> None:
+    """Remove the folders open_write created when nothing but its lock files is in them
+    (under the lock still: no other writer can be inside)."""
+    index = created[0]
+    if {p.name for p in index.iterdir()} - {p.name for p in lock_files}:
+        return
+    for path in lock_files:
+        path.unlink(missing_ok=True)
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:  # something else appeared in it meanwhile: keep it
+            return
 
 
 def _connect(path: Path, readonly: bool) -> Catalog:
@@ -396,8 +447,11 @@ class Writer:
         self.cache: VectorCache | None = None
 
     def existing(self) -> Manifest | None:
-        """The live manifest (migrated), None when there is no index yet."""
-        return self.store.read_manifest() if self.store.exists() else None
+        """The live manifest (migrated), None when there is no index yet. CorruptIndexError
+        when the manifest is gone but the index's data is still there."""
+        if self.store.exists() or self.store.orphans():
+            return self.store.read_manifest()
+        return None
 
     def begin(self, manifest: Manifest, fresh: bool) -> Catalog:
         """Open the catalog `manifest` names (created when fresh). A brand-new index gets its
