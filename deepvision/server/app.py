@@ -14,7 +14,7 @@ import logging
 import mimetypes
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -468,7 +468,7 @@ async def _upload(request: Request, limit: int) -> tuple[str, bytes]:
                    "image/* body")
 
 
-async def _capped(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+async def _capped(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:
     total = 0
     async for chunk in stream:
         total += len(chunk)

@@ -59,10 +59,11 @@ class QueryBatcher:
     def _run(self) -> None:
         while (first := self._queue.get()) is not None:
             batch = [first, *self._gather()]
+            asked = [q for q in batch if q is not None]
             if batch[-1] is None:  # closing: answer what was asked, then stop
-                self._answer(batch[:-1])
+                self._answer(asked)
                 return
-            self._answer(batch)
+            self._answer(asked)
 
     def _gather(self) -> list[_Query | None]:
         out: list[_Query | None] = []

@@ -279,7 +279,8 @@ class RayEmbedder:
                   # own: Ray fuses a task map with the same resources into the actor map after
                   # it, and each actor then decodes serially before it embeds.
                   "memory": DECODE_MEMORY}
-        images, videos = [], []
+        images: list[dict[str, Any]] = []
+        videos: list[dict[str, Any]] = []
         for pos, path in enumerate(paths):
             (videos if video is not None and looks_like_video(path) else images).append(
                 {"pos": pos, "path": path})

@@ -324,7 +324,8 @@ def evaluate_set(evalset: EvalSet, req: EvalRequest, rep: Reporter,
         ks=req.ks, images=len(items),
         groups=len({q.group for q in queries}), distractors=sum(i.group is None for i in items),
         overall=summarise("overall", queries, req.ks),
-        by_group=[summarise(g, qs, req.ks) for g, qs in _grouped(queries, lambda q: q.group)],
+        by_group=[summarise(g, qs, req.ks) for g, qs in _grouped(queries, lambda q: q.group)
+                  if g is not None],  # every query has a group; the check is for the types
         by_edit=[summarise(e, qs, req.ks) for e, qs in _grouped(queries, lambda q: q.edit)
                  if e is not None],
         queries=queries, failures=[*evalset.failures, *failures],

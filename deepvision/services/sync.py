@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -353,6 +354,7 @@ class IndexRun:
             seen.add(rec.path)
             row = known.get(rec.path)
             if _unchanged(row, rec, self.req.retry_failed):
+                assert row is not None  # _unchanged says so
                 summary.unchanged += row.status == Status.OK
                 summary.still_failing += row.status == Status.FAILED
             else:
@@ -438,7 +440,9 @@ def run_index(req: IndexRequest, rep: Reporter) -> IndexSummary:
     embedders = RayEmbedders(req.ray)
     # An on-disk IVF-PQ structure encodes its shards on the same cluster.
     store = IndexStore(req.store.root, req.store.name, shards=ClusterShards(req.ray))
-    summary = IndexRun(replace(req, store=store), rep, embedders=embedders).run()
+    # A RayEmbedder does all an IndexRun asks of an Embedder (embed_files, its notes).
+    summary = IndexRun(replace(req, store=store), rep,
+                       embedders=cast(EmbedderFactory, embedders)).run()
     summary.engine = "ray"
     if embedders.cluster is not None and embedders.plan is not None:
         summary.cluster = f"{embedders.cluster.describe()}; {embedders.plan.describe()}"
@@ -583,7 +587,7 @@ def restructure(store: IndexStore, index_type: str | None, max_memory: int | Non
     start = time.perf_counter()
     with store.open_write(wait) as writer:
         manifest = store.read_manifest()
-        changes = {"index_type": index_type, "max_memory": max_memory}
+        changes: dict[str, Any] = {"index_type": index_type, "max_memory": max_memory}
         writer.begin(replace(manifest, **{k: v for k, v in changes.items() if v is not None}),
                      fresh=False)
         plan = writer.finish(replan=True)

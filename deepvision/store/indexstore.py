@@ -385,7 +385,7 @@ class Snapshot:
 
 
 class Cached(NamedTuple):
-    index: VectorIndex
+    index: VectorIndex  # type: ignore[assignment]  # a field named like tuple.index: reads fine
     problem: str | None  # why the FAISS file was not used; None also when it is merely behind
     verified: bool  # loaded from the current file, its checksum checked
 
