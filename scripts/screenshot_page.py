@@ -62,7 +62,7 @@ def main() -> int:
             options = webdriver.ChromeOptions()
             options.binary_location = shutil.which("chromium") or "chromium"
             for arg in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                        "--disable-dev-shm-usage", "--window-size=1100,760",
+                        "--disable-dev-shm-usage", "--window-size=1100,820",
                         "--hide-scrollbars"):
                 options.add_argument(arg)
             driver = webdriver.Chrome(options=options, service=Service(  # no driver download
