@@ -111,6 +111,7 @@ def test_a_file_edited_between_decision_and_apply_is_skipped(cli, tiny_model, tm
     assert not (folder / "a001_copy.png").exists()  # the other group went ahead
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_points_of_apply_then_undo_or_rerun_loses_nothing(cli, tiny_model,
                                                                           tmp_path):
     rng = random.Random(27)

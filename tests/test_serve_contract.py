@@ -55,6 +55,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield srv
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_failure(server: Server, tmp_path: Path) -> None:
     pytest.importorskip("schemathesis")
     argv = [sys.executable, "-m", "schemathesis.cli", "--config-file",
@@ -69,6 +70,7 @@ def test_schemathesis_finds_no_failure(server: Server, tmp_path: Path) -> None:
     assert "failures" not in out.split("SUMMARY")[-1].lower().replace("0 failures", ""), out
 
 
+@pytest.mark.slow
 def test_the_openapi_document_declares_every_route(server: Server) -> None:
     doc = httpx.get(f"{server.url}/openapi.json", timeout=30).json()
     found = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
@@ -155,6 +157,7 @@ def test_the_search_model_and_the_search_schema_agree() -> None:
 # --------------------------------------------------------------------------- /docs
 
 
+@pytest.mark.slow
 def test_docs_render_every_operation_in_a_browser(server: Server, browser) -> None:  # noqa: F811
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
