@@ -242,6 +242,7 @@ def test_csv_on_a_pipe_carries_every_name_exactly(evil):
         os.fsdecode(os.fsencode(folder) + b"/" + NOT_UTF8)}
 
 
+@pytest.mark.slow
 def test_json_and_table_on_a_pipe_carry_every_name_exactly(evil):
     folder, idx = evil
     query = Path(os.fsdecode(os.fsencode(folder) + b"/" + EVIL["esc"]))
