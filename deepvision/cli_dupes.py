@@ -39,8 +39,8 @@ Threshold = Annotated[float, typer.Option(
     "near-duplicates (default measured for efficientnet-lite0; see README).")]
 KeepRules = Annotated[Optional[list[str]], typer.Option(
     "--keep", metavar="RULE", help="Which member to keep: largest, highest-resolution, oldest, "
-    "newest, shortest-path or in:FOLDER; repeatable, the first rule wins and the next break its ties "
-    "(default: largest, oldest, shortest-path).", show_default=False)]
+    "newest, shortest-path or in:FOLDER; repeatable, the first rule wins and the next break "
+    "its ties (default: largest, oldest, shortest-path).", show_default=False)]
 
 
 def _rules(keep: list[str] | None) -> tuple[str, ...]:
@@ -127,8 +127,8 @@ def decide(
                    short_help="Carry out the decisions on the files (journaled; --dry-run).")
 def apply(
     action: Annotated[str, typer.Option(
-        "--action", metavar="ACTION", help="trash, move-to DIR, hardlink, symlink or delete: what happens to "
-        "the members a decision does not keep.")],
+        "--action", metavar="ACTION", help="trash, move-to DIR, hardlink, symlink or delete: "
+        "what happens to the members a decision does not keep.")],
     target: Annotated[Optional[Path], typer.Argument(
         help="move-to: the folder (files keep their full path below it).",
         show_default=False)] = None,
