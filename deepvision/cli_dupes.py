@@ -91,12 +91,14 @@ def dupes(
 def decide(
     group: Annotated[str, typer.Argument(help="The group's id, as `deepvision dupes` lists it.")],
     keep: Annotated[Optional[list[Path]], typer.Option(
-        "--keep", metavar="PATH", help="Keep this member (repeatable); the others go at `dupes apply`.",
+        "--keep", metavar="PATH",
+        help="Keep this member (repeatable); the others go at `dupes apply`.",
         show_default=False)] = None,
     not_duplicates: Annotated[bool, typer.Option(
         "--not-duplicates", help="The group (or --member) is not a set of duplicates.")] = False,
     member: Annotated[Optional[Path], typer.Option(
-        "--member", metavar="PATH", help="With --not-duplicates: only this member is not a duplicate of the "
+        "--member", metavar="PATH",
+        help="With --not-duplicates: only this member is not a duplicate of the "
         "others; the rest stays to review.", show_default=False)] = None,
     later: Annotated[bool, typer.Option("--later", help="Decide later.")] = False,
     index_dir: IndexDir = Path("indexes"),
