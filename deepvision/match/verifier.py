@@ -88,6 +88,18 @@ class Verifier:
         except Exception:  # any unreadable file (decode, OpenCV): no evidence, no verification
             return None
 
+    def query_of(self, row: FileRow) -> Evidence | None:
+        """An indexed file's evidence as a query's (many keypoints), from the file while it is
+        still the indexed one; None otherwise. Not stored: dupes asks for it only when two
+        stored evidences could not decide."""
+        try:
+            st = os.stat(row.path)
+            if st.st_size != row.size or st.st_mtime_ns != row.mtime_ns:
+                return None
+            return query_evidence(self.loader(row.path))
+        except Exception:  # unreadable: undecided
+            return None
+
     def check(self, query: Evidence, cand: Evidence, mirror: bool = True) -> Outcome:
         return verify_evidence(query, cand, mirror=mirror)
 
