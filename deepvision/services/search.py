@@ -239,14 +239,15 @@ class Searcher:
             return ranked
         lists, _ = self.rank_queries([Query(v[None], (None,)) for v in batch.vectors],
                                      replace(opts, top_k=opts.verify_top))
-        held = {m.file_id: m for m in ranked}
-        extra: dict[int | None, Match] = {}
+        # one row per file (per frame with --all-frames), as the global search gave them
+        held = {(m.file_id, m.timestamp): m for m in ranked}
+        extra: dict[tuple[int | None, float | None], Match] = {}
         for m in (m for found in lists for m in found):
-            if m.file_id in held:  # already checked: it keeps its verdict, and its best score
-                held[m.file_id] = replace(held[m.file_id],
-                                          score=max(m.score, held[m.file_id].score))
-            elif m.file_id not in extra or m.score > extra[m.file_id].score:
-                extra[m.file_id] = m
+            key = (m.file_id, m.timestamp)
+            if key in held:  # already checked: it keeps its verdict, and its best score
+                held[key] = replace(held[key], score=max(m.score, held[key].score))
+            elif key not in extra or m.score > extra[key].score:
+                extra[key] = m
         ranked = list(held.values())
         if not extra:
             return ranked_matches(ranked)
