@@ -27,18 +27,20 @@ from deepvision.cli import (
 )
 from deepvision.errors import ExitCode, UsageError
 from deepvision.output.console import ConsoleReporter
+from deepvision.output.helpformat import Command, Group
 from deepvision.services.dupes import DEFAULT_THRESHOLD as DEFAULT_DUPE_THRESHOLD
 
-dupes_app = typer.Typer(help="Groups of near-duplicate images inside an index, and their "
-                        "review: decide, apply, undo.")
+dupes_app = typer.Typer(cls=Group, short_help="Duplicate groups (exact, copy; --similar too) "
+                        "and their review.", help="Groups of duplicate images inside an index, "
+                        "and their review: decide, apply, undo.")
 
 Threshold = Annotated[float, typer.Option(
-    min=-1.0, max=1.0, help="Cosine similarity above which two images are near-duplicates "
-    "(default measured for efficientnet-lite0; see README).")]
+    min=-1.0, max=1.0, metavar="SCORE", help="Cosine similarity above which two images are "
+    "near-duplicates (default measured for efficientnet-lite0; see README).")]
 KeepRules = Annotated[Optional[list[str]], typer.Option(
-    "--keep", help="Which member to keep: largest, highest-resolution, oldest, newest, "
-    "shortest-path or in:FOLDER; repeatable, the first rule wins and the next break its ties "
-    "(default: largest, oldest, shortest-path).", show_default=False)]
+    "--keep", metavar="RULE", help="Which member to keep: largest, highest-resolution, oldest, "
+    "newest, shortest-path or in:FOLDER; repeatable, the first rule wins and the next break "
+    "its ties (default: largest, oldest, shortest-path).", show_default=False)]
 
 
 def _rules(keep: list[str] | None) -> tuple[str, ...]:
@@ -84,16 +86,19 @@ def dupes(
                                       "html": render.dupes_html})
 
 
-@dupes_app.command()
+@dupes_app.command(cls=Command,
+                   short_help="Record a decision on one group (keep, not duplicates, later).")
 def decide(
     group: Annotated[str, typer.Argument(help="The group's id, as `deepvision dupes` lists it.")],
     keep: Annotated[Optional[list[Path]], typer.Option(
-        "--keep", help="Keep this member (repeatable); the others go at `dupes apply`.",
+        "--keep", metavar="PATH",
+        help="Keep this member (repeatable); the others go at `dupes apply`.",
         show_default=False)] = None,
     not_duplicates: Annotated[bool, typer.Option(
         "--not-duplicates", help="The group (or --member) is not a set of duplicates.")] = False,
     member: Annotated[Optional[Path], typer.Option(
-        "--member", help="With --not-duplicates: only this member is not a duplicate of the "
+        "--member", metavar="PATH",
+        help="With --not-duplicates: only this member is not a duplicate of the "
         "others; the rest stays to review.", show_default=False)] = None,
     later: Annotated[bool, typer.Option("--later", help="Decide later.")] = False,
     index_dir: IndexDir = Path("indexes"),
@@ -120,11 +125,12 @@ def decide(
     typer.echo(decision_text(done))
 
 
-@dupes_app.command()
+@dupes_app.command(cls=Command,
+                   short_help="Carry out the decisions on the files (journaled; --dry-run).")
 def apply(
     action: Annotated[str, typer.Option(
-        "--action", help="trash, move-to DIR, hardlink, symlink or delete: what happens to "
-        "the members a decision does not keep.")],
+        "--action", metavar="ACTION", help="trash, move-to DIR, hardlink, symlink or delete: "
+        "what happens to the members a decision does not keep.")],
     target: Annotated[Optional[Path], typer.Argument(
         help="move-to: the folder (files keep their full path below it).",
         show_default=False)] = None,
@@ -153,7 +159,8 @@ def apply(
         raise typer.Exit(int(ExitCode.PARTIAL))
 
 
-@dupes_app.command()
+@dupes_app.command(cls=Command,
+                   short_help="Put back what `dupes apply` did, or forget a decision.")
 def undo(
     journal: Annotated[Optional[Path], typer.Argument(
         help="The apply journal (default: the latest one not undone).", show_default=False)
@@ -181,7 +188,7 @@ def undo(
         raise typer.Exit(int(ExitCode.PARTIAL))
 
 
-@dupes_app.command("export")
+@dupes_app.command("export", cls=Command, short_help="Write the decisions as JSON.")
 def export_(
     out: Annotated[Optional[Path], typer.Argument(help="JSON file (default: stdout).",
                                                   show_default=False)] = None,
@@ -201,7 +208,8 @@ def export_(
             atomic_write_text(out, text + "\n")
 
 
-@dupes_app.command("import")
+@dupes_app.command("import", cls=Command,
+                   short_help="Record the decisions of a `dupes export` file.")
 def import_(
     source: Annotated[Path, typer.Argument(help="A `dupes export` JSON file.")],
     index_dir: IndexDir = Path("indexes"),

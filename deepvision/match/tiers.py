@@ -34,19 +34,27 @@ AGREE = 0.7  # a compared cell agrees when its zero-mean correlation is at least
 MAX_DISAGREE = 2  # cells that may disagree (JPEG blocks, a resampled edge) in a copy
 PIXEL_COPY = 0.9  # whole-picture tiny correlation of a copy verified without keypoints
 PIXEL_SAME = 0.995  # ... or of two same-shape pictures whose keypoints placed them loosely
+ECC_COPY = 0.99  # pixel alignment's correlation for a copy without a keypoint transform
+ECC_DISAGREE = 1  # ... and the cells that may still disagree
+ECC_ASPECT = 0.12  # ... tried only for pictures whose shapes differ by less than this
 TINY_CELLS = 4  # ... and its tiny pictures (features.TINY a side) compared in 4 x 4 cells
 
 Pixels = Callable[[], np.ndarray | None]  # a picture's grey SIDE x SIDE pixels, lazily
 
 
-def tier(a: Evidence, b: Evidence, grey_a: Pixels,
-         grey_b: Pixels) -> tuple[Tier, Verification | None]:
+def tier(a: Evidence, b: Evidence, grey_a: Pixels, grey_b: Pixels,
+         dense_a: Callable[[], Evidence | None] | None = None) -> tuple[Tier, Verification | None]:
     """The tier of a linked pair that is not byte-identical, and the verification behind it.
     grey_a/grey_b load the pictures for the aligned comparison only when the geometry
-    already says copy (most pairs never read their files)."""
+    already says copy (most pairs never read their files). dense_a: a's evidence with a
+    query's many keypoints, tried when the two stored ones (108 keypoints each, picked
+    separately at two sizes) share too few to verify: a copy at half the size kept other
+    keypoints than its original (2 of the 38 copies of the second pool)."""
     found = verify_evidence(a, b, mirror=False).verification
+    if found is None and dense_a is not None and (dense := dense_a()) is not None:
+        found = verify_evidence(dense, b, mirror=False).verification
     if found is None:
-        return Tier.SIMILAR, None
+        return (Tier.COPY if _aligned_copy(a, b, grey_a, grey_b) else Tier.SIMILAR), None
     if found.method == "pixels":  # too few keypoints: the tiny pictures decide, cell by cell
         ok = tiny_correlation(a.tiny, b.tiny) >= PIXEL_COPY and _disagreeing(
             a.tiny.astype(np.float32), b.tiny.astype(np.float32), np.ones_like(a.tiny),
@@ -57,7 +65,40 @@ def tier(a: Evidence, b: Evidence, grey_a: Pixels,
     # A small picture's few keypoints place the frames loosely; the same shape and tiny
     # pictures that agree almost exactly still make a copy (a thumbnail of the whole).
     same = same_shape(a.features, b.features) and tiny_correlation(a.tiny, b.tiny) >= PIXEL_SAME
-    return (Tier.COPY if same else Tier.SIMILAR), found
+    return (Tier.COPY if same or _aligned_copy(a, b, grey_a, grey_b) else Tier.SIMILAR), found
+
+
+def _aligned_copy(a: Evidence, b: Evidence, grey_a: Pixels, grey_b: Pixels) -> bool:
+    """Without a usable keypoint transform (a picture of little texture, a loose fit): the
+    two pictures aligned by their pixels alone (OpenCV's ECC, an affine warp from the
+    identity, so only for two pictures of about one shape: a slight crop, a resize), a copy
+    when the aligned pictures correlate almost perfectly and agree cell by cell. 0.99: the
+    sweep's copies without keypoints aligned at 0.997-0.999, the closest burst frame at
+    0.98 (bench/QUALITY.md, #25)."""
+    import cv2
+
+    ra = a.features.width / max(a.features.height, 1)
+    rb = b.features.width / max(b.features.height, 1)
+    if abs(ra - rb) > ECC_ASPECT * max(ra, rb):
+        return False
+    ga, gb = grey_a(), grey_b()
+    if ga is None or gb is None:
+        return False
+    ga = cv2.GaussianBlur(ga.astype(np.float32), (0, 0), BLUR)
+    gb = cv2.GaussianBlur(gb.astype(np.float32), (0, 0), BLUR)
+    try:
+        # The stubs lack the gaussFiltSize argument OpenCV has taken since 4.1.
+        score, warp = cv2.findTransformECC(  # type: ignore[call-overload]
+            ga, gb, np.eye(2, 3, dtype=np.float32), cv2.MOTION_AFFINE,
+            (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5), None, 1)
+    except cv2.error:  # did not converge: no alignment, no copy
+        return False
+    if score < ECC_COPY:
+        return False
+    flags = cv2.WARP_INVERSE_MAP
+    valid = cv2.warpAffine(np.ones_like(ga), warp, (SIDE, SIDE), flags=cv2.INTER_NEAREST | flags)
+    warped = cv2.warpAffine(gb, warp, (SIDE, SIDE), flags=cv2.INTER_LINEAR | flags)
+    return _disagreeing(ga, warped, valid) <= ECC_DISAGREE
 
 
 def _area(box: object) -> float:

@@ -17,11 +17,11 @@ import numpy as np
 
 from deepvision.match.features import WORK_SIDE, Evidence, query_evidence, stored_evidence
 from deepvision.match.store import FeatureStore
-from deepvision.match.verify import Outcome, verify_evidence
+from deepvision.match.verify import MIN_INLIERS, Outcome, verified_score, verify_evidence
 from deepvision.progress import Reporter
 from deepvision.store.catalog import FileRow
 from deepvision.store.indexstore import IndexStore
-from deepvision.types import Match
+from deepvision.types import Match, Verification
 
 # Cosine similarity from which an unverified neighbour still counts as a match (a copy that
 # verification could not decide on: too few keypoints on either side). The near-duplicate
@@ -32,6 +32,7 @@ DEFAULT_TOP = 30  # candidates of the global search that are verified (search --
 # global vector close (the meme edit's mirror was found at rank 1 by the vectors alone in 98.6 %
 # of the issue's queries), and each mirrored try costs as much as the plain one.
 MIRROR_TOP = 10
+PIXEL_INLIERS = 2 * MIN_INLIERS  # ranking.strength of a whole-picture verification
 
 Loader = Callable[[str], np.ndarray]  # a path -> its upright RGB pixels (H, W, 3 uint8)
 
@@ -88,6 +89,18 @@ class Verifier:
         except Exception:  # any unreadable file (decode, OpenCV): no evidence, no verification
             return None
 
+    def query_of(self, row: FileRow) -> Evidence | None:
+        """An indexed file's evidence as a query's (many keypoints), from the file while it is
+        still the indexed one; None otherwise. Not stored: dupes asks for it only when two
+        stored evidences could not decide."""
+        try:
+            st = os.stat(row.path)
+            if st.st_size != row.size or st.st_mtime_ns != row.mtime_ns:
+                return None
+            return query_evidence(self.loader(row.path))
+        except Exception:  # unreadable: undecided
+            return None
+
     def check(self, query: Evidence, cand: Evidence, mirror: bool = True) -> Outcome:
         return verify_evidence(query, cand, mirror=mirror)
 
@@ -125,12 +138,20 @@ def _one_blas_thread() -> AbstractContextManager[object]:
     return threadpool_limits(1, user_api="blas")
 
 
+def strength(v: Verification | None) -> float:
+    """How strongly a verification confirms, on one scale for both methods: the keypoint
+    score, or for a whole-picture (pixel) comparison the score of PIXEL_INLIERS inliers (a
+    tiny picture that agrees is weaker evidence than many keypoints in one geometry)."""
+    if v is None:
+        return 0.0
+    return v.score if v.method == "features" else verified_score(PIXEL_INLIERS)
+
+
 def ranked(matches: Iterable[Match]) -> list[Match]:
     """Verified matches first, by the strength of their evidence, then by score; then the
     rest by score (ties by path, as the global search orders them)."""
     def key(m: Match) -> tuple[int, float, float, str]:
-        strength = m.verification.score if m.verification is not None else 0.0
-        return (0 if m.verified else 1, -strength, -m.score, m.path)
+        return (0 if m.verified else 1, -strength(m.verification), -m.score, m.path)
 
     return [replace(m, rank=i) for i, m in enumerate(sorted(matches, key=key), 1)]
 

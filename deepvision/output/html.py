@@ -19,6 +19,7 @@ from deepvision.atomic import atomic_write, atomic_write_text
 from deepvision.output.console import safe_text
 from deepvision.pipeline.decode import DecodeError, load_rgb
 from deepvision.pipeline.video import frame_image
+from deepvision.types import Box
 
 THUMB = 192  # px, long side
 
@@ -33,6 +34,12 @@ h2 { font-size: 1rem; word-break: break-all; margin: 4px 0; }
 figure { margin: 0; padding: 4px; border: 1px solid #8884; border-radius: 6px; }
 figure.query { border: 2px solid #3a7bd5; }
 figure img { width: 100%; height: 140px; object-fit: contain; background: #8882; }
+figure .pic { position: relative; display: block; width: fit-content; margin: 0 auto; }
+figure .pic img { width: auto; max-width: 100%; height: auto; max-height: 140px; display: block; }
+figure .pic svg { position: absolute; inset: 0; width: 100%; height: 100%; pointer-events: none; }
+figure .pic rect { fill: none; stroke: #2ecc40; stroke-width: 2px;
+                   vector-effect: non-scaling-stroke; }
+figure.match { border: 2px solid #2ecc40; }
 figcaption { font-size: .75rem; word-break: break-all; }
 .missing { height: 140px; display: flex; align-items: center; justify-content: center;
            background: #d443; font-size: .8rem; }
@@ -46,6 +53,8 @@ class Tile:
     caption: str  # plain text, escaped on output
     query: bool = False
     at: float | None = None  # a video: the frame (seconds) the thumbnail shows
+    box: Box | None = None  # a region drawn on the thumbnail (fractions): where a match is
+    match: bool = False  # a match (verified or as close as a copy), not a similar image
 
     @property
     def key(self) -> tuple[str, float | None]:
@@ -99,7 +108,13 @@ class Gallery:
             href = quote(os.fsencode(os.path.relpath(t.path, self.out.parent)))
             src = quote(f"{self.thumbs_dir.name}/{thumb}")
             picture = f'<a href="{href}"><img loading="lazy" src="{src}" alt=""></a>'
-        css = ' class="query"' if t.query else ""
+            if t.box is not None:  # the image at its own aspect, the box over it
+                b = t.box
+                rect = (f'<rect x="{b.x0:.4f}" y="{b.y0:.4f}" width="{b.x1 - b.x0:.4f}" '
+                        f'height="{b.y1 - b.y0:.4f}"/>')
+                picture = (f'<span class="pic">{picture}<svg viewBox="0 0 1 1" '
+                           f'preserveAspectRatio="none">{rect}</svg></span>')
+        css = ' class="query"' if t.query else (' class="match"' if t.match else "")
         return (f'<figure{css} title="{_text(t.path)}">{picture}<figcaption>'
                 f"{_text(t.caption)}<br>{_text(os.path.basename(t.path))}</figcaption></figure>")
 

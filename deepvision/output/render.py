@@ -123,12 +123,15 @@ def print_search_table(result: SearchResult, exact: bool = False) -> None:
         if q.error:
             out.print(f"[bold]{title}[/]: [red]{markup(q.error)}[/]")
             continue
-        table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+        table = Table(title=f"{title}  ({match_count(q)})", title_justify="left",
+                      show_edge=False, pad_edge=False)
         table.add_column("rank", justify="right")
         table.add_column("score", justify="right")
+        table.add_column("match")
         table.add_column("path", overflow="fold")
         for m in q.matches:
-            table.add_row(str(m.rank), f"{m.score:.4f}", escape(at_time(display_path(m.path), m)))
+            table.add_row(str(m.rank), f"{m.score:.4f}", match_mark(m),
+                          escape(at_time(display_path(m.path), m)))
         if not q.matches:
             table.add_row("-", "-", "no match above --min-score")
         out.print(table)
@@ -139,9 +142,16 @@ def _plain_search(q: QueryResult) -> str:
     title = query_label(q, exact=True)
     if q.error:
         return f"{title}: {q.error}\n"
-    rows = [[str(m.rank), f"{m.score:.4f}", at_time(display_path(m.path, exact=True), m)]
-            for m in q.matches] or [["-", "-", "no match above --min-score"]]
-    return plain_table(title, ["rank", "score", "path"], rows)
+    rows = [[str(m.rank), f"{m.score:.4f}", match_mark(m),
+             at_time(display_path(m.path, exact=True), m)]
+            for m in q.matches] or [["-", "-", "", "no match above --min-score"]]
+    return plain_table(f"{title}  ({match_count(q)})", ["rank", "score", "match", "path"], rows)
+
+
+def match_count(q: QueryResult) -> str:
+    """'2 matches, 8 other similar images': the line between copies and the rest."""
+    n = sum(m.match for m in q.matches)
+    return f"{n} match{'es' if n != 1 else ''}, {len(q.matches) - n} other similar"
 
 
 def plain_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -182,6 +192,14 @@ def _csv_seconds(t: float | None) -> str:
     return "" if t is None else f"{t:.3f}"
 
 
+def match_mark(m: Match) -> str:
+    """How a result row says it is a match: a verified copy, a copy by its score alone, or
+    nothing (another similar image)."""
+    if m.verified:
+        return "✓ verified"
+    return "match" if m.match else ""
+
+
 def search_html(result: SearchResult, out: Path) -> None:
     from deepvision.output.html import Gallery, Section, Tile
     from deepvision.pipeline.discover import looks_like_video
@@ -190,7 +208,10 @@ def search_html(result: SearchResult, out: Path) -> None:
         if q.kind != IMAGE:
             return []
         if not looks_like_video(q.query):
-            return [Tile(q.query, "query", query=True)]
+            # where the first verified match sits in the query
+            first = next((m.verification for m in q.matches if m.verification), None)
+            return [Tile(q.query, "query", query=True,
+                         box=first.query_box if first is not None else None)]
         # A video query shows the frame of its best pair (or its start).
         at = q.matches[0].query_timestamp if q.matches else None
         at = at if at is not None else 0.0
@@ -198,7 +219,10 @@ def search_html(result: SearchResult, out: Path) -> None:
 
     def match_tile(m: Match) -> Tile:
         when = "" if m.timestamp is None else f"  @ {clock(m.timestamp)}"
-        return Tile(m.path, f"#{m.rank}  {m.score:.4f}{when}", at=m.timestamp)
+        mark = match_mark(m)
+        return Tile(m.path, f"#{m.rank}  {m.score:.4f}{when}" + (f"  {mark}" if mark else ""),
+                    at=m.timestamp, match=m.match,
+                    box=m.verification.match_box if m.verification else None)
 
     sections = [Section(q.query if q.kind == IMAGE else query_label(q),
                         [*query_tiles(q), *map(match_tile, q.matches)], note=q.error or "")

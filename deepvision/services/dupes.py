@@ -21,6 +21,7 @@ from functools import partial
 
 import numpy as np
 
+from deepvision.match.features import Evidence
 from deepvision.match.verifier import Verifier, index_verifier
 from deepvision.store.catalog import Catalog, FileRow, Hit
 from deepvision.store.faiss_index import VectorIndex
@@ -132,6 +133,7 @@ def _tiered(rows: np.ndarray, cols: np.ndarray, files: dict[int, FileRow],
         pictures = sorted({int(r) for r in (*rows, *cols) if int(r) in files})
         evidence = verifier.evidence(files[r] for r in pictures)
         greys: dict[int, np.ndarray | None] = {}
+        dense: dict[int, Evidence | None] = {}
 
         def grey(row: int) -> np.ndarray | None:
             if row not in greys:
@@ -141,12 +143,17 @@ def _tiered(rows: np.ndarray, cols: np.ndarray, files: dict[int, FileRow],
                     greys[row] = None
             return greys[row]
 
+        def dense_of(row: int) -> Evidence | None:
+            if row not in dense:
+                dense[row] = verifier.query_of(files[row])
+            return dense[row]
+
         for i, (r, c) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
             ea = evidence.get(files[r].hash or "") if r in files else None
             eb = evidence.get(files[c].hash or "") if c in files else None
             if r in files and c in files:
-                kind = Tier.SIMILAR if ea is None or eb is None else \
-                    tier(ea, eb, partial(grey, r), partial(grey, c))[0]
+                kind = Tier.SIMILAR if ea is None or eb is None else tier(
+                    ea, eb, partial(grey, r), partial(grey, c), partial(dense_of, r))[0]
                 copy[i] = kind == Tier.COPY
     return Links((rows[copy], cols[copy]), (rows[~copy], cols[~copy]))
 

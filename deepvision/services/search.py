@@ -20,7 +20,13 @@ import numpy as np
 
 from deepvision.errors import NoImagesError, UsageError
 from deepvision.match.features import Evidence
-from deepvision.match.verifier import DEFAULT_TOP, Verifier, index_verifier, unverified
+from deepvision.match.verifier import (
+    DEFAULT_TOP,
+    MATCH_SCORE,
+    Verifier,
+    index_verifier,
+    unverified,
+)
 from deepvision.match.verifier import ranked as ranked_matches
 from deepvision.models.descriptor import QUERY_ZOOM, QueryViews
 from deepvision.models.registry import text_models
@@ -239,22 +245,27 @@ class Searcher:
             return ranked
         lists, _ = self.rank_queries([Query(v[None], (None,)) for v in batch.vectors],
                                      replace(opts, top_k=opts.verify_top))
-        held = {m.file_id: m for m in ranked}
-        extra: dict[int | None, Match] = {}
+        # one row per file (per frame with --all-frames), as the global search gave them
+        held = {(m.file_id, m.timestamp if opts.all_frames else None): m for m in ranked}
+        extra: dict[tuple[int | None, float | None], Match] = {}
         for m in (m for found in lists for m in found):
-            if m.file_id in held:  # already checked: it keeps its verdict, and its best score
-                held[m.file_id] = replace(held[m.file_id],
-                                          score=max(m.score, held[m.file_id].score))
-            elif m.file_id not in extra or m.score > extra[m.file_id].score:
-                extra[m.file_id] = m
+            key = (m.file_id, m.timestamp if opts.all_frames else None)
+            if key in held:  # already checked: it keeps its verdict, and its best score
+                if m.score >= MATCH_SCORE:
+                    held[key] = replace(held[key], score=max(m.score, held[key].score))
+            elif key not in extra or m.score > extra[key].score:
+                extra[key] = m
         ranked = list(held.values())
         if not extra:
             return ranked_matches(ranked)
         new = sorted(extra.values(), key=lambda m: -m.score)[:opts.verify_top]
         checked = self.verifier.rerank(evidence, new, self._rows(new), len(new))
-        # A part scores like another view of the query (as the turns and the zoom do): an
-        # image found by the photo on a page outranks what the page's own vector found.
-        return ranked_matches([*ranked, *checked])
+        # A part scores like another view of the query (as the turns and the zoom do) where it
+        # is as close as a copy (MATCH_SCORE): an image found by the photo on a page outranks
+        # what the page's own vector found. A part's weaker neighbours join only verified, so
+        # a query with no copy in the index keeps its own ranking of similar images.
+        return ranked_matches([*ranked, *(m for m in checked
+                                          if m.verified or m.score >= MATCH_SCORE)])
 
     def _picture(self, path: str) -> np.ndarray | None:
         """The query's pixels for verification; None when it cannot be read as a picture
