@@ -524,8 +524,9 @@ def search(
         "features (the same picture, whatever was done to it: cropped, covered, inside a page, "
         "a thumbnail); verified matches rank first and show where they match.")] = True,
     verify_top: Annotated[int, typer.Option(
-        "--verify-top", min=1, max=1000, help="How many candidates of the vector search "
-        "--verify checks (more: finds copies the vectors rank lower, slower).")] = 30,
+        "--verify-top", min=1, max=1000, metavar="N",
+        help="How many candidates of the vector search --verify checks (more: finds copies "
+        "the vectors rank lower, slower).")] = 30,
     quiet: Quiet = False,
 ) -> None:
     """Print the most similar indexed images and videos (with the time of the best frame)
@@ -678,7 +679,7 @@ def eval_(
     edit_set: Annotated[EditSet, typer.Option(
         "--edits", help="--synthetic: which copies each photo gets: robust (turns, crops, small "
         "JPEGs, borders, ...), strong (a 25 % crop, inside a web page, a photo of a screen, "
-        "occlusion, an 80-px thumbnail, stacked edits, ...; issue #25) or all.")] = (
+        "occlusion, an 80-px thumbnail, stacked edits, ...) or all.")] = (
         EditSet.robust),
     keep_copies: Annotated[Optional[Path], typer.Option(
         "--keep-copies", metavar="DIR",
@@ -700,7 +701,8 @@ def eval_(
         "with local features, as `search` does (costs the features of every image once).")
     ] = True,
     verify_top: Annotated[int, typer.Option(
-        "--verify-top", min=1, max=1000, help="Candidates --verify checks per query.")] = 30,
+        "--verify-top", min=1, max=1000, metavar="N",
+        help="Candidates --verify checks per query.")] = 30,
     frame: Frame = None,
     model: Annotated[str, typer.Option(metavar="NAME", help=MODEL_HELP)] = "auto",
     weights: Weights = None,
