@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from deepvision.filters import Filter
 from deepvision.store.catalog import Catalog, Hit
-from deepvision.store.faiss_index import VectorIndex
+from deepvision.store.faiss_index import EXACT_MAX, HNSW_GRAPH_MIN, VectorIndex
 from deepvision.store.indexstore import IndexStore
 
 # Cosine similarity above which two images count as near-duplicates. Measured with
@@ -25,6 +27,7 @@ from deepvision.store.indexstore import IndexStore
 # distinct photos 0.64. Other models have other score ranges: tune --threshold for them.
 DEFAULT_THRESHOLD = 0.72
 BLOCK = 2048  # queries per range search: bounds the temporary result arrays
+RangeResult = tuple[np.ndarray, np.ndarray, np.ndarray]  # FAISS's (lims, scores, ids)
 
 
 @dataclass(frozen=True)
@@ -50,16 +53,49 @@ class DupesResult:
     groups: list[Group]
 
 
-def find_dupes(store: IndexStore, threshold: float = DEFAULT_THRESHOLD) -> DupesResult:
+def find_dupes(store: IndexStore, threshold: float = DEFAULT_THRESHOLD,
+               flt: Filter = Filter()) -> DupesResult:
+    """Groups among all indexed files, or with a filter among the files that pass it only
+    (both members of every pair pass)."""
     with store.open_read() as snap:
         ids, vectors = _all_vectors(snap.catalog, snap.dim)
         index = snap.vectors()
         index.configure()
-        hits = snap.catalog.hits_for(ids.tolist())
-        labels = _components(index, ids, vectors, threshold, _same_file(ids, hits))
+        allowed = None
+        if flt.active:
+            allowed = snap.catalog.passing_vectors(flt)
+            keep = np.isin(ids, allowed)
+            ids, vectors = ids[keep], vectors[keep]
+        hits = _passing(snap.catalog, snap.catalog.hits_for(ids.tolist()), flt)
+        labels = _components(_searcher(index, ids, vectors, allowed), ids, vectors, threshold,
+                             _same_file(ids, hits))
         model = snap.manifest.model
     groups = _groups(ids, vectors, labels, hits)
     return DupesResult(os.path.abspath(store.dir), model, threshold, groups)
+
+
+def _searcher(index: VectorIndex, ids: np.ndarray, vectors: np.ndarray,
+              allowed: np.ndarray | None) -> Callable[[np.ndarray, float], RangeResult]:
+    """Range search among the passing vectors: the index with an ID selector, or for a
+    filter that passes few (for HNSW, whose graph walk strands: a small fraction), an exact
+    flat index of just them."""
+    if allowed is None:
+        return index.range_search
+    sparse = index.plan.kind == "hnsw" and len(allowed) < HNSW_GRAPH_MIN * len(index)
+    if len(allowed) <= EXACT_MAX or sparse:
+        exact = VectorIndex.new(vectors.shape[1])
+        exact.add(ids, vectors)
+        return exact.range_search
+    return lambda queries, threshold: index.filtered_range(queries, threshold, allowed)
+
+
+def _passing(catalog: Catalog, hits: dict[int, list[Hit]], flt: Filter) -> dict[int, list[Hit]]:
+    """Only the files that pass: a vector shared by byte-identical files may pass for one of
+    them only."""
+    if not flt.active:
+        return hits
+    passing = catalog.passing_files((h.file_id for hs in hits.values() for h in hs), flt)
+    return {vid: [h for h in hs if h.file_id in passing] for vid, hs in hits.items()}
 
 
 def _all_vectors(catalog: Catalog, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -80,8 +116,9 @@ def _same_file(ids: np.ndarray, hits: dict[int, list[Hit]]) -> tuple[np.ndarray,
     return pairs[:, 0], pairs[:, 1]
 
 
-def _components(index: VectorIndex, ids: np.ndarray, vectors: np.ndarray,
-                threshold: float, extra: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def _components(range_search: Callable[[np.ndarray, float], RangeResult], ids: np.ndarray,
+                vectors: np.ndarray, threshold: float,
+                extra: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Component label per row of `ids` (scipy's connected components on the sparse pair
     graph, plus the `extra` edges)."""
     from scipy.sparse import coo_matrix
@@ -95,7 +132,7 @@ def _components(index: VectorIndex, ids: np.ndarray, vectors: np.ndarray,
     cols: list[np.ndarray] = []
     for start in range(0, n, BLOCK):
         # FAISS keeps inner-product results strictly above the radius.
-        lims, _, hits = index.range_search(vectors[start:start + BLOCK], threshold)
+        lims, _, hits = range_search(vectors[start:start + BLOCK], threshold)
         counts = np.diff(lims).astype(np.int64)  # FAISS returns size_t offsets
         rows.append(np.repeat(np.arange(start, start + len(counts)), counts))
         cols.append(np.fromiter((row_of[int(h)] for h in hits), np.int64, len(hits)))

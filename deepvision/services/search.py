@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from deepvision.errors import NoImagesError, UsageError
+from deepvision.filters import Filter
 from deepvision.models.descriptor import QUERY_ZOOM, QueryViews
 from deepvision.models.registry import text_models
 from deepvision.pipeline.discover import discover
@@ -27,7 +28,7 @@ from deepvision.pipeline.video import VideoOptions
 from deepvision.progress import Reporter
 from deepvision.services.embedding import EmbedderFactory, index_embedder
 from deepvision.services.ranking import expand_queries
-from deepvision.store.catalog import Hit
+from deepvision.store.catalog import Catalog, Hit, taken_key
 from deepvision.store.faiss_index import VectorIndex
 from deepvision.store.indexstore import IndexStore, Snapshot
 from deepvision.store.manifest import Manifest
@@ -74,6 +75,10 @@ class RankOptions:
     # network pass). None: as the index records (no index does by default); True on an index
     # without: QUERY_ZOOM.
     zoom: bool | None = None
+    # Only files that pass this (date, camera, folder, kind, size, place) are ranked; the
+    # filter works inside the FAISS search, so k results still come back (filters.py).
+    filter: Filter = Filter()
+    sort: str = "score"  # score: best first; date: the top_k best, oldest capture first
 
 
 @dataclass(frozen=True)
@@ -231,14 +236,16 @@ class Searcher:
         with self.store.open_read() as snap:
             index = self._index(snap)
             index.configure(opts.nprobe, opts.ef_search)
-            if opts.qe:
+            if opts.qe:  # expansion looks at every neighbour: it only moves the query
                 flat = _expand(index, flat, opts.qe, snap.stored)
+            allowed = snap.catalog.passing_vectors(opts.filter) if opts.filter.active else None
             out: list[list[Match]] = [[] for _ in queries]
             todo, k = list(range(len(queries))), opts.top_k
-            while todo:
+            size = len(index) if allowed is None else len(allowed)
+            while todo and size:
                 rows = np.flatnonzero(np.isin(owner, todo))
-                scores, ids = index.top(flat[rows], min(k, max(1, len(index))), snap.stored)
-                hits = snap.catalog.hits_for(ids[ids >= 0].ravel())
+                scores, ids = index.top(flat[rows], min(k, size), snap.stored, allowed)
+                hits = _hits(snap.catalog, ids, opts.filter)
                 for q in todo:
                     mine = owner[rows] == q
                     out[q] = matches(scores[mine], ids[mine], [qtimes[i] for i in rows[mine]],
@@ -247,10 +254,13 @@ class Searcher:
                 # the last one still passed --min-score.
                 todo = [q for q in todo if _crowded(out[q], scores[owner[rows] == q],
                                                     ids[owner[rows] == q], opts)]
-                if k >= len(index):
+                if k >= size:
                     break
                 k *= WIDEN
+            out = _described(snap.catalog, out, opts.sort)
             notes = list(snap.notes)
+            if allowed is not None and not len(allowed):
+                notes.append(f"no indexed file passes the filter ({opts.filter.describe()})")
         return out, notes
 
     def _index(self, snap: Snapshot) -> VectorIndex:
@@ -259,6 +269,31 @@ class Searcher:
             if self._cached is None or self._cached[0] != key:
                 self._cached = (key, snap.vectors(mmap=True).on_gpu())
             return self._cached[1]
+
+
+def _hits(catalog: Catalog, ids: np.ndarray, flt: Filter) -> dict[int, list[Hit]]:
+    """The files behind candidate vectors; with a filter, only the files that pass it (a
+    vector passes when any of its byte-identical files does; the others stay out)."""
+    hits = catalog.hits_for(ids[ids >= 0].ravel())
+    if not flt.active:
+        return hits
+    passing = catalog.passing_files((h.file_id for hs in hits.values() for h in hs), flt)
+    return {vid: [h for h in hs if h.file_id in passing] for vid, hs in hits.items()}
+
+
+def _described(catalog: Catalog, ranked: list[list[Match]], sort: str) -> list[list[Match]]:
+    """Each match with its file's metadata; sort=date: oldest capture first (unknown last)."""
+    metas = catalog.meta_for(m.file_id for ms in ranked for m in ms if m.file_id is not None)
+    out = [[replace(m, meta=metas.get(m.file_id)) if m.file_id is not None else m for m in ms]
+           for ms in ranked]
+    if sort == "date":
+        out = [sorted(ms, key=_date_order) for ms in out]
+    return out
+
+
+def _date_order(m: Match) -> tuple[bool, float, int]:
+    key = taken_key(m.meta.taken) if m.meta else None
+    return key is None, key or 0.0, m.rank
 
 
 def _view_rows(batch: EmbeddedBatch) -> dict[int, np.ndarray]:

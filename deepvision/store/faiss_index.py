@@ -291,15 +291,84 @@ class VectorIndex:
 
         atomic_write(path, write)
 
-    def top(self, queries: np.ndarray, k: int,
-            stored: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def top(self, queries: np.ndarray, k: int, stored: Callable[[np.ndarray], np.ndarray],
+            allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, ids), exact cosine scores whatever the structure: compressed (PQ)
         types fetch RERANK_FACTOR x k candidates from their codes and rescore them with the
-        stored vectors (`stored`: sorted unique ids -> vectors)."""
+        stored vectors (`stored`: sorted unique ids -> vectors). allowed: the only ids that
+        may be returned (sorted, unique; a filter's), searched for inside FAISS (filtered_top)."""
+        if allowed is not None:
+            return self.filtered_top(queries, k, stored, allowed)
         if self.plan.compressed:
             _, candidates = self.search(queries, k * RERANK_FACTOR)
             return rerank(queries, candidates, stored, k)
         return self.search(queries, k)
+
+    def filtered_top(self, queries: np.ndarray, k: int,
+                     stored: Callable[[np.ndarray], np.ndarray],
+                     allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k among `allowed` only, so a filter still gets k results (cutting an unfiltered
+        top-k would leave few or none). Few ids: exact scores over just their stored vectors.
+        Otherwise FAISS itself skips every other id (an ID selector), and the approximate types
+        look further in proportion to what the filter drops: IVF probes nprobe / fraction
+        lists, HNSW widens efSearch, and a sparse filter on HNSW scans its flat storage."""
+        if len(allowed) == 0 or len(self) == 0:
+            return _empty(len(queries))
+        if len(allowed) <= EXACT_MAX and self.plan.kind != "flat":
+            return exact_top(queries, allowed, stored(allowed), k)
+        fraction = min(1.0, len(allowed) / len(self))
+        selection = Selection(allowed)
+        if self.plan.kind == "hnsw" and fraction < HNSW_GRAPH_MIN:
+            return self._storage_top(queries, k, selection)
+        params = self._params(selection, fraction)
+        fetch = k * RERANK_FACTOR if self.plan.compressed else k
+        scores, ids = self._index.search(np.ascontiguousarray(queries, np.float32),
+                                         min(fetch, len(allowed)), params=params)
+        if self.plan.compressed:
+            return rerank(queries, ids, stored, k)
+        return scores, ids
+
+    def _params(self, selection: Selection, fraction: float) -> Any:
+        faiss = load_faiss()
+
+        if self.plan.needs_training:
+            ivf = faiss.try_extract_index_ivf(self._index)
+            nprobe = min(ivf.nlist, math.ceil(ivf.nprobe / fraction))
+            return faiss.SearchParametersIVF(sel=selection.sel, nprobe=nprobe)
+        if self.plan.kind == "hnsw":
+            ef = faiss.downcast_index(self._index.index).hnsw.efSearch
+            # The graph's result list only takes passing nodes, so the walk already goes on
+            # longer; a wider list on top keeps recall@10 >= 0.95 down to 5 % (bench/filters.py).
+            return faiss.SearchParametersHNSW(sel=selection.sel,
+                                              efSearch=math.ceil(ef / math.sqrt(fraction)))
+        return faiss.SearchParameters(sel=selection.sel)
+
+    def _storage_top(self, queries: np.ndarray, k: int,
+                     selection: Selection) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search of HNSW's flat storage, skipping every id not selected: a sparse
+        filter strands the graph walk among nodes that do not pass."""
+        faiss = load_faiss()
+
+        storage = faiss.downcast_index(faiss.downcast_index(self._index.index).storage)
+        translated = faiss.IDSelectorTranslated(self._index.id_map, selection.sel)
+        params = faiss.SearchParameters(sel=translated)
+        scores, rows = storage.search(np.ascontiguousarray(queries, np.float32),
+                                      min(k, selection.count), params=params)
+        id_map = self._index.id_map  # storage row -> catalog id; only the hits are looked up
+        return scores, np.array([[id_map.at(int(r)) if r >= 0 else -1 for r in row]
+                                 for row in rows], np.int64).reshape(rows.shape)
+
+    def filtered_range(self, queries: np.ndarray, threshold: float,
+                       allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """range_search among `allowed` only (an ID selector; IVF probes further, as in
+        filtered_top)."""
+        if len(allowed) == 0 or len(self) == 0:
+            return np.zeros(len(queries) + 1, np.uint64), np.zeros(0, np.float32), \
+                np.zeros(0, np.int64)
+        selection = Selection(allowed)
+        params = self._params(selection, min(1.0, len(allowed) / len(self)))
+        return self._index.range_search(np.ascontiguousarray(queries, np.float32), threshold,
+                                        params=params)
 
     @classmethod
     def load(cls, path: Path, plan: IndexPlan = FLAT_PLAN, mmap: bool = False) -> VectorIndex:
@@ -351,6 +420,49 @@ def _as_os_error(exc: RuntimeError, path: str) -> Exception:
 
 
 RERANK_FACTOR = 20  # compressed (PQ) types fetch 20x the candidates, then rescore exactly
+# A filter passing at most this many vectors is searched exactly over just their stored
+# vectors (bench/filters.py: fetching and scoring 4096 vectors costs about as much as an IVF
+# search, and is exact).
+EXACT_MAX = 4096
+# Below this fraction passing, filtered HNSW scans its flat storage instead of walking the
+# graph (bench/filters.py: the walk's recall@10 falls under 0.95 at 1 %).
+HNSW_GRAPH_MIN = 0.05
+
+
+class Selection:
+    """A FAISS ID selector over sorted unique ids, holding the memory it points into: a
+    bitmap (one bit per id up to the largest: 125 kB for ids below a million, one bit test
+    per candidate) when the ids are dense enough, else a hashed batch."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        faiss = load_faiss()
+
+        self.count = len(ids)
+        top = int(ids[-1]) + 1 if len(ids) else 1
+        if top <= 64 * max(1, len(ids)):  # the bitmap costs at most 8 bytes per id
+            dense = np.zeros(top, bool)
+            dense[ids] = True
+            self.bitmap = np.packbits(dense, bitorder="little")
+            self.sel = faiss.IDSelectorBitmap(len(self.bitmap), faiss.swig_ptr(self.bitmap))
+        else:
+            self.sel = faiss.IDSelectorBatch(np.ascontiguousarray(ids, np.int64))
+
+
+def exact_top(queries: np.ndarray, ids: np.ndarray, vectors: np.ndarray,
+              k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Brute force: the k best of `ids` (their `vectors`) per query, FAISS-style (-1 padded)."""
+    scores = np.asarray(queries, np.float32) @ np.asarray(vectors, np.float32).T
+    kk = min(k, len(ids))
+    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+    best = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-best, axis=1, kind="stable")
+    out_s = np.take_along_axis(best, order, axis=1).astype(np.float32)
+    out_i = ids[np.take_along_axis(part, order, axis=1)]
+    return out_s, out_i.astype(np.int64)
+
+
+def _empty(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
 
 
 def rerank(queries: np.ndarray, ids: np.ndarray,
