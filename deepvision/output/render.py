@@ -62,11 +62,22 @@ def search_document(result: SearchResult, with_ids: bool = False) -> dict[str, A
             doc["query_timestamp"] = _seconds(m.query_timestamp)
         if with_ids:
             doc["id"] = m.file_id
+        doc.update(match_metadata(m))
         return doc
 
     return {"index": result.index, "model": result.model,
             "queries": [{"query": q.query, "kind": q.kind, "error": q.error,
                          "matches": [match(m) for m in q.matches]} for q in result.queries]}
+
+
+def match_metadata(m: Match) -> dict[str, Any]:
+    """A match's file metadata in the search JSON (#28): null where it is not known."""
+    meta = m.meta
+    if meta is None:
+        return {"taken": None, "camera": None, "gps": None, "width": None, "height": None}
+    gps = None if meta.lat is None or meta.lon is None else {"lat": meta.lat, "lon": meta.lon}
+    return {"taken": meta.taken, "camera": meta.camera, "gps": gps, "width": meta.width,
+            "height": meta.height}
 
 
 def _seconds(t: float | None) -> float | None:
