@@ -105,6 +105,7 @@ def run_search(req: SearchRequest, rep: Reporter,
                embedders: EmbedderFactory = index_embedder) -> SearchResult:
     """Image queries (sorted by path), then text queries in the order given."""
     manifest = req.store.check()  # before any heavy work: is there an index, is it intact?
+    check_filter(req.store, req.rank.filter)
     if req.texts and not manifest.text_encoder:
         raise UsageError(no_text_encoder(manifest, req.store))
     found = discover(req.queries) if req.queries else None
@@ -127,6 +128,13 @@ def run_search(req: SearchRequest, rep: Reporter,
     if req.texts:
         ordered += searcher.search_texts(req.texts, req.rank, rep)
     return SearchResult(os.path.abspath(req.store.dir), manifest.model, ordered)
+
+
+def check_filter(store: IndexStore, flt: Filter) -> None:
+    """A filter on metadata needs an index that has it: say so before the model loads."""
+    if flt.needs_metadata:
+        with store.open_read() as snap:
+            snap.catalog.passing_files((), flt)  # raises the UsageError that says what to run
 
 
 def no_text_encoder(manifest: Manifest, store: IndexStore) -> str:
