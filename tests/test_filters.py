@@ -8,6 +8,7 @@ brute force over the passing vectors, the approximate ones with recall@10 >= 0.9
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -251,3 +252,107 @@ def test_an_index_without_metadata_says_what_to_run(tmp_path: Path):
     assert old.passing_vectors(Filter(folders=("/x",))).tolist() == []  # paths need no metadata
     with pytest.raises(UsageError, match="run `deepvision index` on it once"):
         old.passing_vectors(Filter(kind="image"))
+
+
+# ---- the real CLI on real files (stub network) --------------------------------------------------
+
+
+def _photo(path: Path, seed: int, taken: str | None, camera: tuple[bytes, bytes] | None,
+           size: tuple[int, int] = (96, 72)) -> Path:
+    import piexif
+    from imagefactory import photo_like_image
+
+    exif: dict = {"0th": {}, "Exif": {}}
+    if camera:
+        exif["0th"] = {piexif.ImageIFD.Make: camera[0], piexif.ImageIFD.Model: camera[1]}
+    if taken:
+        exif["Exif"] = {piexif.ExifIFD.DateTimeOriginal: taken.encode()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    photo_like_image(seed, size).convert("RGB").save(path, exif=piexif.dump(exif), quality=92)
+    return path
+
+
+@pytest.fixture
+def album(cli, tiny_model, tmp_path) -> tuple[Path, Path]:
+    """Photos of 2018 and 2023 in two folders (one byte-identical copy across them), a video,
+    indexed with the stub model."""
+    from videofactory import make_video
+
+    root = tmp_path / "album"
+    for i in range(6):
+        year = 2018 if i < 3 else 2023
+        folder = root / ("old" if i < 3 else "new")
+        _photo(folder / f"p{i}.jpg", seed=i, taken=f"{year}:0{i + 1}:1{i} 12:00:00",
+               camera=(b"Canon", b"Canon EOS 80D") if i % 2 else (b"Apple", b"iPhone 8"),
+               size=(96 + 64 * (i % 3), 72))
+    (root / "new" / "copy_of_p0.jpg").write_bytes((root / "old" / "p0.jpg").read_bytes())
+    make_video(root / "clips" / "clip.mp4", seeds=(0, 4), seconds=1.0)
+    idx = tmp_path / "idx"
+    run = cli("index", root, "--index-dir", idx, "--model", tiny_model, "--workers", "0",
+              "--json", "--quiet")
+    assert run.exit_code == 0, run.stderr
+    assert run.json()["metadata_read"] == 8
+    return root, idx
+
+
+def _search(cli, album, *flags: str) -> list[dict]:
+    from importlib import resources
+
+    import jsonschema
+
+    root, idx = album
+    run = cli("search", root / "old" / "p0.jpg", "--index-dir", idx, "--format", "json",
+              "--workers", "0", "-k", "20", *map(str, flags))
+    assert run.exit_code == 0, run.stderr
+    schema = json.loads(resources.files("deepvision.output").joinpath(
+        "schemas/search.schema.json").read_text())
+    jsonschema.validate(run.json(), schema)
+    return run.json()["queries"][0]["matches"]
+
+
+def test_search_flags_select_by_date_folder_camera_kind_and_size(cli, album):
+    root, _ = album
+    names = lambda ms: sorted(Path(m["path"]).name for m in ms)  # noqa: E731
+    assert len(_search(cli, album)) == 8
+    assert names(_search(cli, album, "--before", "2018")) == [
+        "copy_of_p0.jpg", "p0.jpg", "p1.jpg", "p2.jpg"]  # the copy carries p0's EXIF
+    assert names(_search(cli, album, "--after", "2023-05", "--before", "2023-06-30")) == [
+        "p4.jpg", "p5.jpg"]
+    # the copy shares p0's vector but lives in new/ and has p0's EXIF (2018): a folder filter
+    # and a date filter each keep one of the two files behind that one vector
+    assert names(_search(cli, album, "--folder", root / "new", "--before", "2019")) == [
+        "copy_of_p0.jpg"]
+    assert names(_search(cli, album, "--folder", root / "old", "--folder", root / "clips")) == [
+        "clip.mp4", "p0.jpg", "p1.jpg", "p2.jpg"]
+    canon = _search(cli, album, "--camera", "eos 80")
+    assert names(canon) == ["p1.jpg", "p3.jpg", "p5.jpg"]
+    assert {m["camera"] for m in canon} == {"Canon EOS 80D"}
+    (clip,) = _search(cli, album, "--kind", "video")
+    assert clip["width"] == 160 and clip["timestamp"] is not None
+    wide = _search(cli, album, "--min-width", "150")
+    assert names(wide) == ["clip.mp4", "p1.jpg", "p2.jpg", "p4.jpg", "p5.jpg"]
+    by_date = _search(cli, album, "--sort", "date", "--kind", "image")
+    taken = [m["taken"] for m in by_date]
+    assert taken[:7] == sorted(taken[:7]) and taken[0].startswith("2018-01-10")
+
+
+def test_filters_are_checked_before_any_work_and_dupes_takes_them(cli, album):
+    root, idx = album
+    bad = cli("search", root / "old" / "p0.jpg", "--index-dir", idx, "--after", "2024-02-30")
+    assert bad.exit_code == 2 and "--after '2024-02-30'" in bad.stderr
+    bad = cli("dupes", "--index-dir", idx, "--radius", "3")
+    assert bad.exit_code == 2 and "--radius needs --near" in bad.stderr
+    everything = cli("dupes", "--index-dir", idx, "--format", "json").json()
+    def paths(doc: dict) -> list[set[str]]:
+        return [{Path(m["path"]).name for m in g["files"]} for g in doc["groups"]]
+
+    assert any({"p0.jpg", "copy_of_p0.jpg"} <= group for group in paths(everything))
+    inside_old = cli("dupes", "--index-dir", idx, "--format", "json", "--folder", root / "old")
+    assert inside_old.exit_code == 0, inside_old.stderr  # the copy is outside: no pair
+    assert not any("copy_of_p0.jpg" in group for group in paths(inside_old.json()))
+    same_year = cli("dupes", "--index-dir", idx, "--format", "json", "--before", "2019")
+    assert any({"p0.jpg", "copy_of_p0.jpg"} <= group for group in paths(same_year.json()))
+    nothing = cli("search", root / "old" / "p0.jpg", "--index-dir", idx, "--near", "0.5,0.5",
+                  "--format", "json", "--workers", "0")
+    assert nothing.exit_code == 0 and nothing.json()["queries"][0]["matches"] == []
+    assert "no indexed file passes the filter (within 10 km of 0.5,0.5)" in nothing.stderr
