@@ -356,3 +356,31 @@ def test_filters_are_checked_before_any_work_and_dupes_takes_them(cli, album):
                   "--format", "json", "--workers", "0")
     assert nothing.exit_code == 0 and nothing.json()["queries"][0]["matches"] == []
     assert "no indexed file passes the filter (within 10 km of 0.5,0.5)" in nothing.stderr
+
+
+def test_a_long_lived_searcher_follows_renames_and_metadata(cli, album, tiny_model):
+    """serve's Searcher keeps the passing ids of recent filters: a rename (no vector changes,
+    so the same generation) must still change what passes."""
+    from deepvision.services.search import Query, RankOptions, Searcher
+    from deepvision.store.indexstore import IndexStore
+
+    root, idx = album
+    store = IndexStore(idx)
+    searcher = Searcher(store, embedder=None)  # type: ignore[arg-type]  # ranks vectors only
+    with store.open_read() as snap:
+        query = Query(snap.stored(np.array([1])), (None,))
+        generation = snap.catalog.generation
+    opts = RankOptions(top_k=20, filter=Filter(folders=(str(root / "old"),)))
+
+    def names() -> set[str]:
+        (found,), _ = searcher.rank_queries([query], opts)
+        return {Path(m.path).name for m in found}
+
+    assert names() == {"p0.jpg", "p1.jpg", "p2.jpg"}
+    (root / "old" / "p1.jpg").rename(root / "new" / "p1.jpg")
+    run = cli("index", root, "--index-dir", idx, "--model", tiny_model, "--workers", "0",
+              "--json", "--quiet")
+    assert run.json()["renamed"] == 1 and run.json()["metadata_read"] == 1
+    with store.open_read() as snap:
+        assert snap.catalog.generation == generation  # the FAISS cache stays valid
+    assert names() == {"p0.jpg", "p2.jpg"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shlex
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,6 +38,7 @@ from deepvision.types import EmbeddedBatch, Failure, Match
 IMAGE, TEXT = "image", "text"  # QueryResult.kind: what the query was
 # Candidates per query row grow by this factor while a video's frames crowd the top k.
 WIDEN = 4
+PASSING_CACHE = 8  # filters whose passing ids a Searcher keeps
 
 
 @dataclass
@@ -161,6 +163,10 @@ class Searcher:
         # The FAISS structure of the last generation searched: a long-lived Searcher (serve)
         # reloads it only when a writer has committed or a rebuild has switched catalogs.
         self._cached: tuple[tuple[str, int], VectorIndex] | None = None
+        # The passing vector ids of the last few filters: turning a broad filter into ids
+        # reads every file's row (seconds at a million files); a service sees the same
+        # filters again. Valid while the catalog has had no commit.
+        self._passing: OrderedDict[tuple[str, int, Filter], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
     def search_files(self, paths: Sequence[str], opts: RankOptions, rep: Reporter,
@@ -246,7 +252,7 @@ class Searcher:
             index.configure(opts.nprobe, opts.ef_search)
             if opts.qe:  # expansion looks at every neighbour: it only moves the query
                 flat = _expand(index, flat, opts.qe, snap.stored)
-            allowed = snap.catalog.passing_vectors(opts.filter) if opts.filter.active else None
+            allowed = self._allowed(snap, opts.filter) if opts.filter.active else None
             out: list[list[Match]] = [[] for _ in queries]
             todo, k = list(range(len(queries))), opts.top_k
             size = len(index) if allowed is None else len(allowed)
@@ -270,6 +276,19 @@ class Searcher:
             if allowed is not None and not len(allowed):
                 notes.append(f"no indexed file passes the filter ({opts.filter.describe()})")
         return out, notes
+
+    def _allowed(self, snap: Snapshot, flt: Filter) -> np.ndarray:
+        key = (snap.manifest.catalog, snap.catalog.commits, flt)
+        with self._lock:
+            if key in self._passing:
+                self._passing.move_to_end(key)
+                return self._passing[key]
+        allowed = snap.catalog.passing_vectors(flt)
+        with self._lock:
+            self._passing[key] = allowed
+            while len(self._passing) > PASSING_CACHE:
+                self._passing.popitem(last=False)
+        return allowed
 
     def _index(self, snap: Snapshot) -> VectorIndex:
         key = (snap.manifest.catalog, snap.catalog.generation)

@@ -223,6 +223,10 @@ class Catalog:
                     "INSERT INTO meta VALUES ('generation', '1') ON CONFLICT(key) "
                     "DO UPDATE SET value = CAST(value AS INTEGER) + 1"
                 )
+            # Every commit: what a reader caches from files and metadata (a filter's passing
+            # ids) is valid while this stays put; the generation moves with vectors only.
+            self._db.execute("INSERT INTO meta VALUES ('commits', '1') ON CONFLICT(key) "
+                             "DO UPDATE SET value = CAST(value AS INTEGER) + 1")
             self._vectors_changed = False
             self._db.execute("COMMIT")
         except BaseException:
@@ -255,6 +259,11 @@ class Catalog:
     @property
     def generation(self) -> int:
         return int(self.get_meta("generation", "0") or 0)
+
+    @property
+    def commits(self) -> int:
+        """Committed write transactions (catalogs before #28 start counting at their next)."""
+        return int(self.get_meta("commits", "0") or 0)
 
     def faiss_record(self) -> FaissRecord | None:
         value = self.get_meta("faiss")
