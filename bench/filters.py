@@ -122,7 +122,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--queries", type=int, default=100)
-    ap.add_argument("--types", nargs="+", default=["flat", "ivf", "ivfpq", ONDISK, "hnsw"])
+    ap.add_argument("--types", nargs="*", default=["flat", "ivf", "ivfpq", ONDISK, "hnsw"])
     ap.add_argument("--ef-search", type=int, default=None, help="HNSW efSearch (default 128)")
     ap.add_argument("--catalog", action="store_true", help="also time the sqlite side")
     ap.add_argument("--out", type=Path, default=None)
