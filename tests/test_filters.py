@@ -171,8 +171,8 @@ def structures(planted, tmp_path_factory) -> dict[str, VectorIndex]:
 @pytest.mark.parametrize("kind", ["flat", "ivf", "ivfpq", ONDISK, "hnsw"])
 def test_filtered_search_returns_k_passing_vectors_like_brute_force(planted, structures, kind,
                                                                     monkeypatch):
-    # Small filters go exact, larger ones through FAISS's ID selector (and for HNSW below 5 %
-    # its flat storage): a low threshold sends most of the random filters down the FAISS road.
+    # Small filters go exact (flat and HNSW: below 5 %, copied out of their storage), larger
+    # ones through FAISS's ID selector: a low threshold sends most filters down the FAISS road.
     monkeypatch.setattr(faiss_index, "EXACT_MAX", 40)
     catalog, vectors, _ = planted
     index = structures[kind]

@@ -18,7 +18,7 @@ import numpy as np
 
 from deepvision.filters import Filter
 from deepvision.store.catalog import Catalog, Hit
-from deepvision.store.faiss_index import EXACT_MAX, HNSW_GRAPH_MIN, VectorIndex
+from deepvision.store.faiss_index import EXACT_MAX, SPARSE, VectorIndex
 from deepvision.store.indexstore import IndexStore
 
 # Cosine similarity above which two images count as near-duplicates. Measured with
@@ -81,7 +81,7 @@ def _searcher(index: VectorIndex, ids: np.ndarray, vectors: np.ndarray,
     flat index of just them."""
     if allowed is None:
         return index.range_search
-    sparse = index.plan.kind == "hnsw" and len(allowed) < HNSW_GRAPH_MIN * len(index)
+    sparse = index.plan.kind == "hnsw" and len(allowed) < SPARSE * len(index)
     if len(allowed) <= EXACT_MAX or sparse:
         exact = VectorIndex.new(vectors.shape[1])
         exact.add(ids, vectors)

@@ -308,26 +308,40 @@ class VectorIndex:
                      stored: Callable[[np.ndarray], np.ndarray],
                      allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Top-k among `allowed` only, so a filter still gets k results (cutting an unfiltered
-        top-k would leave few or none). Few ids: exact scores over just their stored vectors
-        (flat is exact anyway). Otherwise FAISS itself skips every other id (an ID selector),
-        and the approximate types look further in proportion to what the filter drops: IVF
-        probes nprobe / fraction lists, HNSW widens efSearch, and a sparse filter on HNSW scans
-        its flat storage."""
+        top-k would leave few or none). Few ids (for flat and HNSW, a small fraction): exact
+        scores over just their vectors. Otherwise FAISS itself skips every other id (an ID
+        selector), and the approximate types look further in proportion to what the filter
+        drops: IVF probes nprobe / fraction lists, HNSW widens efSearch."""
         if len(allowed) == 0 or len(self) == 0:
             return _empty(len(queries))
-        if len(allowed) <= EXACT_MAX and self.plan.kind != "flat":
-            return exact_top(queries, allowed, stored(allowed), k)
         fraction = min(1.0, len(allowed) / len(self))
-        selection = Selection(allowed)
-        if self.plan.kind == "hnsw" and fraction < HNSW_GRAPH_MIN:
-            return self._storage_top(queries, k, selection)
-        params = self._params(selection, fraction)
+        if self.plan.kind in ("flat", "hnsw") and fraction < SPARSE:
+            return self._gathered_top(queries, k, allowed)
+        if len(allowed) <= EXACT_MAX:
+            return exact_top(queries, allowed, stored(allowed), k)
+        params = self._params(Selection(allowed), fraction)
         fetch = k * RERANK_FACTOR if self.plan.compressed else k
         scores, ids = self._index.search(np.ascontiguousarray(queries, np.float32),
                                          min(fetch, len(allowed)), params=params)
         if self.plan.compressed:
             return rerank(queries, ids, stored, k)
         return scores, ids
+
+    def _gathered_top(self, queries: np.ndarray, k: int,
+                      allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact scores over just the passing vectors, copied block by block out of the
+        index's own flat storage (flat, HNSW: in RAM, by id through the IDMap), so neither
+        the catalog nor a scan of every id is needed."""
+        best = _empty(len(queries))
+        for start in range(0, len(allowed), GATHER_BLOCK):
+            part = np.ascontiguousarray(allowed[start:start + GATHER_BLOCK], np.int64)
+            found = exact_top(queries, part, self._index.reconstruct_batch(part), k)
+            merged_s = np.concatenate([best[0], found[0]], axis=1)
+            merged_i = np.concatenate([best[1], found[1]], axis=1)
+            order = np.argsort(-merged_s, axis=1, kind="stable")[:, :k]
+            best = (np.take_along_axis(merged_s, order, axis=1),
+                    np.take_along_axis(merged_i, order, axis=1))
+        return best
 
     def _params(self, selection: Selection, fraction: float) -> Any:
         faiss = load_faiss()
@@ -343,21 +357,6 @@ class VectorIndex:
             return faiss.SearchParametersHNSW(sel=selection.sel,
                                               efSearch=math.ceil(ef / math.sqrt(fraction)))
         return faiss.SearchParameters(sel=selection.sel)
-
-    def _storage_top(self, queries: np.ndarray, k: int,
-                     selection: Selection) -> tuple[np.ndarray, np.ndarray]:
-        """Exact search of HNSW's flat storage, skipping every id not selected: a sparse
-        filter strands the graph walk among nodes that do not pass."""
-        faiss = load_faiss()
-
-        storage = faiss.downcast_index(faiss.downcast_index(self._index.index).storage)
-        translated = faiss.IDSelectorTranslated(self._index.id_map, selection.sel)
-        params = faiss.SearchParameters(sel=translated)
-        scores, rows = storage.search(np.ascontiguousarray(queries, np.float32),
-                                      min(k, selection.count), params=params)
-        id_map = self._index.id_map  # storage row -> catalog id; only the hits are looked up
-        return scores, np.array([[id_map.at(int(r)) if r >= 0 else -1 for r in row]
-                                 for row in rows], np.int64).reshape(rows.shape)
 
     def filtered_range(self, queries: np.ndarray, threshold: float,
                        allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -427,9 +426,12 @@ RERANK_FACTOR = 20  # compressed (PQ) types fetch 20x the candidates, then resco
 # and sparse HNSW then scan every id (a bit test each) exactly, and IVF's nprobe / fraction
 # reaches every list once a filter passes under nprobe / nlist of the collection.
 EXACT_MAX = 256
-# Below this fraction passing, filtered HNSW scans its flat storage instead of walking the
-# graph (bench/filters.py: the walk's recall@10 falls under 0.95 at 1 %).
-HNSW_GRAPH_MIN = 0.05
+# Below this fraction passing, flat and HNSW indexes score the passing vectors exactly,
+# copied out of their own storage (GATHER_BLOCK at a time: 20 MB at 1280-d): an HNSW graph
+# walk strands among nodes that do not pass (recall@10 under 0.95 at 1 %), and a flat
+# scan tests every id (bench/filters.py).
+SPARSE = 0.05
+GATHER_BLOCK = 4096
 
 
 class Selection:
@@ -440,7 +442,6 @@ class Selection:
     def __init__(self, ids: np.ndarray) -> None:
         faiss = load_faiss()
 
-        self.count = len(ids)
         top = int(ids[-1]) + 1 if len(ids) else 1
         if top <= 64 * max(1, len(ids)):  # the bitmap costs at most 8 bytes per id
             dense = np.zeros(top, bool)
