@@ -21,6 +21,7 @@ import os
 import sys
 import tempfile
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import command_line, cpu_name, publish
 from index_scale import clustered
 
+from deepvision.filters import Filter
 from deepvision.store import ondisk
+from deepvision.store.catalog import Catalog
 from deepvision.store.faiss_index import EXACT_MAX, ONDISK, VectorIndex, plan_index
 
 FRACTIONS = (0.5, 0.01, 0.0001)
@@ -79,9 +82,6 @@ def measure(index: VectorIndex, queries: np.ndarray, db: np.ndarray,
 def catalog_costs(n: int, dim: int, work: Path) -> list[str]:
     """The sqlite side: a date filter -> passing vector ids (Catalog.passing_vectors) and the
     exact road's read of stored vectors (Catalog.vectors_for), on an n-file catalog."""
-    from deepvision.filters import Filter
-    from deepvision.store.catalog import Catalog
-
     cat = Catalog(work / "catalog.sqlite")
     rng = np.random.default_rng(3)
     keys = rng.uniform(0, 1e9, n)
@@ -99,8 +99,6 @@ def catalog_costs(n: int, dim: int, work: Path) -> list[str]:
     rows = [f"catalog of {n:,} files built in {time.perf_counter() - t:.0f} s", ""]
     rows += ["| filter passes | SQL -> vector ids ms | read stored vectors ms |",
              "| ---: | ---: | ---: |"]
-    from datetime import datetime, timedelta
-
     for frac in FRACTIONS:
         after = datetime(1970, 1, 1) + timedelta(seconds=float(np.quantile(keys, 1 - frac)))
         flt = Filter(after=after)
