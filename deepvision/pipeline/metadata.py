@@ -19,9 +19,10 @@ from PIL import ExifTags, Image
 from deepvision.pipeline.discover import looks_like_video
 from deepvision.types import FileMeta
 
-# What a damaged or hostile EXIF block (or header) makes Pillow and PyAV raise.
+# What a damaged or hostile EXIF block (or header) makes Pillow, pillow-heif and PyAV raise
+# (libheif's errors arrive as RuntimeError).
 BROKEN = (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, SyntaxError,
-          ZeroDivisionError, OverflowError, EOFError, struct.error, Image.DecompressionBombError)
+          ZeroDivisionError, OverflowError, EOFError, RuntimeError, struct.error)
 _EXIF_TIME = re.compile(r"(\d{4}):(\d{2}):(\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
 _OFFSET = re.compile(r"([+-])(\d{2}):?(\d{2})")
 _ISO6709 = re.compile(r"([+-]\d+(?:\.\d+)?)([+-]\d+(?:\.\d+)?)")
@@ -45,9 +46,10 @@ def read_metadata(path: str, size: int, mtime_ns: int) -> FileMeta:
 
 
 def _image_fields(path: str) -> dict[str, Any]:
-    from deepvision.pipeline.decode import _register_plugins
+    from deepvision.pipeline.decode import _register_plugins, configure_pillow
 
     _register_plugins()  # HEIC through pillow-heif, as decoding does
+    configure_pillow()  # no DecompressionBombError: only the header is read here
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow warns about odd EXIF; it is only missing data
         with Image.open(path) as im:  # inside: a TIFF's IFDs are read from the open file
@@ -124,17 +126,17 @@ def _video_fields(path: str) -> dict[str, Any]:
     import av
 
     try:
-        box = av.open(path, "r", timeout=10)
+        with av.open(path, "r", timeout=10) as box:
+            tags = {k.lower(): v for k, v in box.metadata.items()}
+            stream = box.streams.video[0] if box.streams.video else None
+            out: dict[str, Any] = {}
+            if box.duration:
+                out["duration"] = round(box.duration / av.time_base, 3)
+            if stream is not None and stream.codec_context.width:
+                out["width"] = stream.codec_context.width
+                out["height"] = stream.codec_context.height
     except av.error.FFmpegError:
         return {}
-    with box:
-        tags = {k.lower(): v for k, v in box.metadata.items()}
-        stream = box.streams.video[0] if box.streams.video else None
-        out: dict[str, Any] = {}
-        if box.duration:
-            out["duration"] = round(box.duration / av.time_base, 3)
-        if stream is not None and stream.codec_context.width:
-            out["width"], out["height"] = stream.codec_context.width, stream.codec_context.height
     out.update(_video_tags(tags))
     return out
 
