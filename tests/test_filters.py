@@ -250,7 +250,7 @@ def test_an_index_without_metadata_says_what_to_run(tmp_path: Path):
     old = Catalog(path, readonly=True)
     assert old.structure_version() == 3 and old.metadata_counts() == {"read": 0}
     assert old.passing_vectors(Filter(folders=("/x",))).tolist() == []  # paths need no metadata
-    with pytest.raises(UsageError, match="run `deepvision index` on it once"):
+    with pytest.raises(UsageError, match="run `deepvision index` on its folders once"):
         old.passing_vectors(Filter(kind="image"))
 
 

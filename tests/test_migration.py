@@ -149,7 +149,7 @@ def test_a_version_3_catalog_is_read_then_gets_metadata_without_re_embedding(cli
     assert info.json()["files"] == 3 and info.json()["metadata"] == {"read": 0}
     refused = cli("search", photos / "cat_exif.jpg", "--index-dir", root, "--name", "v3",
                   "--camera", "canon", "--workers", "0")
-    assert refused.exit_code == 2 and "run `deepvision index` on it once" in refused.stderr
+    assert refused.exit_code == 2 and "run `deepvision index` on its folders once" in refused.stderr
 
     store = IndexStore(root, "v3")
     summary = IndexRun(IndexRequest(roots=(photos,), store=store), Silent(),

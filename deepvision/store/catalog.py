@@ -425,7 +425,8 @@ class Catalog:
         if flt.needs_metadata and not self.has_metadata():
             raise UsageError("this index has no file metadata yet (it was made before "
                              "deepvision read dates, cameras and places): run `deepvision "
-                             "index` on it once; that reads the metadata without re-embedding")
+                             "index` on its folders once; that reads the metadata without "
+                             "re-embedding anything (--folder works already)")
         return filter_sql(flt)
 
     def metadata_counts(self) -> dict[str, int]:
