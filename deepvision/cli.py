@@ -121,6 +121,10 @@ Frame = Annotated[Optional[str], typer.Option(
 MaxMemory = Annotated[Optional[str], typer.Option(
     "--max-memory", help="Memory budget for the FAISS structure, e.g. 8G (default: half the "
     "RAM); `auto` switches to compressed types to stay within it.", show_default=False)]
+LocalFeaturesOpt = Annotated[bool, typer.Option(
+    "--local-features/--no-local-features", help="Also keep each new picture's local features "
+    "(<= 16 KB) for verification (search --verify, dupes' copy/similar tiers); without them a "
+    "search computes them from the files when it needs them.")]
 
 
 VideoInterval = Annotated[float, typer.Option(
@@ -376,6 +380,7 @@ def index(
     backend: Backend = BackendChoice.auto,
     threads: Threads = 0,
     ray: Ray = None,
+    local_features: LocalFeaturesOpt = True,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -398,7 +403,7 @@ def index(
             descriptor=_descriptor(pooling, flip, scales, frame, model),
             allow_mass_delete=allow_mass_delete,
             video=_video(video_interval, max_frames_per_video, video_timeout),
-            ray=_ray_address(ray))
+            ray=_ray_address(ray), local_features=local_features)
         rep.info(f"index {req.store.dir}: {', '.join(map(str, dirs))}")
     _sync(req, rep, as_json)
 
@@ -440,6 +445,7 @@ def rebuild(
     backend: Backend = BackendChoice.auto,
     threads: Threads = 0,
     ray: Ray = None,
+    local_features: LocalFeaturesOpt = True,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -466,7 +472,7 @@ def rebuild(
             retry_failed=True, commit_every=commit_every, wait=wait, index_type=index_type,
             max_memory=budget, descriptor=_descriptor(pooling, flip, scales, frame, model),
             rebuild=True, video=_video(video_interval, max_frames_per_video, video_timeout),
-            ray=_ray_address(ray))
+            ray=_ray_address(ray), local_features=local_features)
         rep.info(f"rebuild {store.dir}: {', '.join(map(str, dirs or [])) or 'recorded folders'}")
     _sync(req, rep, as_json)
 
@@ -530,6 +536,13 @@ def search(
         "smaller one has no detail to zoom into). Default: as the index records (on for "
         "indexes made since #17's third round).",
         show_default=False)] = None,
+    verify: Annotated[bool, typer.Option(
+        "--verify/--no-verify", help="Check the first --verify-top candidates with local "
+        "features (the same picture, whatever was done to it: cropped, covered, inside a page, "
+        "a thumbnail); verified matches rank first and show where they match.")] = True,
+    verify_top: Annotated[int, typer.Option(
+        "--verify-top", min=1, max=1000, help="How many candidates of the vector search "
+        "--verify checks (more: finds copies the vectors rank lower, slower).")] = 30,
     after: After = None,
     before: Before = None,
     camera: Camera = None,
@@ -563,7 +576,8 @@ def search(
             queries=tuple(paths), texts=tuple(text), store=_store(index_dir, name),
             rank=RankOptions(top_k=top_k, min_score=min_score, nprobe=nprobe,
                              ef_search=ef_search, qe=qe, all_frames=all_frames,
-                             turns=turns, zoom=zoom, sort=sort.value,
+                             turns=turns, zoom=zoom, verify=verify,
+                             verify_top=verify_top, sort=sort.value,
                              filter=_filter(after=after, before=before, camera=camera,
                                             folder=folder, kind=kind, min_width=min_width,
                                             min_height=min_height, near=near, radius=radius)),

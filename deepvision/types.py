@@ -110,6 +110,9 @@ class Verification:
     match_box: Box  # the matched region in the indexed image
     transform: tuple[float, ...]
     points: tuple[tuple[float, float, float, float], ...] = ()
+    # "features": keypoints + a homography; "pixels": the whole pictures agree pixel for pixel
+    # at a tiny size (a thumbnail too small for keypoints; inliers 0, identity transform)
+    method: str = "features"
 
 
 @dataclass(frozen=True, slots=True)

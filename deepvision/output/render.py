@@ -62,12 +62,25 @@ def search_document(result: SearchResult, with_ids: bool = False) -> dict[str, A
             doc["query_timestamp"] = _seconds(m.query_timestamp)
         if with_ids:
             doc["id"] = m.file_id
-        doc.update(match_metadata(m))
-        return doc
+        return doc | verification_fields(m) | match_metadata(m)
 
     return {"index": result.index, "model": result.model,
             "queries": [{"query": q.query, "kind": q.kind, "error": q.error,
                          "matches": [match(m) for m in q.matches]} for q in result.queries]}
+
+
+def verification_fields(m: Match) -> dict[str, Any]:
+    """Why a match is one (issue #25): `match` (a copy of the query or of a part of it, as
+    opposed to another similar image), whether local features verified it, the inliers, the
+    matched box in the query and in the indexed image (fractions x0, y0, x1, y1) and a sample
+    of the matched points (qx, qy, mx, my)."""
+    v = m.verification
+    return {"match": m.match, "verified": m.verified,
+            "inliers": v.inliers if v else None,
+            "verified_score": round(v.score, 4) if v else None,
+            "query_box": v.query_box.as_list() if v else None,
+            "match_box": v.match_box.as_list() if v else None,
+            "points": [[round(c, 4) for c in p] for p in v.points] if v else None}
 
 
 def match_metadata(m: Match) -> dict[str, Any]:

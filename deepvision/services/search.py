@@ -21,6 +21,7 @@ import numpy as np
 
 from deepvision.errors import NoImagesError, UsageError
 from deepvision.filters import Filter
+from deepvision.match.verifier import DEFAULT_TOP, Verifier, unverified
 from deepvision.models.descriptor import QUERY_ZOOM, QueryViews
 from deepvision.models.registry import text_models
 from deepvision.pipeline.discover import discover
@@ -77,6 +78,10 @@ class RankOptions:
     # network pass). None: as the index records (no index does by default); True on an index
     # without: QUERY_ZOOM.
     zoom: bool | None = None
+    # Local-feature verification of the first verify_top candidates (match/): verified
+    # matches rank first and say where they match. Needs a Verifier given to the Searcher.
+    verify: bool = True
+    verify_top: int = DEFAULT_TOP
     # Only files that pass this (date, camera, folder, kind, size, place) are ranked; the
     # filter works inside the FAISS search, so k results still come back (filters.py).
     filter: Filter = Filter()
@@ -120,7 +125,7 @@ def run_search(req: SearchRequest, rep: Reporter,
     for note in (manifest.preprocessing_note(), manifest.descriptor_note()):
         if note:
             rep.info(note)
-    searcher = Searcher(req.store, embedder)
+    searcher = Searcher(req.store, embedder, index_verifier(req.store) if req.rank.verify else None)
     results: dict[str, QueryResult] = {}
     if found is not None:
         results.update((f.path, failed_query(f)) for f in found.failures)
@@ -130,6 +135,13 @@ def run_search(req: SearchRequest, rep: Reporter,
     if req.texts:
         ordered += searcher.search_texts(req.texts, req.rank, rep)
     return SearchResult(os.path.abspath(req.store.dir), manifest.model, ordered)
+
+
+def index_verifier(store: IndexStore) -> Verifier:
+    """The Verifier of an index: its stored evidence (match.store), the files for the rest."""
+    from deepvision.match.store import FeatureStore
+
+    return Verifier(FeatureStore(store.dir))
 
 
 def check_filter(store: IndexStore, flt: Filter) -> None:
@@ -157,9 +169,11 @@ class Searcher:
     """An index and the Embedder for its model: embeds queries, ranks them against the index as
     of the moment of each call (a rebuild that switches catalogs in between is picked up)."""
 
-    def __init__(self, store: IndexStore, embedder: Embedder) -> None:
+    def __init__(self, store: IndexStore, embedder: Embedder,
+                 verifier: Verifier | None = None) -> None:
         self.store = store
         self.embedder = embedder
+        self.verifier = verifier  # None: no verification (RankOptions.verify is then moot)
         # The FAISS structure of the last generation searched: a long-lived Searcher (serve)
         # reloads it only when a writer has committed or a rebuild has switched catalogs.
         self._cached: tuple[tuple[str, int], VectorIndex] | None = None
@@ -193,12 +207,47 @@ class Searcher:
                 advance(len(files), sum(len(f.times) for f in files if f.times != (None,)))
         good = sorted(queries)
         if good:
-            ranked, notes = self.rank_queries([queries[p] for p in good], opts)
+            ranked, notes = self.rank_queries([queries[p] for p in good], self.widened(opts))
             for note in notes:
                 rep.info(note)
-            results.update((paths[p], QueryResult(paths[p], None, m))
-                           for p, m in zip(good, ranked, strict=True))
+            for p, found in zip(good, ranked, strict=True):
+                picture = (self._picture(paths[p]) if self.verifying(opts)
+                           and queries[p].times[0] is None else None)
+                results[paths[p]] = QueryResult(
+                    paths[p], None, in_order(self.verified(picture, found, opts), opts.sort))
         return results
+
+    def verifying(self, opts: RankOptions) -> bool:
+        return opts.verify and self.verifier is not None
+
+    def widened(self, opts: RankOptions) -> RankOptions:
+        """The global search's options: enough candidates for verification to choose from."""
+        if not self.verifying(opts):
+            return opts
+        # By score: --sort date orders the final top_k, after verification has chosen them.
+        return replace(opts, top_k=max(opts.top_k, opts.verify_top), sort="score")
+
+    def verified(self, picture: np.ndarray | None, found: list[Match],
+                 opts: RankOptions) -> list[Match]:
+        """One query's candidates (from a widened search) re-ranked by verification against
+        the query's pixels (None: a video or a query that cannot be verified), cut to top_k."""
+        if picture is None or self.verifier is None or not opts.verify:
+            return unverified(found)[:opts.top_k]
+        with self.store.open_read() as snap:
+            rows = {m.file_id: row for m in found[:opts.verify_top] if m.file_id is not None
+                    and (row := snap.catalog.file_by_id(m.file_id)) is not None}
+        evidence = self.verifier.query(picture)
+        return self.verifier.rerank(evidence, found, rows, opts.verify_top)[:opts.top_k]
+
+    def _picture(self, path: str) -> np.ndarray | None:
+        """The query's pixels for verification; None when it cannot be read as a picture
+        (its vector came from another road, e.g. a video): it stays unverified."""
+        from deepvision.match.verifier import load_picture
+
+        try:
+            return load_picture(path)
+        except Exception:  # unreadable as a picture: the result stands unverified
+            return None
 
     def search_texts(self, texts: Sequence[str], opts: RankOptions,
                      rep: Reporter) -> list[QueryResult]:
@@ -313,9 +362,12 @@ def _described(catalog: Catalog, ranked: list[list[Match]], sort: str) -> list[l
     metas = catalog.meta_for(m.file_id for ms in ranked for m in ms if m.file_id is not None)
     out = [[replace(m, meta=metas.get(m.file_id)) if m.file_id is not None else m for m in ms]
            for ms in ranked]
-    if sort == "date":
-        out = [sorted(ms, key=_date_order) for ms in out]
-    return out
+    return [in_order(ms, sort) for ms in out]
+
+
+def in_order(found: list[Match], sort: str) -> list[Match]:
+    """sort=date: oldest capture first, unknown dates last; score: as ranked."""
+    return sorted(found, key=_date_order) if sort == "date" else found
 
 
 def _date_order(m: Match) -> tuple[bool, float, int]:

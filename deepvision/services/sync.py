@@ -67,6 +67,9 @@ class IndexRequest:
     allow_mass_delete: bool = False  # drop the files of a recorded folder that is now empty
     video: VideoOptions = VideoOptions()  # how video files are sampled
     ray: str | None = None  # embed on this Ray cluster (services.distributed); None: here
+    # Compute the local-feature evidence of new pictures (match/; what `search --verify` and
+    # `dupes` check); False: searches compute it from the files when they need it.
+    local_features: bool = True
 
 
 @dataclass
@@ -92,6 +95,7 @@ class IndexSummary:
     total_files: int = 0
     seconds: float = 0.0
     images_per_second: float = 0.0
+    local_features: int = 0  # pictures whose local-feature evidence this run computed
 
     def count(self, change: Change, n: int = 1) -> None:
         setattr(self, change.value, getattr(self, change.value) + n)
@@ -183,8 +187,25 @@ class IndexRun:
             self.rep.info(f"index type {writer.manifest.index_type} needs more vectors to train "
                           f"(ivfpq: {PQ_MIN_VECTORS}); using exact {plan.kind} search until the "
                           "index has them")
+        if req.local_features:
+            summary.local_features = self._local_features(catalog)
         summary.total_files = catalog.counts()["files"]
         return summary
+
+    def _local_features(self, catalog: Catalog) -> int:
+        """Evidence for the pictures that have none yet (new ones; all of an index made before
+        verification existed), after the vectors are committed: a run killed here has lost
+        nothing, and the next run or a search computes the rest."""
+        from deepvision.match.store import FeatureStore
+        from deepvision.match.verifier import Verifier, fill
+
+        store = FeatureStore(self.req.store.dir)
+        try:
+            workers = self.req.embed.workers if self.req.embed.workers > 0 else \
+                min(4, os.cpu_count() or 1)
+            return fill(Verifier(store), catalog.picture_rows(), self.rep, workers)
+        finally:
+            store.close()
 
     def _existing(self, writer: Writer) -> Manifest | None:
         """The live manifest. For `rebuild`, unreadable state is set aside, not fatal: the run

@@ -296,6 +296,16 @@ class Catalog:
         )
         return {r[0]: FileRow(*r) for r in cur}
 
+    def picture_rows(self) -> Iterator[FileRow]:
+        """Indexed (status ok) still pictures, one row per content hash (a video's rows have
+        frame times and are left out): what local-feature evidence is kept for."""
+        cur = self._db.execute(
+            "SELECT f.* FROM files f JOIN vectors v ON v.hash = f.hash WHERE f.status = 'ok' "
+            "AND v.frame = 0 AND v.time IS NULL GROUP BY f.hash" if self.has_frames() else
+            "SELECT * FROM files WHERE status = 'ok' AND hash IS NOT NULL GROUP BY hash")
+        for r in cur:
+            yield FileRow(*r)
+
     def count_under(self, root: str) -> int:
         """How many rows files_under(root) holds, counted in sqlite (no rows materialised)."""
         return int(self._db.execute(
