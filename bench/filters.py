@@ -120,7 +120,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--queries", type=int, default=100)
-    ap.add_argument("--types", nargs="*", default=["flat", "ivf", "ivfpq", ONDISK, "hnsw"])
+    ap.add_argument("--types", nargs="*", default=["ivf", "ivfpq", ONDISK, "flat", "hnsw"])
     ap.add_argument("--ef-search", type=int, default=None, help="HNSW efSearch (default 128)")
     ap.add_argument("--catalog", action="store_true", help="also time the sqlite side")
     ap.add_argument("--out", type=Path, default=None)
@@ -137,6 +137,8 @@ def main() -> None:
               + " | ".join(f"{f:.2%} ({len(subsets[f]):,})" for f in FRACTIONS) + " |")
     rows = [header, "| --- | --- | ---: | ---: |" + " ---: |" * len(FRACTIONS)]
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        extra = catalog_costs(args.n, args.dim, Path(tmp)) if args.catalog else []
+        print("\n".join(extra), flush=True)
         for kind in args.types:
             index, build_s = build(kind, ids, db, Path(tmp))
             index.configure(ef_search=args.ef_search)
@@ -147,7 +149,6 @@ def main() -> None:
             print(rows[-1], flush=True)
             loads.append(load_avg())
             del index
-        extra = catalog_costs(args.n, args.dim, Path(tmp)) if args.catalog else []
     report = "\n".join([
         f"## Filtered search (bench/filters.py) — {time.strftime('%Y-%m-%d')}", "",
         f"Machine: {cpu_name()}, {os.cpu_count()} cores, no GPU; shared with other agents' "

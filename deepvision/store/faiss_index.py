@@ -319,7 +319,8 @@ class VectorIndex:
             return self._gathered_top(queries, k, allowed)
         if len(allowed) <= EXACT_MAX:
             return exact_top(queries, allowed, stored(allowed), k)
-        params = self._params(Selection(allowed), fraction)
+        selection = Selection(allowed)  # held here: FAISS only points into its bitmap
+        params = self._params(selection, fraction)
         fetch = k * RERANK_FACTOR if self.plan.compressed else k
         scores, ids = self._index.search(np.ascontiguousarray(queries, np.float32),
                                          min(fetch, len(allowed)), params=params)
