@@ -187,6 +187,58 @@ ModelOpt = Annotated[str, typer.Option("--model", metavar="NAME",
                                        "its own.")]
 
 
+After = Annotated[Optional[str], typer.Option(
+    "--after", metavar="DATE", help="Only files taken on or after DATE (2024, 2024-05, "
+    "2024-05-01 or 2024-05-01T13:45), by the EXIF capture time, else the video's creation "
+    "time, else the file's mtime; times are the local time of the photo.", show_default=False)]
+Before = Annotated[Optional[str], typer.Option(
+    "--before", metavar="DATE", help="Only files taken up to the end of DATE (--before 2024-05 "
+    "takes in all of May).", show_default=False)]
+Camera = Annotated[Optional[str], typer.Option(
+    "--camera", help="Only files whose camera make or model contains this text "
+    "(case-insensitive), e.g. 'pixel 7' or canon.", show_default=False)]
+FolderFilter = Annotated[list[str], typer.Option(
+    "--folder", metavar="PATH", help="Only files inside this folder (and its sub-folders); "
+    "repeatable: inside any of them.")]
+
+
+class KindChoice(str, Enum):
+    image = "image"
+    video = "video"
+
+
+Kind = Annotated[Optional[KindChoice], typer.Option(
+    "--kind", help="Only images or only videos.", show_default=False)]
+MinWidth = Annotated[Optional[int], typer.Option(
+    "--min-width", min=1, metavar="PX", help="Only files at least this many pixels wide (as "
+    "shown, after the EXIF orientation).", show_default=False)]
+MinHeight = Annotated[Optional[int], typer.Option(
+    "--min-height", min=1, metavar="PX", help="Only files at least this many pixels high.",
+    show_default=False)]
+Near = Annotated[Optional[str], typer.Option(
+    "--near", metavar="LAT,LON", help="Only files whose GPS position is within --radius of "
+    "this place, e.g. 48.8584,2.2945.", show_default=False)]
+Radius = Annotated[Optional[float], typer.Option(
+    "--radius", metavar="KM", help="Kilometres around --near (default 10).",
+    show_default=False)]
+
+
+def _filter(*, after: str | None, before: str | None, camera: str | None, folder: list[str],
+            kind: KindChoice | None, min_width: int | None, min_height: int | None,
+            near: str | None, radius: float | None) -> Any:
+    """The Filter the filter flags ask for, checked before any heavy work."""
+    from deepvision.filters import build_filter
+
+    return build_filter(after=after, before=before, camera=camera, folders=folder,
+                        kind=kind.value if kind else None, min_width=min_width,
+                        min_height=min_height, near=near, radius_km=radius)
+
+
+class SortChoice(str, Enum):
+    score = "score"
+    date = "date"
+
+
 # ---- building requests -------------------------------------------------------------------------
 
 
@@ -527,6 +579,18 @@ def search(
         "--verify-top", min=1, max=1000, metavar="N",
         help="How many candidates of the vector search --verify checks (more: finds copies "
         "the vectors rank lower, slower).")] = 30,
+    after: After = None,
+    before: Before = None,
+    camera: Camera = None,
+    folder: FolderFilter = [],  # noqa: B006
+    kind: Kind = None,
+    min_width: MinWidth = None,
+    min_height: MinHeight = None,
+    near: Near = None,
+    radius: Radius = None,
+    sort: Annotated[SortChoice, typer.Option(
+        "--sort", help="score: most similar first; date: the --top-k most similar, oldest "
+        "capture time first.")] = SortChoice.score,
     quiet: Quiet = False,
 ) -> None:
     """Print the most similar indexed images and videos (with the time of the best frame)
@@ -549,7 +613,10 @@ def search(
             rank=RankOptions(top_k=top_k, min_score=min_score, nprobe=nprobe,
                              ef_search=ef_search, qe=qe, all_frames=all_frames,
                              turns=turns, zoom=zoom, verify=verify,
-                             verify_top=verify_top),
+                             verify_top=verify_top, sort=sort.value,
+                             filter=_filter(after=after, before=before, camera=camera,
+                                            folder=folder, kind=kind, min_width=min_width,
+                                            min_height=min_height, near=near, radius=radius)),
             weights=_weights(weights),
             embed=_embed_options(device=device, batch_size=batch_size, workers=workers,
                                  max_megapixels=max_megapixels, decoder=decoder,

@@ -14,15 +14,25 @@ from typing import Annotated, Optional
 import typer
 
 from deepvision.cli import (
+    After,
+    Before,
+    Camera,
+    FolderFilter,
     Format,
     HtmlFile,
     IndexDir,
+    Kind,
+    MinHeight,
+    MinWidth,
     Name,
+    Near,
     OutputFormat,
     Quiet,
+    Radius,
     Wait,
     _emit,
     _errors,
+    _filter,
     _store,
 )
 from deepvision.errors import ExitCode, UsageError
@@ -67,6 +77,15 @@ def dupes(
     verify: Annotated[bool, typer.Option(
         "--verify/--no-verify", help="Tell copies from similar shots with local features "
         "(--no-verify: every pair above --threshold is a copy).")] = True,
+    after: After = None,
+    before: Before = None,
+    camera: Camera = None,
+    folder: FolderFilter = [],  # noqa: B006
+    kind: Kind = None,
+    min_width: MinWidth = None,
+    min_height: MinHeight = None,
+    near: Near = None,
+    radius: Radius = None,
     quiet: Quiet = False,
 ) -> None:
     """Groups of duplicate images inside an index (exact and copy; --similar: similar shots
@@ -79,8 +98,10 @@ def dupes(
 
     rep = ConsoleReporter(quiet=quiet)
     with _errors(rep):
+        flt = _filter(after=after, before=before, camera=camera, folder=folder, kind=kind,
+                      min_width=min_width, min_height=min_height, near=near, radius=radius)
         result = review_dupes(_store(index_dir, name), threshold, _rules(keep), show_all,
-                              similar, verify)
+                              similar, verify, flt)
     _emit(result, output, html, rep, {"json": render.dupes_json, "csv": render.dupes_csv,
                                       "table": render.print_dupes_table,
                                       "html": render.dupes_html})

@@ -116,6 +116,33 @@ class Verification:
 
 
 @dataclass(frozen=True, slots=True)
+class FileMeta:
+    """What is known about an indexed file besides its pixels (pipeline.metadata reads it at
+    index time; the catalog keeps it; filters select by it). None: not known."""
+
+    kind: str  # image | video
+    file_size: int
+    taken: str | None = None  # ISO 8601; with its UTC offset when one is known
+    taken_source: str | None = None  # exif | video (the container's creation time) | mtime
+    make: str | None = None
+    model: str | None = None
+    lens: str | None = None
+    lat: float | None = None  # WGS 84 degrees, north positive
+    lon: float | None = None  # east positive
+    width: int | None = None  # as shown: after the EXIF orientation
+    height: int | None = None
+    duration: float | None = None  # a video's, in seconds
+
+    @property
+    def camera(self) -> str | None:
+        """'Make Model', without the make twice when the model already names it."""
+        make, model = (self.make or "").strip(), (self.model or "").strip()
+        if make and model.lower().startswith(make.lower()):
+            make = ""
+        return " ".join(p for p in (make, model) if p) or None
+
+
+@dataclass(frozen=True, slots=True)
 class Match:
     rank: int
     path: str
@@ -130,6 +157,7 @@ class Match:
     # A match (a copy of the query, or a part of one), as opposed to another similar image:
     # verified, or (unverified) a score above the calibrated copy threshold.
     match: bool = False
+    meta: FileMeta | None = None  # the indexed file's metadata (date, camera, place, size)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 tests/fixtures/index_v1 was written by schema version 1 (commit a7de753, see
 tests/fixtures/README.md): six shipped photos and one failed file, efficientnet-lite0.
+tests/fixtures/index_v3 has catalog version 3 (before file metadata, #28): three photos, one
+with EXIF.
 """
 
 from __future__ import annotations
@@ -115,3 +117,65 @@ def test_manifest_migrations_and_refusals(tmp_path):
                    json.dumps({k: v for k, v in current.items() if k != "model"})):
         with pytest.raises(CorruptIndexError, match="rebuild it"):
             parse_manifest(broken, path, "rebuild it")
+
+
+@pytest.fixture
+def v3_index(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the catalog-version-3 index (--index-dir, the index is named v3) and a folder
+    with its three photos, the catalog's paths and mtimes pointed at them."""
+    root, photos = tmp_path / "indexes", tmp_path / "photos"
+    shutil.copytree(FIXTURES / "index_v3" / "v3", root / "v3")
+    photos.mkdir()
+    for name in ("campus_skyline.jpg", "coffee_cup.jpg"):
+        shutil.copy(REPO / "bulk_images" / name, photos / name)
+    shutil.copy(FIXTURES / "index_v3" / "photos" / "cat_exif.jpg", photos / "cat_exif.jpg")
+    catalog = root / "v3" / json.loads((root / "v3" / "manifest.json").read_text())["catalog"]
+    with sqlite3.connect(catalog) as db:
+        for p in photos.iterdir():
+            db.execute("UPDATE files SET path = ?, mtime_ns = ? WHERE path = ?",
+                       (str(p), p.stat().st_mtime_ns, f"/tmp/fx3/photos/{p.name}"))
+        db.execute("UPDATE meta SET value = ? WHERE key = 'roots'", (json.dumps([str(photos)]),))
+    return root, photos
+
+
+def test_a_version_3_catalog_is_read_then_gets_metadata_without_re_embedding(cli, v3_index):
+    from conftest import no_model
+
+    from deepvision.progress import Silent
+    from deepvision.services.sync import IndexRequest, IndexRun
+    from deepvision.store.indexstore import IndexStore
+
+    root, photos = v3_index
+    info = cli("info", "--index-dir", root, "--name", "v3", "--json")
+    assert info.exit_code == 0, info.stderr
+    assert info.json()["files"] == 3 and info.json()["metadata"] == {"read": 0}
+    refused = cli("search", photos / "cat_exif.jpg", "--index-dir", root, "--name", "v3",
+                  "--camera", "canon", "--workers", "0")
+    assert refused.exit_code == 2 and "run `deepvision index` on its folders once" in refused.stderr
+
+    store = IndexStore(root, "v3")
+    summary = IndexRun(IndexRequest(roots=(photos,), store=store), Silent(),
+                       embedders=no_model).run()  # the model must not be needed
+    assert (summary.metadata_read, summary.unchanged, summary.embedded) == (3, 3, 0)
+    with sqlite3.connect(root / "v3" / store.read_manifest().catalog) as db:
+        (version,) = db.execute("SELECT value FROM meta WHERE key = 'catalog_version'").fetchone()
+    assert version == str(CATALOG_VERSION)
+    counts = cli("info", "--index-dir", root, "--name", "v3", "--json").json()["metadata"]
+    assert counts["read"] == 3 and counts["pixel_size"] == 3
+    assert (counts["taken_exif"], counts["camera"], counts["gps"], counts["lens"]) == (1, 1, 1, 1)
+
+    run = cli("search", photos / "coffee_cup.jpg", "--index-dir", root, "--name", "v3",
+              "--camera", "canon", "--format", "json", "--workers", "0")
+    assert run.exit_code == 0, run.stderr
+    (only,) = run.json()["queries"][0]["matches"]  # the filter still returns what passes
+    assert only["path"] == str(photos / "cat_exif.jpg")
+    assert (only["taken"], only["camera"], only["width"], only["height"]) == (
+        "2019-07-14T18:30:05+02:00", "Canon EOS 5D Mark IV", 160, 106)
+    assert only["gps"] == pytest.approx({"lat": 48.8581667, "lon": 2.2945})
+    later = cli("search", photos / "cat_exif.jpg", "--index-dir", root, "--name", "v3",
+                "--after", "2020", "--format", "json", "--workers", "0")
+    paths = {m["path"] for m in later.json()["queries"][0]["matches"]}
+    assert paths == {str(photos / "coffee_cup.jpg"), str(photos / "campus_skyline.jpg")}
+    again = IndexRun(IndexRequest(roots=(photos,), store=store), Silent(),
+                     embedders=no_model).run()
+    assert again.metadata_read == 0  # read once; a changed file is read again

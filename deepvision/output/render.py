@@ -66,7 +66,7 @@ def search_document(result: SearchResult, with_ids: bool = False) -> dict[str, A
             doc["query_timestamp"] = _seconds(m.query_timestamp)
         if with_ids:
             doc["id"] = m.file_id
-        return doc | verification_fields(m)
+        return doc | verification_fields(m) | match_metadata(m)
 
     return {"index": result.index, "model": result.model,
             "queries": [{"query": q.query, "kind": q.kind, "error": q.error,
@@ -85,6 +85,16 @@ def verification_fields(m: Match) -> dict[str, Any]:
             "query_box": v.query_box.as_list() if v else None,
             "match_box": v.match_box.as_list() if v else None,
             "points": [[round(c, 4) for c in p] for p in v.points] if v else None}
+
+
+def match_metadata(m: Match) -> dict[str, Any]:
+    """A match's file metadata in the search JSON (#28): null where it is not known."""
+    meta = m.meta
+    if meta is None:
+        return {"taken": None, "camera": None, "gps": None, "width": None, "height": None}
+    gps = None if meta.lat is None or meta.lon is None else {"lat": meta.lat, "lon": meta.lon}
+    return {"taken": meta.taken, "camera": meta.camera, "gps": gps, "width": meta.width,
+            "height": meta.height}
 
 
 def _seconds(t: float | None) -> float | None:
@@ -263,17 +273,15 @@ def print_dupes_table(result: DupesResult, exact: bool = False) -> None:
     if not result.groups:
         out.print(f"no near-duplicates above {result.threshold:g}")
     for i, g in enumerate(result.groups, 1):
-        grown = f", {len(g.new_members)} new since the decision" if g.new_members else ""
-        table = Table(title=f"group {i} [{g.id}] {g.state}{grown}: {g.size} files ({g.tier})",
-                      title_justify="left", show_edge=False, pad_edge=False)
+        table = Table(title=_group_title(i, g), title_justify="left", show_edge=False,
+                      pad_edge=False)
         table.add_column("score", justify="right")
         table.add_column("kind")
         table.add_column("keep")
         table.add_column("path", overflow="fold")
         for m in g.members:
             when = "" if m.timestamp is None else f" @ {clock(m.timestamp)}"
-            mark = "keep" if m.path == g.keeper else ("new" if m.path in g.new_members else "")
-            table.add_row(f"{m.score:.4f}", str(m.kind), mark,
+            table.add_row(f"{m.score:.4f}", str(m.kind), _keep_mark(g, m),
                           escape(display_path(m.path) + when))
         out.print(table)
         out.print()
@@ -281,14 +289,29 @@ def print_dupes_table(result: DupesResult, exact: bool = False) -> None:
         out.print(f"{result.hidden} resolved group(s) not shown (--all shows them)")
 
 
+def _group_title(i: int, g: Group) -> str:
+    grown = f", {len(g.new_members)} new since the decision" if g.new_members else ""
+    return f"group {i} [{g.id}] {g.state}{grown}: {g.size} files ({g.tier})"
+
+
+def _keep_mark(g: Group, m: Member) -> str:
+    return "keep" if m.path == g.keeper else ("new" if m.path in g.new_members else "")
+
+
 def _plain_dupes(result: DupesResult) -> str:
     if not result.groups:
-        return f"no near-duplicates above {result.threshold:g}\n"
-    return "".join(plain_table(
-        f"group {i}: {g.size} files", ["score", "path"],
-        [[f"{m.score:.4f}", display_path(m.path, exact=True) + (
-            "" if m.timestamp is None else f" @ {clock(m.timestamp)}")] for m in g.members])
-        for i, g in enumerate(result.groups, 1))
+        text = f"no near-duplicates above {result.threshold:g}\n"
+    else:
+        text = "".join(plain_table(
+            _group_title(i, g), ["score", "kind", "keep", "path"],
+            [[f"{m.score:.4f}", str(m.kind), _keep_mark(g, m),
+              display_path(m.path, exact=True) + (
+                  "" if m.timestamp is None else f" @ {clock(m.timestamp)}")]
+             for m in g.members])
+            for i, g in enumerate(result.groups, 1))
+    hidden = (f"{result.hidden} resolved group(s) not shown (--all shows them)\n"
+              if result.hidden else "")
+    return text + hidden
 
 
 def dupes_html(result: DupesResult, out: Path) -> None:

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 
+from deepvision.filters import Filter
 from deepvision.match.features import Evidence
 from deepvision.match.verifier import Verifier, index_verifier
 from deepvision.store.catalog import Catalog, FileRow, Hit
-from deepvision.store.faiss_index import VectorIndex
+from deepvision.store.faiss_index import EXACT_MAX, SPARSE, VectorIndex
 from deepvision.store.indexstore import IndexStore
 from deepvision.types import Tier
 
@@ -34,6 +36,7 @@ from deepvision.types import Tier
 # distinct photos 0.64. Other models have other score ranges: tune --threshold for them.
 DEFAULT_THRESHOLD = 0.72
 BLOCK = 2048  # queries per range search: bounds the temporary result arrays
+RangeResult = tuple[np.ndarray, np.ndarray, np.ndarray]  # FAISS's (lims, scores, ids)
 
 
 @dataclass(frozen=True)
@@ -89,18 +92,25 @@ class Links:
 
 
 def find_dupes(store: IndexStore, threshold: float = DEFAULT_THRESHOLD, similar: bool = False,
-               verify: bool = True, verifier: Verifier | None = None) -> DupesResult:
+               verify: bool = True, verifier: Verifier | None = None,
+               flt: Filter = Filter()) -> DupesResult:
     """Groups of exact and copy pairs (similar=True: similar shots too). verify: tell copies
     from similar shots with the index's evidence (or `verifier`'s); False: every linked pair
-    is a copy, as before tiers."""
+    is a copy, as before tiers. flt: among the files that pass it only (both members of
+    every pair pass)."""
     if verify and verifier is None:
         verifier = index_verifier(store)
     with store.open_read() as snap:
         ids, vectors = _all_vectors(snap.catalog, snap.dim)
         index = snap.vectors()
         index.configure()
-        hits = snap.catalog.hits_for(ids.tolist())
-        rows, cols = _pairs(index, ids, vectors, threshold)
+        allowed = None
+        if flt.active:
+            allowed = snap.catalog.passing_vectors(flt)
+            keep = np.isin(ids, allowed)
+            ids, vectors = ids[keep], vectors[keep]
+        hits = _passing(snap.catalog, snap.catalog.hits_for(ids.tolist()), flt)
+        rows, cols = _pairs(_searcher(index, ids, vectors, allowed), ids, vectors, threshold)
         files = _picture_rows(snap.catalog, ids, hits)
         model = snap.manifest.model
     links = _tiered(rows, cols, files, verifier if verify else None)
@@ -176,8 +186,32 @@ def _same_file(ids: np.ndarray, hits: dict[int, list[Hit]]) -> tuple[np.ndarray,
     return pairs[:, 0], pairs[:, 1]
 
 
-def _pairs(index: VectorIndex, ids: np.ndarray, vectors: np.ndarray,
-           threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def _searcher(index: VectorIndex, ids: np.ndarray, vectors: np.ndarray,
+              allowed: np.ndarray | None) -> Callable[[np.ndarray, float], RangeResult]:
+    """Range search among the passing vectors: the index with an ID selector, or for a
+    filter that passes few (for HNSW, whose graph walk strands: a small fraction), an exact
+    flat index of just them."""
+    if allowed is None:
+        return index.range_search
+    sparse = index.plan.kind == "hnsw" and len(allowed) < SPARSE * len(index)
+    if len(allowed) <= EXACT_MAX or sparse:
+        exact = VectorIndex.new(vectors.shape[1])
+        exact.add(ids, vectors)
+        return exact.range_search
+    return lambda queries, threshold: index.filtered_range(queries, threshold, allowed)
+
+
+def _passing(catalog: Catalog, hits: dict[int, list[Hit]], flt: Filter) -> dict[int, list[Hit]]:
+    """Only the files that pass: a vector shared by byte-identical files may pass for one of
+    them only."""
+    if not flt.active:
+        return hits
+    passing = catalog.passing_files((h.file_id for hs in hits.values() for h in hs), flt)
+    return {vid: [h for h in hs if h.file_id in passing] for vid, hs in hits.items()}
+
+
+def _pairs(range_search: Callable[[np.ndarray, float], RangeResult], ids: np.ndarray,
+           vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Row pairs (r < c) whose vectors are above the threshold."""
     n = len(ids)
     if n == 0:
@@ -187,7 +221,7 @@ def _pairs(index: VectorIndex, ids: np.ndarray, vectors: np.ndarray,
     cols: list[np.ndarray] = []
     for start in range(0, n, BLOCK):
         # FAISS keeps inner-product results strictly above the radius.
-        lims, _, hits = index.range_search(vectors[start:start + BLOCK], threshold)
+        lims, _, hits = range_search(vectors[start:start + BLOCK], threshold)
         counts = np.diff(lims).astype(np.int64)  # FAISS returns size_t offsets
         rows.append(np.repeat(np.arange(start, start + len(counts)), counts))
         cols.append(np.fromiter((row_of[int(h)] for h in hits), np.int64, len(hits)))

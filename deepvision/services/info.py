@@ -14,6 +14,7 @@ def describe(store: IndexStore, with_failures: bool = False) -> dict[str, Any]:
     with store.open_read() as snap:
         manifest, catalog, plan = snap.manifest, snap.catalog, snap.plan
         counts = catalog.counts()
+        metadata = catalog.metadata_counts()
         failures = catalog.failed_files() if with_failures else []
         roots = catalog.roots()
     size = sum(p.stat().st_size for p in store.dir.iterdir() if p.is_file())
@@ -23,6 +24,9 @@ def describe(store: IndexStore, with_failures: bool = False) -> dict[str, Any]:
         "vectors": counts["vectors"],
         "video_frames": counts["frames"],
         "failed": counts["failed"],
+        # How many indexed files have each kind of metadata (#28); "read": any at all (files
+        # indexed before metadata get theirs from the next `index`).
+        "metadata": metadata,
         "model": manifest.model,
         "weights": f"{manifest.weights} ({manifest.weights_origin})",
         "dim": manifest.dim,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from deepvision.errors import UsageError
+from deepvision.filters import Filter
 from deepvision.services.dupes import DEFAULT_THRESHOLD, DupesResult, Group, find_dupes
 from deepvision.store.catalog import Catalog, FileRow
 from deepvision.store.decisions import DecidedFile, Decision, DecisionStore, Verdict, file_rows
@@ -201,17 +202,18 @@ def _decided_keeper(decision: Decision | None, rows: dict[str, FileRow]) -> str 
 
 def review_dupes(store: IndexStore, threshold: float = DEFAULT_THRESHOLD,
                  rules: Sequence[str] = DEFAULT_RULES, show_all: bool = False,
-                 similar: bool = False, verify: bool = True) -> DupesResult:
+                 similar: bool = False, verify: bool = True,
+                 flt: Filter = Filter()) -> DupesResult:
     """`dupes`: the groups, without resolved ones (unless show_all), with ids and keepers;
-    similar/verify: as find_dupes."""
-    return reviewed_groups(store, threshold, rules, show_all, similar, verify)[0]
+    similar/verify/flt: as find_dupes."""
+    return reviewed_groups(store, threshold, rules, show_all, similar, verify, flt)[0]
 
 
 def reviewed_groups(store: IndexStore, threshold: float = DEFAULT_THRESHOLD,
                     rules: Sequence[str] = DEFAULT_RULES, show_all: bool = False,
-                    similar: bool = False,
-                    verify: bool = True) -> tuple[DupesResult, list[Reviewed]]:
-    result = find_dupes(store, threshold, similar, verify)
+                    similar: bool = False, verify: bool = True,
+                    flt: Filter = Filter()) -> tuple[DupesResult, list[Reviewed]]:
+    result = find_dupes(store, threshold, similar, verify, flt=flt)
     with store.open_read() as snap:
         return annotate(result, snap.catalog, rules or DEFAULT_RULES, show_all)
 

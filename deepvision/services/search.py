@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shlex
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from deepvision.errors import NoImagesError, UsageError
+from deepvision.filters import Filter
 from deepvision.match.features import Evidence
 from deepvision.match.verifier import (
     DEFAULT_TOP,
@@ -36,7 +38,7 @@ from deepvision.pipeline.video import VideoOptions
 from deepvision.progress import Reporter
 from deepvision.services.embedding import EmbedderFactory, index_embedder
 from deepvision.services.ranking import expand_queries
-from deepvision.store.catalog import FileRow, Hit
+from deepvision.store.catalog import Catalog, FileRow, Hit, taken_key
 from deepvision.store.faiss_index import VectorIndex
 from deepvision.store.indexstore import IndexStore, Snapshot
 from deepvision.store.manifest import Manifest
@@ -45,6 +47,7 @@ from deepvision.types import EmbeddedBatch, Failure, Match
 IMAGE, TEXT = "image", "text"  # QueryResult.kind: what the query was
 # Candidates per query row grow by this factor while a video's frames crowd the top k.
 WIDEN = 4
+PASSING_CACHE = 8  # filters whose passing ids a Searcher keeps
 
 
 @dataclass
@@ -87,6 +90,10 @@ class RankOptions:
     # matches rank first and say where they match. Needs a Verifier given to the Searcher.
     verify: bool = True
     verify_top: int = DEFAULT_TOP
+    # Only files that pass this (date, camera, folder, kind, size, place) are ranked; the
+    # filter works inside the FAISS search, so k results still come back (filters.py).
+    filter: Filter = Filter()
+    sort: str = "score"  # score: best first; date: the top_k best, oldest capture first
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,7 @@ def run_search(req: SearchRequest, rep: Reporter,
                embedders: EmbedderFactory = index_embedder) -> SearchResult:
     """Image queries (sorted by path), then text queries in the order given."""
     manifest = req.store.check()  # before any heavy work: is there an index, is it intact?
+    check_filter(req.store, req.rank.filter)
     if req.texts and not manifest.text_encoder:
         raise UsageError(no_text_encoder(manifest, req.store))
     found = discover(req.queries) if req.queries else None
@@ -135,6 +143,13 @@ def run_search(req: SearchRequest, rep: Reporter,
     if req.texts:
         ordered += searcher.search_texts(req.texts, req.rank, rep)
     return SearchResult(os.path.abspath(req.store.dir), manifest.model, ordered)
+
+
+def check_filter(store: IndexStore, flt: Filter) -> None:
+    """A filter on metadata needs an index that has it: say so before the model loads."""
+    if flt.needs_metadata:
+        with store.open_read() as snap:
+            snap.catalog.passing_files((), flt)  # raises the UsageError that says what to run
 
 
 def no_text_encoder(manifest: Manifest, store: IndexStore) -> str:
@@ -163,6 +178,10 @@ class Searcher:
         # The FAISS structure of the last generation searched: a long-lived Searcher (serve)
         # reloads it only when a writer has committed or a rebuild has switched catalogs.
         self._cached: tuple[tuple[str, int], VectorIndex] | None = None
+        # The passing vector ids of the last few filters: turning a broad filter into ids
+        # reads every file's row (seconds at a million files); a service sees the same
+        # filters again. Valid while the catalog has had no commit.
+        self._passing: OrderedDict[tuple[str, int, Filter], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
     def search_files(self, paths: Sequence[str], opts: RankOptions, rep: Reporter,
@@ -195,8 +214,8 @@ class Searcher:
             for p, found in zip(good, ranked, strict=True):
                 picture = (self._picture(paths[p]) if self.verifying(opts)
                            and queries[p].times[0] is None else None)
-                results[paths[p]] = QueryResult(paths[p], None,
-                                                self.verified(picture, found, opts))
+                results[paths[p]] = QueryResult(
+                    paths[p], None, in_order(self.verified(picture, found, opts), opts.sort))
         return results
 
     def verifying(self, opts: RankOptions) -> bool:
@@ -206,7 +225,8 @@ class Searcher:
         """The global search's options: enough candidates for verification to choose from."""
         if not self.verifying(opts):
             return opts
-        return replace(opts, top_k=max(opts.top_k, opts.verify_top))
+        # By score: --sort date orders the final top_k, after verification has chosen them.
+        return replace(opts, top_k=max(opts.top_k, opts.verify_top), sort="score")
 
     def verified(self, picture: np.ndarray | None, found: list[Match],
                  opts: RankOptions) -> list[Match]:
@@ -327,14 +347,16 @@ class Searcher:
         with self.store.open_read() as snap:
             index = self._index(snap)
             index.configure(opts.nprobe, opts.ef_search)
-            if opts.qe:
+            if opts.qe:  # expansion looks at every neighbour: it only moves the query
                 flat = _expand(index, flat, opts.qe, snap.stored)
+            allowed = self._allowed(snap, opts.filter) if opts.filter.active else None
             out: list[list[Match]] = [[] for _ in queries]
             todo, k = list(range(len(queries))), opts.top_k
-            while todo:
+            size = len(index) if allowed is None else len(allowed)
+            while todo and size:
                 rows = np.flatnonzero(np.isin(owner, todo))
-                scores, ids = index.top(flat[rows], min(k, max(1, len(index))), snap.stored)
-                hits = snap.catalog.hits_for(ids[ids >= 0].ravel())
+                scores, ids = index.top(flat[rows], min(k, size), snap.stored, allowed)
+                hits = _hits(snap.catalog, ids, opts.filter)
                 for q in todo:
                     mine = owner[rows] == q
                     out[q] = matches(scores[mine], ids[mine], [qtimes[i] for i in rows[mine]],
@@ -343,11 +365,27 @@ class Searcher:
                 # the last one still passed --min-score.
                 todo = [q for q in todo if _crowded(out[q], scores[owner[rows] == q],
                                                     ids[owner[rows] == q], opts)]
-                if k >= len(index):
+                if k >= size:
                     break
                 k *= WIDEN
+            out = _described(snap.catalog, out, opts.sort)
             notes = list(snap.notes)
+            if allowed is not None and not len(allowed):
+                notes.append(f"no indexed file passes the filter ({opts.filter.describe()})")
         return out, notes
+
+    def _allowed(self, snap: Snapshot, flt: Filter) -> np.ndarray:
+        key = (snap.manifest.catalog, snap.catalog.commits, flt)
+        with self._lock:
+            if key in self._passing:
+                self._passing.move_to_end(key)
+                return self._passing[key]
+        allowed = snap.catalog.passing_vectors(flt)
+        with self._lock:
+            self._passing[key] = allowed
+            while len(self._passing) > PASSING_CACHE:
+                self._passing.popitem(last=False)
+        return allowed
 
     def _index(self, snap: Snapshot) -> VectorIndex:
         key = (snap.manifest.catalog, snap.catalog.generation)
@@ -355,6 +393,34 @@ class Searcher:
             if self._cached is None or self._cached[0] != key:
                 self._cached = (key, snap.vectors(mmap=True).on_gpu())
             return self._cached[1]
+
+
+def _hits(catalog: Catalog, ids: np.ndarray, flt: Filter) -> dict[int, list[Hit]]:
+    """The files behind candidate vectors; with a filter, only the files that pass it (a
+    vector passes when any of its byte-identical files does; the others stay out)."""
+    hits = catalog.hits_for(ids[ids >= 0].ravel())
+    if not flt.active:
+        return hits
+    passing = catalog.passing_files((h.file_id for hs in hits.values() for h in hs), flt)
+    return {vid: [h for h in hs if h.file_id in passing] for vid, hs in hits.items()}
+
+
+def _described(catalog: Catalog, ranked: list[list[Match]], sort: str) -> list[list[Match]]:
+    """Each match with its file's metadata; sort=date: oldest capture first (unknown last)."""
+    metas = catalog.meta_for(m.file_id for ms in ranked for m in ms if m.file_id is not None)
+    out = [[replace(m, meta=metas.get(m.file_id)) if m.file_id is not None else m for m in ms]
+           for ms in ranked]
+    return [in_order(ms, sort) for ms in out]
+
+
+def in_order(found: list[Match], sort: str) -> list[Match]:
+    """sort=date: oldest capture first, unknown dates last; score: as ranked."""
+    return sorted(found, key=_date_order) if sort == "date" else found
+
+
+def _date_order(m: Match) -> tuple[bool, float, int]:
+    key = taken_key(m.meta.taken) if m.meta else None
+    return key is None, key or 0.0, m.rank
 
 
 def _view_rows(batch: EmbeddedBatch) -> dict[int, np.ndarray]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -31,6 +32,7 @@ from deepvision.models.weights import file_identity
 from deepvision.pipeline.discover import Discovery, Filters, discover
 from deepvision.pipeline.embedder import EmbedOptions, report_notes
 from deepvision.pipeline.hashing import Hasher, hash_files
+from deepvision.pipeline.metadata import read_metadata
 from deepvision.pipeline.video import VideoOptions
 from deepvision.progress import Reporter
 from deepvision.services.embedding import EmbedderFactory, index_embedder
@@ -40,6 +42,8 @@ from deepvision.store.indexstore import IndexStore, Writer, new_catalog_name
 from deepvision.store.manifest import Manifest
 from deepvision.types import Change, Failure, FileRecord, Reason, Status
 
+# Metadata reads are small header reads that mostly wait on the disk (or a network mount).
+METADATA_THREADS = 8
 # Discovery failures that belong to one file are recorded like decode failures, so they are
 # reported once, not every night.
 RECORDED_DISCOVERY = (Reason.BROKEN_SYMLINK, Reason.UNSUPPORTED_FORMAT, Reason.BAD_FILENAME,
@@ -85,6 +89,7 @@ class IndexSummary:
     unchanged: int = 0
     embedded: int = 0  # files (images and videos) that went through the network this run
     frames_embedded: int = 0  # of those, vectors of sampled video frames
+    metadata_read: int = 0  # files whose metadata (date, camera, place, size) was read this run
     failures: list[Failure] = field(default_factory=list)  # new this run
     still_failing: int = 0  # failed earlier, unchanged since, not retried
     ignored: int = 0  # non-image files seen
@@ -343,7 +348,28 @@ class IndexRun:
         else:
             self.rep.info(f"model {writer.manifest.model}: no new or changed images, model not "
                           "loaded")
+        summary.metadata_read = self._read_metadata(catalog, roots)
         return summary
+
+    def _read_metadata(self, catalog: Catalog, roots: Sequence[Path]) -> int:
+        """Metadata for every indexed file under `roots` that lacks it or changed: new and
+        changed files, and all files of an index made before metadata (catalog version 4).
+        Headers only, on threads (the work waits on the disk), committed page by page."""
+        folders = [str(r) for r in roots]
+        total = catalog.count_missing_metadata(folders)
+        if not total:
+            return 0
+        done, after = 0, ""
+        with self.rep.progress(total, "reading metadata") as advance, ThreadPoolExecutor(
+                METADATA_THREADS) as pool:
+            while page := catalog.missing_metadata(folders, after, self.req.commit_every):
+                metas = list(pool.map(lambda row: read_metadata(*row), page))
+                with catalog.write():
+                    for (path, _, mtime_ns), meta in zip(page, metas, strict=True):
+                        catalog.put_metadata(path, mtime_ns, meta)
+                after, done = page[-1][0], done + len(page)
+                advance(len(page))
+        return done
 
     def _plan(self, catalog: Catalog, known: dict[str, FileRow], found: Discovery,
               summary: IndexSummary) -> Plan:

@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 
+from deepvision.errors import UsageError
+from deepvision.filters import Filter, distance_km, wall_clock_key
 from deepvision.store.faiss_index import FLAT_PLAN, IndexPlan
+from deepvision.types import FileMeta
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -63,6 +68,33 @@ DROP TABLE vectors;
 ALTER TABLE vectors_v3 RENAME TO vectors;
 """
 
+# Catalog version 4: what each file's header says (pipeline.metadata), keyed by path, with the
+# size and mtime it was read at: a row that no longer matches its file is read again by the
+# next `index`, as is a missing one, so an older index gets its metadata without re-embedding.
+# taken_key: the capture time's wall clock in seconds (filters.wall_clock_key), for ranges.
+_V4_MIGRATION = """
+CREATE TABLE filemeta (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    taken TEXT,
+    taken_key REAL,
+    taken_source TEXT,
+    make TEXT,
+    model TEXT,
+    lens TEXT,
+    lat REAL,
+    lon REAL,
+    width INTEGER,
+    height INTEGER,
+    duration REAL
+);
+CREATE INDEX filemeta_taken ON filemeta(taken_key);
+"""
+META_FIELDS = ("kind", "taken", "taken_source", "make", "model", "lens", "lat", "lon", "width",
+               "height", "duration")
+
 
 @dataclass(frozen=True, slots=True)
 class Hit:
@@ -86,7 +118,7 @@ class FileRow:
 
 
 # 2: the FAISS file's record (file, generation, plan, checksum) as one key; 3: video frames;
-# 5: review decisions (decisions.py).
+# 4: file metadata (the filemeta table); 5: review decisions (decisions.py).
 CATALOG_VERSION = 5
 TABLES = ("meta", "vectors", "files")
 
@@ -116,6 +148,9 @@ class Catalog:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is exactly
         # what the code says and nothing is committed implicitly.
         self._db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
+        # The filter's two tests SQL has no words for (filter_sql).
+        self._db.create_function("dv_has", 2, _has, deterministic=True)
+        self._db.create_function("dv_km", 4, _km, deterministic=True)
         self._vectors_changed = False
         if not (readonly or immutable):
             self._db.execute("PRAGMA journal_mode=WAL")  # readers see the last commit, never wait
@@ -124,53 +159,50 @@ class Catalog:
             self._migrate()
 
     def _migrate(self) -> None:
-        """Upgrade an older catalog in place, step by step (a writer, under the lock)."""
-        self._migrate_frames()
-        # The table check too: before version 5, set_faiss_record stamped the current version.
-        if self.version() < 5 or "decisions" not in self.table_names():
-            self._migrate_decisions()
-
-    def version(self) -> int:
-        return int(self.get_meta("catalog_version", "0") or 0)
-
-    def _migrate_decisions(self) -> None:
-        """Version 5: the review's decisions tables. Only adds tables, so it runs on a version 3
-        catalog as well as on a 4 (it checks nothing the version 4 step adds)."""
+        """Upgrade an older catalog in place, step by step, in one transaction (a writer, under
+        the lock). Each step checks the tables it adds, not the meta key: a step is skipped
+        only where its tables are there."""
+        version = self.structure_version()
+        if version >= CATALOG_VERSION:
+            self._db.execute(FILES_HASH)
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            for statement in DECISIONS_SCHEMA.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
-            self.set_meta("catalog_version", str(max(self.version(), CATALOG_VERSION)))
+            if version < 3:
+                self._script(_V3_MIGRATION)
+            if not self.has_metadata():
+                self._script(_V4_MIGRATION)
+            if "decisions" not in self.table_names():
+                self._script(DECISIONS_SCHEMA)
+            self._db.execute(FILES_HASH)
+            self.set_meta("catalog_version", str(CATALOG_VERSION))
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
+
+    def _script(self, script: str) -> None:
+        for statement in script.split(";"):
+            if statement.strip():
+                self._db.execute(statement)
+
+    def structure_version(self) -> int:
+        """The catalog version its tables show (2 stands for 1 and 2, whose tables are the
+        same): what a migration starts from, whatever the meta key says."""
+        if self.has_metadata() and "decisions" in self.table_names():
+            return 5
+        if self.has_metadata():
+            return 4
+        return 3 if self.has_frames() else 2
+
+    def version(self) -> int:
+        return int(self.get_meta("catalog_version", "0") or 0)
 
     @property
     def db(self) -> sqlite3.Connection:
         """The connection, for the catalog's companion tables (store/decisions.py)."""
         return self._db
-
-    def _migrate_frames(self) -> None:
-        """Version 3: vectors keyed by (hash, frame), in one transaction."""
-        if self.has_frames():
-            self._db.execute(FILES_HASH)
-            return
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _V3_MIGRATION.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
-            self._db.execute(FILES_HASH)
-            # its own number, not CATALOG_VERSION: the later steps must still see a 3
-            self.set_meta("catalog_version", "3")
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
 
     def has_frames(self) -> bool:
         """Whether the vectors table knows frames (version 3). A reader of an older catalog
@@ -180,6 +212,11 @@ class Catalog:
 
     def table_names(self) -> set[str]:
         return {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+
+    def has_metadata(self) -> bool:
+        """Whether the catalog has the metadata table (version 4)."""
+        return self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                "name = 'filemeta'").fetchone() is not None
 
     def missing_tables(self) -> list[str]:
         names = self.table_names()
@@ -202,6 +239,10 @@ class Catalog:
                     "INSERT INTO meta VALUES ('generation', '1') ON CONFLICT(key) "
                     "DO UPDATE SET value = CAST(value AS INTEGER) + 1"
                 )
+            # Every commit: what a reader caches from files and metadata (a filter's passing
+            # ids) is valid while this stays put; the generation moves with vectors only.
+            self._db.execute("INSERT INTO meta VALUES ('commits', '1') ON CONFLICT(key) "
+                             "DO UPDATE SET value = CAST(value AS INTEGER) + 1")
             self._vectors_changed = False
             self._db.execute("COMMIT")
         except BaseException:
@@ -234,6 +275,11 @@ class Catalog:
     @property
     def generation(self) -> int:
         return int(self.get_meta("generation", "0") or 0)
+
+    @property
+    def commits(self) -> int:
+        """Committed write transactions (catalogs before #28 start counting at their next)."""
+        return int(self.get_meta("commits", "0") or 0)
 
     def faiss_record(self) -> FaissRecord | None:
         value = self.get_meta("faiss")
@@ -295,7 +341,9 @@ class Catalog:
         )
 
     def delete_files(self, paths: Iterable[str]) -> None:
-        self._db.executemany("DELETE FROM files WHERE path = ?", ((p,) for p in paths))
+        gone = list(paths)
+        self._db.executemany("DELETE FROM files WHERE path = ?", ((p,) for p in gone))
+        self._db.executemany("DELETE FROM filemeta WHERE path = ?", ((p,) for p in gone))
 
     def paths_for(self, vector_ids: Iterable[int]) -> dict[int, list[str]]:
         return {vid: [h.path for h in hits] for vid, hits in self.hits_for(vector_ids).items()}
@@ -326,6 +374,101 @@ class Catalog:
     def failed_files(self) -> list[FileRow]:
         cur = self._db.execute("SELECT * FROM files WHERE status = 'failed' ORDER BY path")
         return [FileRow(*r) for r in cur]
+
+    # ---- metadata (version 4) --------------------------------------------------------------
+
+    def missing_metadata(self, roots: Sequence[str], after: str = "",
+                         limit: int = 1000) -> list[tuple[str, int, int]]:
+        """(path, size, mtime_ns) of indexed files under `roots` whose metadata is missing or
+        was read from another version of the file: the next `limit` in path order after
+        `after` (pages, so a million old files never sit in one list)."""
+        where, args = _missing_where(roots)
+        return self._db.execute(
+            "SELECT f.path, f.size, f.mtime_ns FROM files f LEFT JOIN filemeta m ON m.path = "
+            f"f.path WHERE f.path > ? AND {where} ORDER BY f.path LIMIT ?",
+            [after, *args, limit]).fetchall()
+
+    def count_missing_metadata(self, roots: Sequence[str]) -> int:
+        where, args = _missing_where(roots)
+        return int(self._db.execute("SELECT COUNT(*) FROM files f LEFT JOIN filemeta m ON "
+                                    f"m.path = f.path WHERE {where}", args).fetchone()[0])
+
+    def put_metadata(self, path: str, mtime_ns: int, meta: FileMeta) -> None:
+        """Inside write(); touches no vectors, so the FAISS file stays valid."""
+        values = [getattr(meta, name) for name in META_FIELDS]
+        self._db.execute(
+            f"INSERT OR REPLACE INTO filemeta (path, size, mtime_ns, taken_key, "
+            f"{', '.join(META_FIELDS)}) VALUES (?, ?, ?, ?{', ?' * len(META_FIELDS)})",
+            [path, meta.file_size, mtime_ns, taken_key(meta.taken), *values])
+
+    def meta_for(self, file_ids: Iterable[int]) -> dict[int, FileMeta]:
+        """The metadata of these files (by id) that has been read."""
+        ids = sorted(set(int(i) for i in file_ids))
+        if not ids or not self.has_metadata():
+            return {}
+        out: dict[int, FileMeta] = {}
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            for row in self._db.execute(
+                    f"SELECT f.rowid, m.size, {', '.join('m.' + n for n in META_FIELDS)} FROM "
+                    "files f JOIN filemeta m ON m.path = f.path WHERE f.rowid IN "
+                    f"({','.join('?' * len(part))})", part):
+                out[row[0]] = FileMeta(file_size=row[1], **dict(zip(META_FIELDS, row[2:],
+                                                                    strict=True)))
+        return out
+
+    def passing_vectors(self, flt: Filter) -> np.ndarray:
+        """The vector ids (sorted, unique) of the indexed files that pass `flt`: a video's
+        frames all; a vector shared by byte-identical files when any of them passes."""
+        where, args = self._filter_where(flt)
+        join = self._meta_join()
+        # An image's row names its vector; only videos go through their hash to their frames
+        # (one index lookup less per passing image).
+        sql = f"SELECT f.vector_id FROM files f {join} WHERE {where} AND f.vector_id IS NOT NULL"
+        if self.has_frames():
+            sql += (f" UNION ALL SELECT v.id FROM files f JOIN vectors v ON v.hash = f.hash {join}"
+                    f" WHERE {where} AND f.vector_id IS NULL")
+            args = args + args
+        cur = self._db.execute(sql, args)
+        return np.unique(np.fromiter((r[0] for r in cur), np.int64))
+
+    def passing_files(self, file_ids: Iterable[int], flt: Filter) -> set[int]:
+        """Which of these file ids pass `flt`."""
+        ids = sorted(set(int(i) for i in file_ids))
+        where, args = self._filter_where(flt)
+        out: set[int] = set()
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            out.update(r[0] for r in self._db.execute(
+                f"SELECT f.rowid FROM files f {self._meta_join()} WHERE {where} AND f.rowid IN "
+                f"({','.join('?' * len(part))})", [*args, *part]))
+        return out
+
+    def _meta_join(self) -> str:
+        return "LEFT JOIN filemeta m ON m.path = f.path" if self.has_metadata() else ""
+
+    def _filter_where(self, flt: Filter) -> tuple[str, list[Any]]:
+        if flt.needs_metadata and not self.has_metadata():
+            raise UsageError("this index has no file metadata yet (it was made before "
+                             "deepvision read dates, cameras and places): run `deepvision "
+                             "index` on its folders once; that reads the metadata without "
+                             "re-embedding anything (--folder works already)")
+        return filter_sql(flt)
+
+    def metadata_counts(self) -> dict[str, int]:
+        """How many indexed files have each kind of metadata (`info`)."""
+        if not self.has_metadata():
+            return {"read": 0}
+        row = self._db.execute(
+            "SELECT COUNT(m.path), SUM(m.taken_source = 'exif'), SUM(m.taken_source = 'video'), "
+            "SUM(m.taken_source = 'mtime'), SUM(m.make IS NOT NULL OR m.model IS NOT NULL), "
+            "SUM(m.lens IS NOT NULL), SUM(m.lat IS NOT NULL), SUM(m.width IS NOT NULL), "
+            "SUM(m.kind = 'video'), SUM(m.duration IS NOT NULL) FROM files f JOIN filemeta m "
+            "ON m.path = f.path AND m.size = f.size AND m.mtime_ns = f.mtime_ns "
+            "WHERE f.status = 'ok'").fetchone()
+        names = ("read", "taken_exif", "taken_video", "taken_mtime", "camera", "lens", "gps",
+                 "pixel_size", "videos", "duration")
+        return {n: int(v or 0) for n, v in zip(names, row, strict=True)}
 
     def roots(self) -> list[str]:
         value = self.get_meta("roots")
@@ -442,6 +585,60 @@ class Catalog:
         """Stored vectors: one per image content, one per kept frame of a video content."""
         (n,) = self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()
         return int(n)
+
+
+def filter_sql(flt: Filter) -> tuple[str, list[Any]]:
+    """WHERE terms over `files f LEFT JOIN filemeta m` that keep the files passing `flt`.
+    A file whose metadata is unknown fails every test of it (NULL compares false)."""
+    terms: list[str] = ["f.status = 'ok'"]
+    args: list[Any] = []
+    if flt.folders:
+        terms.append("(" + " OR ".join("(f.path >= ? AND f.path < ?)" for _ in flt.folders) + ")")
+        for folder in flt.folders:  # '/' < '0': the prefix's range, which the key index serves
+            args += [folder.rstrip("/") + "/", folder.rstrip("/") + "0"]
+    simple: list[tuple[str, Any]] = [
+        ("m.kind = ?", flt.kind), ("m.width >= ?", flt.min_width),
+        ("m.height >= ?", flt.min_height),
+        ("m.taken_key >= ?", wall_clock_key(flt.after) if flt.after else None),
+        ("m.taken_key < ?", wall_clock_key(flt.before) if flt.before else None),
+        ("dv_has(coalesce(m.make, '') || ' ' || coalesce(m.model, ''), ?)", flt.camera)]
+    for term, value in simple:
+        if value is not None:
+            terms.append(term)
+            args.append(value)
+    if flt.near is not None:
+        lat, lon = flt.near
+        band = flt.radius_km / 111.19 + 1e-6  # degrees of latitude: a cheap first cut
+        terms.append("m.lat BETWEEN ? AND ? AND dv_km(m.lat, m.lon, ?, ?) <= ?")
+        args += [lat - band, lat + band, lat, lon, flt.radius_km]
+    return " AND ".join(terms), args
+
+
+def _missing_where(roots: Sequence[str]) -> tuple[str, list[Any]]:
+    inside = " OR ".join("f.path = ? OR (f.path >= ? AND f.path < ?)" for _ in roots) or "0"
+    args = [a for r in roots for a in (r, r.rstrip("/") + "/", r.rstrip("/") + "0")]
+    return (f"f.status = 'ok' AND (m.path IS NULL OR m.size != f.size OR m.mtime_ns != "
+            f"f.mtime_ns) AND ({inside})"), args
+
+
+def taken_key(taken: str | None) -> float | None:
+    """The wall-clock seconds of an ISO 8601 capture time (filters.wall_clock_key)."""
+    if not taken:
+        return None
+    try:
+        return wall_clock_key(datetime.fromisoformat(taken))
+    except ValueError:
+        return None
+
+
+def _has(text: str | None, needle: str | None) -> bool:
+    if not text or not needle:
+        return False
+    return needle.casefold() in text.casefold()
+
+
+def _km(lat: float | None, lon: float | None, lat0: float, lon0: float) -> float | None:
+    return None if lat is None or lon is None else distance_km(lat, lon, lat0, lon0)
 
 
 def as_stored(vectors: np.ndarray) -> np.ndarray:

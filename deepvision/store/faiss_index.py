@@ -312,15 +312,85 @@ class VectorIndex:
 
         atomic_write(path, write)
 
-    def top(self, queries: np.ndarray, k: int,
-            stored: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def top(self, queries: np.ndarray, k: int, stored: Callable[[np.ndarray], np.ndarray],
+            allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, ids), exact cosine scores whatever the structure: compressed (PQ)
         types fetch RERANK_FACTOR x k candidates from their codes and rescore them with the
-        stored vectors (`stored`: sorted unique ids -> vectors)."""
+        stored vectors (`stored`: sorted unique ids -> vectors). allowed: the only ids that
+        may be returned (sorted, unique; a filter's), searched for inside FAISS (filtered_top)."""
+        if allowed is not None:
+            return self.filtered_top(queries, k, stored, allowed)
         if self.plan.compressed:
             _, candidates = self.search(queries, k * RERANK_FACTOR)
             return rerank(queries, candidates, stored, k)
         return self.search(queries, k)
+
+    def filtered_top(self, queries: np.ndarray, k: int,
+                     stored: Callable[[np.ndarray], np.ndarray],
+                     allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k among `allowed` only, so a filter still gets k results (cutting an unfiltered
+        top-k would leave few or none). Few ids (for flat and HNSW, a small fraction): exact
+        scores over just their vectors. Otherwise FAISS itself skips every other id (an ID
+        selector), and the approximate types look further in proportion to what the filter
+        drops: IVF probes nprobe / fraction lists, HNSW widens efSearch."""
+        if len(allowed) == 0 or len(self) == 0:
+            return _empty(len(queries))
+        fraction = min(1.0, len(allowed) / len(self))
+        if self.plan.kind in ("flat", "hnsw") and fraction < SPARSE:
+            return self._gathered_top(queries, k, allowed)
+        if len(allowed) <= EXACT_MAX:
+            return exact_top(queries, allowed, stored(allowed), k)
+        selection = Selection(allowed)  # held here: FAISS only points into its bitmap
+        params = self._params(selection, fraction)
+        fetch = k * RERANK_FACTOR if self.plan.compressed else k
+        scores, ids = self._index.search(np.ascontiguousarray(queries, np.float32),
+                                         min(fetch, len(allowed)), params=params)
+        if self.plan.compressed:
+            return rerank(queries, ids, stored, k)
+        return scores, ids
+
+    def _gathered_top(self, queries: np.ndarray, k: int,
+                      allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact scores over just the passing vectors, copied block by block out of the
+        index's own flat storage (flat, HNSW: in RAM, by id through the IDMap), so neither
+        the catalog nor a scan of every id is needed."""
+        best = _empty(len(queries))
+        for start in range(0, len(allowed), GATHER_BLOCK):
+            part = np.ascontiguousarray(allowed[start:start + GATHER_BLOCK], np.int64)
+            found = exact_top(queries, part, self._index.reconstruct_batch(part), k)
+            merged_s = np.concatenate([best[0], found[0]], axis=1)
+            merged_i = np.concatenate([best[1], found[1]], axis=1)
+            order = np.argsort(-merged_s, axis=1, kind="stable")[:, :k]
+            best = (np.take_along_axis(merged_s, order, axis=1),
+                    np.take_along_axis(merged_i, order, axis=1))
+        return best
+
+    def _params(self, selection: Selection, fraction: float) -> Any:
+        faiss = load_faiss()
+
+        if self.plan.needs_training:
+            ivf = faiss.try_extract_index_ivf(self._index)
+            nprobe = min(ivf.nlist, math.ceil(ivf.nprobe / fraction))
+            return faiss.SearchParametersIVF(sel=selection.sel, nprobe=nprobe)
+        if self.plan.kind == "hnsw":
+            ef = faiss.downcast_index(self._index.index).hnsw.efSearch
+            # The graph's result list only takes passing nodes, so the walk already goes on
+            # longer; a wider list on top keeps recall@10 >= 0.95 down to 5 % (bench/filters.py).
+            return faiss.SearchParametersHNSW(sel=selection.sel,
+                                              efSearch=math.ceil(ef / math.sqrt(fraction)))
+        return faiss.SearchParameters(sel=selection.sel)
+
+    def filtered_range(self, queries: np.ndarray, threshold: float,
+                       allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """range_search among `allowed` only (an ID selector; IVF probes further, as in
+        filtered_top)."""
+        if len(allowed) == 0 or len(self) == 0:
+            return np.zeros(len(queries) + 1, np.uint64), np.zeros(0, np.float32), \
+                np.zeros(0, np.int64)
+        selection = Selection(allowed)
+        params = self._params(selection, min(1.0, len(allowed) / len(self)))
+        return self._index.range_search(np.ascontiguousarray(queries, np.float32), threshold,
+                                        params=params)
 
     @classmethod
     def load(cls, path: Path, plan: IndexPlan = FLAT_PLAN, mmap: bool = False) -> VectorIndex:
@@ -372,6 +442,55 @@ def _as_os_error(exc: RuntimeError, path: str) -> Exception:
 
 
 RERANK_FACTOR = 20  # compressed (PQ) types fetch 20x the candidates, then rescore exactly
+# A filter passing at most this many vectors is searched exactly over just their stored
+# vectors, read from the catalog: 300 vectors of 1280-d cost 6.7 ms, 4096 cost 73 ms on a
+# loaded 2-core machine (bench/filters.py --catalog). Above this, FAISS's ID selector: flat
+# and sparse HNSW then scan every id (a bit test each) exactly, and IVF's nprobe / fraction
+# reaches every list once a filter passes under nprobe / nlist of the collection.
+EXACT_MAX = 256
+# Below this fraction passing, flat and HNSW indexes score the passing vectors exactly,
+# copied out of their own storage: an HNSW graph walk strands among nodes that do not pass
+# (recall@10 under 0.95 at 1 %), and a flat scan tests every id (bench/filters.py).
+SPARSE = 0.05
+# Vectors copied per reconstruct_batch call: FAISS runs a call of more than 1000 keys on
+# OpenMP threads, which on a busy 2-core machine cost 38 ms for 3000 vectors instead of
+# 0.3 ms in blocks of 1000.
+GATHER_BLOCK = 1000
+
+
+class Selection:
+    """A FAISS ID selector over sorted unique ids, holding the memory it points into: a
+    bitmap (one bit per id up to the largest: 125 kB for ids below a million, one bit test
+    per candidate) when the ids are dense enough, else a hashed batch."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        faiss = load_faiss()
+
+        top = int(ids[-1]) + 1 if len(ids) else 1
+        if top <= 64 * max(1, len(ids)):  # the bitmap costs at most 8 bytes per id
+            dense = np.zeros(top, bool)
+            dense[ids] = True
+            self.bitmap = np.packbits(dense, bitorder="little")
+            self.sel = faiss.IDSelectorBitmap(len(self.bitmap), faiss.swig_ptr(self.bitmap))
+        else:
+            self.sel = faiss.IDSelectorBatch(np.ascontiguousarray(ids, np.int64))
+
+
+def exact_top(queries: np.ndarray, ids: np.ndarray, vectors: np.ndarray,
+              k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Brute force: the k best of `ids` (their `vectors`) per query, FAISS-style (-1 padded)."""
+    scores = np.asarray(queries, np.float32) @ np.asarray(vectors, np.float32).T
+    kk = min(k, len(ids))
+    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+    best = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-best, axis=1, kind="stable")
+    out_s = np.take_along_axis(best, order, axis=1).astype(np.float32)
+    out_i = ids[np.take_along_axis(part, order, axis=1)]
+    return out_s, out_i.astype(np.int64)
+
+
+def _empty(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
 
 
 def rerank(queries: np.ndarray, ids: np.ndarray,
