@@ -195,7 +195,7 @@ Before = Annotated[Optional[str], typer.Option(
     "--before", metavar="DATE", help="Only files taken up to the end of DATE (--before 2024-05 "
     "takes in all of May).", show_default=False)]
 Camera = Annotated[Optional[str], typer.Option(
-    "--camera", help="Only files whose camera make or model contains this text "
+    "--camera", metavar="TEXT", help="Only files whose camera make or model contains this text "
     "(case-insensitive), e.g. 'pixel 7' or canon.", show_default=False)]
 FolderFilter = Annotated[list[str], typer.Option(
     "--folder", metavar="PATH", help="Only files inside this folder (and its sub-folders); "

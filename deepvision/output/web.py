@@ -62,7 +62,7 @@ def page(stats: Mapping[str, Any], result: Mapping[str, Any] | None = None,
             f'<link rel="icon" href="{_ICON}">'
             '<link rel="stylesheet" href="/static/app.css">'
             '<script src="/static/app.js" defer></script></head>\n'
-            f'<body>{_header(name, stats)}<main>{_form()}{_text_form(stats, text)}'
+            f'<body>{_header(name, stats)}<main>{_form()}{_filters()}{_text_form(stats, text)}'
             f'{status}{grid}</main>'
             f'{_footer()}</body></html>\n')
 
@@ -98,6 +98,27 @@ def _form() -> str:
             '</span></label>'
             '<div class="actions"><span id="file-name" class="file-name"></span>'
             '<button id="submit" type="submit">Search</button></div></form>')
+
+
+def _filters() -> str:
+    """Filters on metadata (as `search --after ...`), folded: app.js adds the filled ones to
+    every search it sends, image or text."""
+    def field(label: str, control: str) -> str:
+        return f'<label class="filter">{label} {control}</label>'
+
+    return ('<details id="filters" class="filters"><summary>Filters</summary>'
+            + field("taken after", '<input type="date" name="after">')
+            + field("taken before", '<input type="date" name="before">')
+            + field("folder", '<input type="text" name="folder" placeholder="/photos/2023" '
+                    'autocomplete="off">')
+            + field("camera", '<input type="text" name="camera" placeholder="pixel 7" '
+                    'autocomplete="off">')
+            + field("kind", '<select name="kind"><option value="">any</option>'
+                    '<option value="image">image</option><option value="video">video</option>'
+                    '</select>')
+            + field("order", '<select name="sort"><option value="score">most similar first'
+                    '</option><option value="date">oldest first</option></select>')
+            + '</details>')
 
 
 def _text_form(stats: Mapping[str, Any], text: str | None) -> str:

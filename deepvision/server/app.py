@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import swagger_ui  # imported here: a missing serve extra is the CLI's usage error, not a crash
@@ -32,7 +32,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from deepvision.errors import DeepVisionError, IndexLockedError
+from deepvision.errors import DeepVisionError, IndexLockedError, UsageError
+from deepvision.filters import Filter, build_filter
 from deepvision.match.features import WORK_SIDE
 from deepvision.output import web
 from deepvision.output.render import search_document
@@ -57,6 +58,8 @@ from deepvision.services.search import (
     RankOptions,
     Searcher,
     SearchResult,
+    check_filter,
+    in_order,
     no_text_encoder,
 )
 from deepvision.types import Failure, Match
@@ -267,6 +270,45 @@ def _api_routes(service: Service) -> APIRouter:
     return router
 
 
+@dataclass(frozen=True)
+class Narrowing:
+    """The filter and order a search request asks for (its query parameters)."""
+
+    filter: Filter
+    sort: str
+
+
+def narrowing(
+        after: str | None = Query(None, max_length=40, description="taken on or after (DATE)"),
+        before: str | None = Query(None, max_length=40, description="taken before (DATE)"),
+        camera: str | None = Query(None, min_length=1, max_length=200,
+                                   description="part of the camera's make or model"),
+        folder: list[str] = Query([], description="inside this folder (repeatable)"),
+        kind: Literal["image", "video"] | None = Query(None),
+        min_width: int | None = Query(None, ge=1, le=1_000_000),
+        min_height: int | None = Query(None, ge=1, le=1_000_000),
+        near: str | None = Query(None, max_length=60, description="LAT,LON"),
+        radius: float | None = Query(None, gt=0, le=20015, description="km around --near"),
+        sort: Literal["score", "date"] = Query("score")) -> Narrowing:
+    """The filter parameters, checked as the CLI checks its flags (422 `bad-filter`)."""
+    try:
+        flt = build_filter(after=after, before=before, camera=camera, folders=folder, kind=kind,
+                           min_width=min_width, min_height=min_height, near=near,
+                           radius_km=radius)
+    except UsageError as exc:
+        raise ApiError("bad-filter", str(exc), 422) from None
+    return Narrowing(flt, sort)
+
+
+def _options(service: Service, k: int, min_score: float | None, n: Narrowing) -> RankOptions:
+    if n.filter.needs_metadata:
+        try:
+            check_filter(service.store, n.filter)
+        except UsageError as exc:
+            raise ApiError("bad-filter", str(exc), 422) from None
+    return RankOptions(k, min_score, filter=n.filter, sort=n.sort)
+
+
 def _search_routes(router: APIRouter, service: Service) -> None:
     @router.get("/api/stats", response_model=InfoDoc, responses=errors(503), operation_id="stats")
     def stats() -> dict[str, Any]:
@@ -277,11 +319,13 @@ def _search_routes(router: APIRouter, service: Service) -> None:
                  responses={200: SEARCH_LINKS, **errors(400, 413, 422, 503)},
                  openapi_extra=UPLOAD_BODY, operation_id="search_upload")
     async def search_upload(request: Request, k: int = Query(10, ge=1, le=1000),
-                            min_score: float | None = Query(None, ge=-1, le=1)
-                            ) -> dict[str, Any]:
-        """Search by an uploaded image: multipart field `image`, or a raw image body."""
+                            min_score: float | None = Query(None, ge=-1, le=1),
+                            narrow: Narrowing = Depends(narrowing)) -> dict[str, Any]:
+        """Search by an uploaded image: multipart field `image`, or a raw image body;
+        the filters narrow the search inside the index (as `search --after ...`)."""
+        opts = await asyncio.to_thread(_options, service, k, min_score, narrow)
         name, data = await _upload(request, service.config.max_upload_bytes)
-        return await _search(service, name, data, RankOptions(k, min_score))
+        return await _search(service, name, data, opts)
 
     @router.get("/api/search", response_model=SearchDoc, response_model_exclude_unset=True,
                 responses={200: SEARCH_LINKS, **errors(403, 404, 422, 503)},
@@ -292,9 +336,11 @@ def _search_routes(router: APIRouter, service: Service) -> None:
             text: str | None = Query(None, min_length=1, max_length=MAX_TEXT,
                                      description="words (an index of a CLIP-family model)"),
             k: int = Query(10, ge=1, le=1000),
-            min_score: float | None = Query(None, ge=-1, le=1)) -> dict[str, Any]:
-        """?path= (a server-side image inside --allow-path) or ?text= (CLIP-family index)."""
-        opts = RankOptions(k, min_score)
+            min_score: float | None = Query(None, ge=-1, le=1),
+            narrow: Narrowing = Depends(narrowing)) -> dict[str, Any]:
+        """?path= (a server-side image inside --allow-path) or ?text= (CLIP-family index);
+        the filters narrow the search inside the index (as `search --after ...`)."""
+        opts = await asyncio.to_thread(_options, service, k, min_score, narrow)
         if path is not None and text is None:
             data = await asyncio.to_thread(_allowed_file, service.config.allow_paths, path)
             return await _search(service, path, data, opts)
@@ -401,14 +447,14 @@ def _verified(service: Service, data: bytes, name: str, found: list[Match],
     request's thread: the network batches stay free for other queries meanwhile."""
     searcher = service.searcher
     if not searcher.verifying(opts):
-        return searcher.verified(None, found, opts)
+        return in_order(searcher.verified(None, found, opts), opts.sort)
     cost = decode_cost(data, WORK_SIDE)
     with service.budget.hold(cost):
         try:
             picture = np.asarray(load_rgb(name, data=data, draft_size=WORK_SIDE))
         except DecodeError:  # it decoded for the network: unverified rather than failed
             picture = None
-    return searcher.verified(picture, found, opts)
+    return in_order(searcher.verified(picture, found, opts), opts.sort)
 
 
 def _decode(service: Service, data: bytes, name: str) -> Any:

@@ -54,6 +54,12 @@ class HealthDoc(BaseModel):
     generation: int = Field(ge=0, description="the index's committed generation")
 
 
+class GpsDoc(BaseModel):
+    model_config = DOCUMENTED
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
 class MatchDoc(BaseModel):
     model_config = DOCUMENTED
     rank: int = Field(ge=1)
@@ -74,6 +80,11 @@ class MatchDoc(BaseModel):
     query_box: BoxList | None = Field(None, description="the matched region in the query")
     match_box: BoxList | None = Field(None, description="the matched region in this image")
     points: list[PointList] | None = Field(None, description="a sample of matched points")
+    taken: str | None = Field(None, description="when it was taken (ISO 8601), if known")
+    camera: str | None = Field(None, description="the camera's make and model, if known")
+    gps: GpsDoc | None = Field(None, description="where it was taken, if known")
+    width: Annotated[int, Field(ge=1)] | None = Field(None, description="pixels, as shown")
+    height: Annotated[int, Field(ge=1)] | None = Field(None, description="pixels, as shown")
 
 
 class QueryDoc(BaseModel):

@@ -103,12 +103,19 @@ class QueryBatcher:
         results: list[list[Match] | Failure] = [[] for _ in batch]
         for pos, failure in embedded.failures:
             results[pos] = failure
-        if embedded.items:
-            widest = replace(batch[0].opts, min_score=None, top_k=max(
-                self.searcher.widened(q.opts).top_k for q in batch))
-            widest = replace(widest, turns=turns, zoom=zoom)
-            ranked, _ = self.searcher.rank(embedded.vectors, widest, embedded.query_views)
-            for pos, matches in zip(embedded.items, ranked, strict=True):
+        # One ranking per filter in the batch (most batches have one: none): a filter works
+        # inside the FAISS search, so queries with other filters cannot share it.
+        rows_of: dict[object, list[int]] = {}
+        for row, pos in enumerate(embedded.items):
+            rows_of.setdefault(batch[pos].opts.filter, []).append(row)
+        for rows in rows_of.values():
+            group = [batch[embedded.items[r]] for r in rows]
+            widest = replace(group[0].opts, min_score=None, turns=turns, zoom=zoom, top_k=max(
+                self.searcher.widened(q.opts).top_k for q in group))
+            extra = None if embedded.query_views is None else embedded.query_views[rows]
+            ranked, _ = self.searcher.rank(embedded.vectors[rows], widest, extra)
+            for row, matches in zip(rows, ranked, strict=True):
+                pos = embedded.items[row]
                 # verification (on the request's thread) chooses from the widened list
                 results[pos] = _cut(matches, self.searcher.widened(batch[pos].opts))
         self.batches += 1

@@ -206,16 +206,30 @@
     if (fileName) fileName.textContent = safeText(file.name || "pasted image");
     const body = new FormData();
     body.append("image", file, file.name || "pasted image");
-    await send(`/api/search?k=${k}`, { method: "POST", body });
+    await send(`/api/search?k=${k}${narrowing()}`, { method: "POST", body });
   };
 
   // Search by words (the text box is there only for an index whose model embeds text).
+  // The filled filters (date, folder, camera, kind, order) as query parameters.
+  const narrowing = () => {
+    const box = document.getElementById("filters");
+    if (!box) return "";
+    const params = new URLSearchParams();
+    for (const control of box.querySelectorAll("input, select")) {
+      const value = control.value.trim();
+      if (value && !(control.name === "sort" && value === "score")) params.append(control.name, value);
+    }
+    const text = params.toString();
+    return text ? `&${text}` : "";
+  };
+
   const searchText = async (text) => {
     if (!text.trim()) {
       setStatus("Type the words to search for.", "error");
       return;
     }
-    await send(`/api/search?k=${k}&text=${encodeURIComponent(text)}`, { method: "GET" });
+    await send(`/api/search?k=${k}&text=${encodeURIComponent(text)}${narrowing()}`,
+      { method: "GET" });
   };
 
   const send = async (url, init) => {
