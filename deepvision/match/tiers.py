@@ -26,8 +26,10 @@ from deepvision.types import Tier, Verification
 CONTAINED = 0.985  # one frame maps inside the other to this share of its area, or more
 OVERLAP = 0.5  # and covers at least this share of the other (a slight crop, not a detail)
 MAX_TURN = 3.0  # degrees: a copy is not turned (a turned one is found by search, not dupes)
-SIDE = 128  # the aligned comparison's picture size (pixels a side)
-CELLS = 8  # ... split into CELLS x CELLS cells
+SIDE = 256  # the aligned comparison's picture size (pixels a side): 16-px cells; 128
+# missed one pair of still-camera frames of the second pool (precision 0.949), 192 and 256
+# held on both pools (0.974-1.000 at recall 0.974-0.976), bench/QUALITY.md
+CELLS = 16  # ... split into CELLS x CELLS cells
 BLUR = 2.0  # Gaussian sigma (pixels at SIDE) before comparing: forgives a pixel of misalignment
 DETAIL = 8.0  # a cell with less grey-level spread than this on either side is not compared
 AGREE = 0.7  # a compared cell agrees when its zero-mean correlation is at least this
