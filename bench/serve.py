@@ -13,7 +13,9 @@ one-shot CLI; 16 clients with zero errors and throughput >= one client's.
 
 A/B: `--baseline DIR` (another checkout of deepvision, e.g. `git archive main | tar -x -C DIR`)
 serves the same index from that code beside this one, and the levels alternate between the two
-(`--rounds` times each), so both see the same machine at the same moments.
+(`--rounds` times each), so both see the same machine at the same moments. `--baseline .
+--baseline-flags=--no-verify` compares this code with and without an option (the cost of
+verification, #25).
 
     python bench/serve.py [--index-dir DIR] [--clients 1 4 16] [--requests 120]
         [--images 24] [--workers N] [--baseline DIR [--rounds 3]] [--out bench/RESULTS.md]
@@ -326,7 +328,7 @@ def ab_levels(httpx, urls: dict[str, str], images: list[bytes], clients: list[in
 
 
 def ab_report(runs: dict[tuple[str, int], list[Level]], stats: dict, n_images: int,
-              baseline: Path) -> str:
+              baseline: Path, flags: str = "") -> str:
     """Per side and level: the median over rounds of p50, p99 and queries/s, and each round."""
     rows = []
     for (side, n), levels in runs.items():
@@ -342,7 +344,8 @@ def ab_report(runs: dict[tuple[str, int], list[Level]], stats: dict, n_images: i
         f"Machine: {machine_line()}. Index: {stats.get('files')} shipped photos, model "
         f"{stats.get('model')}. Queries: {n_images} distinct {SIZE[0]}x{SIZE[1]} JPEG crops, "
         "multipart POST /api/search, k=10. `before`: the code in "
-        f"{baseline}; `after`: this checkout; both serve the same index at once and the "
+        f"{baseline} (serve flags: {flags or 'none'}); `after`: this checkout; both serve the "
+        "same index at once and the "
         f"levels alternate between them. Command: `{command_line()}`",
         "",
         "| code | clients | errors | p50 ms | p99 ms | queries/s | each round (p50 ms / q/s) |",
@@ -353,7 +356,8 @@ def ab_report(runs: dict[tuple[str, int], list[Level]], stats: dict, n_images: i
 
 def main_ab(args: argparse.Namespace, httpx, index_dir: Path, images: list[bytes],
             extra: list[str]) -> str:
-    servers = {"before": start_server(index_dir, extra, args.baseline.resolve()),
+    servers = {"before": start_server(index_dir, [*extra, *args.baseline_flags.split()],
+                                      args.baseline.resolve()),
                "after": start_server(index_dir, extra)}
     try:
         stats = wait_healthy(httpx, servers["after"].url)
@@ -363,7 +367,7 @@ def main_ab(args: argparse.Namespace, httpx, index_dir: Path, images: list[bytes
     finally:
         for server in servers.values():
             stop_server(server)
-    return ab_report(runs, stats, len(images), args.baseline)
+    return ab_report(runs, stats, len(images), args.baseline, args.baseline_flags)
 
 
 def main() -> None:
@@ -378,6 +382,8 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, default=None,
                     help="another deepvision checkout to compare with (A/B, same run)")
     ap.add_argument("--rounds", type=int, default=3, help="A/B: runs of each level per side")
+    ap.add_argument("--baseline-flags", default="",
+                    help="A/B: extra `serve` flags of the baseline side, e.g. --no-verify")
     args = ap.parse_args()
 
     import httpx
