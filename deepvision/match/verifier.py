@@ -58,8 +58,8 @@ class Verifier:
         self.features = features
         self.loader = loader
 
-    def query(self, pixels: np.ndarray) -> Evidence:
-        return query_evidence(pixels)
+    def query(self, pixels: np.ndarray, side: int = WORK_SIDE) -> Evidence:
+        return query_evidence(pixels, side)
 
     def evidence(self, rows: Iterable[FileRow]) -> dict[str, Evidence]:
         """Evidence per content hash of these indexed files: stored, else computed from the

@@ -21,7 +21,7 @@ import numpy as np
 
 from deepvision.errors import NoImagesError, UsageError
 from deepvision.filters import Filter
-from deepvision.match.features import Evidence
+from deepvision.match.features import QUICK_SIDE, Evidence
 from deepvision.match.verifier import (
     DEFAULT_TOP,
     MATCH_SCORE,
@@ -234,11 +234,15 @@ class Searcher:
         the query's pixels (None: a video or a query that cannot be verified), cut to top_k."""
         if picture is None or self.verifier is None or not opts.verify:
             return unverified(found)[:opts.top_k]
-        evidence = self.verifier.query(picture)
-        out = self.verifier.rerank(evidence, found, self._rows(found[:opts.verify_top]),
-                                   opts.verify_top)
-        if not any(m.verified for m in out):  # the picture may be a part of the query
-            out = self._regional(picture, evidence, out, opts)
+        rows = self._rows(found[:opts.verify_top])
+        # A quick look first (features.QUICK_SIDE): most copies verify there.
+        quick = self.verifier.query(picture, QUICK_SIDE)
+        out = self.verifier.rerank(quick, found, rows, opts.verify_top)
+        if not any(m.verified for m in out):
+            evidence = self.verifier.query(picture)
+            out = self.verifier.rerank(evidence, found, rows, opts.verify_top)
+            if not any(m.verified for m in out):  # the picture may be a part of the query
+                out = self._regional(picture, evidence, out, opts)
         return out[:opts.top_k]
 
     def _rows(self, found: Sequence[Match]) -> dict[int, FileRow]:
