@@ -5,6 +5,8 @@ indexes/<name>/
   catalog-<token>.sqlite   files + vectors (catalog.py): the source of truth
   faiss-<generation>.bin   FAISS structure as of a catalog generation: a cache, checksummed
   faiss-<generation>.ivfdata  its inverted lists, for an on-disk IVF-PQ (ondisk.py)
+  local-features.sqlite    local-feature evidence by content hash (match/store.py owns it: a
+                           cache that outlives catalogs, never deleted by cleanup)
   .lock                    held by a running index/rebuild (flock: released if the process dies)
   broken-<time>/           unreadable state that `rebuild` set aside (never deleted)
 
