@@ -97,7 +97,7 @@ Machine: {machine()}; load average at the start {load:.1f} (other jobs shared th
 | evidence stored per picture | {total / n / 1024:.1f} KB (budget 16 KB) |
 | one query, vectors only (p50) | {ms(times['vectors only'])} |
 | one query, verified (p50) | {ms(times['verified'])} |
-| of which the query's own features | {ms(times['query features'])} |
+| the query's own features at 640 px (the second look) | {ms(times['query features'])} |
 
 {len(queries)} queries from {args.queries}, one at a time through one Searcher.
 """, args.out)
