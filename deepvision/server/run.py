@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import signal
 import socket
@@ -22,6 +21,7 @@ from deepvision.pipeline.embedder import Embedder, EmbedOptions, report_notes
 from deepvision.progress import Reporter
 from deepvision.server.app import ServeConfig, Service, create_app
 from deepvision.server.budget import PixelBudget
+from deepvision.server.security import is_local_host
 from deepvision.services.batching import QueryBatcher
 from deepvision.services.embedding import index_embedder
 from deepvision.services.jobs import JobRunner
@@ -46,12 +46,8 @@ class ServeRequest:
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    """A bind address only this machine can reach (the Host check's own test)."""
+    return is_local_host(host)
 
 
 def check_security(host: str, token: str | None, no_token: bool) -> str | None:
