@@ -106,6 +106,20 @@ def empty(width: int = 1, height: int = 1) -> LocalFeatures:
                          width, height)
 
 
+def at_most(rgb: np.ndarray, side: int = 2 * WORK_SIDE) -> np.ndarray:
+    """The picture with its long side brought down to `side` (a copy only when it shrinks):
+    all verification reads of a picture, so a 100-MP upload is not held whole. Twice the
+    features' side: a part of a page (match.regions) keeps the detail its own vector needs."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    if max(h, w) <= side:
+        return rgb
+    scale = side / max(h, w)
+    return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
+                      interpolation=cv2.INTER_AREA)
+
+
 def grey_of(rgb: np.ndarray) -> np.ndarray:
     import cv2
 

@@ -15,7 +15,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from deepvision.match.features import WORK_SIDE, Evidence, query_evidence, stored_evidence
+from deepvision.match.features import (
+    WORK_SIDE,
+    Evidence,
+    at_most,
+    query_evidence,
+    stored_evidence,
+)
 from deepvision.match.store import FeatureStore
 from deepvision.match.verify import MIN_INLIERS, Outcome, verified_score, verify_evidence
 from deepvision.progress import Reporter
@@ -47,7 +53,7 @@ def load_picture(path: str) -> np.ndarray:
     drafted down to what the features need."""
     from deepvision.pipeline.decode import load_rgb
 
-    return np.asarray(load_rgb(path, draft_size=WORK_SIDE))
+    return at_most(np.asarray(load_rgb(path, draft_size=WORK_SIDE)))
 
 
 class Verifier:

@@ -34,7 +34,7 @@ from starlette.requests import ClientDisconnect
 
 from deepvision.errors import DeepVisionError, IndexLockedError, UsageError
 from deepvision.filters import Filter, build_filter
-from deepvision.match.features import WORK_SIDE
+from deepvision.match.features import WORK_SIDE, at_most
 from deepvision.output import web
 from deepvision.output.render import search_document
 from deepvision.pipeline.decode import DecodeError, load_rgb, max_file_bytes, read_file
@@ -451,7 +451,8 @@ def _verified(service: Service, data: bytes, name: str, found: list[Match],
     cost = decode_cost(data, WORK_SIDE)
     with service.budget.hold(cost):
         try:
-            picture = np.asarray(load_rgb(name, data=data, draft_size=WORK_SIDE))
+            # shrunk while the budget holds: the full decode is freed before the heap's trim
+            picture = at_most(np.asarray(load_rgb(name, data=data, draft_size=WORK_SIDE)))
         except DecodeError:  # it decoded for the network: unverified rather than failed
             picture = None
     return in_order(searcher.verified(picture, found, opts), opts.sort)
