@@ -155,3 +155,20 @@ def grey_square(rgb: np.ndarray) -> np.ndarray:
     from deepvision.match.features import grey_of
 
     return cv2.resize(grey_of(rgb), (SIDE, SIDE), interpolation=cv2.INTER_AREA)
+
+
+class GreySquares:
+    """Each picture's grey_square, read once through `loader` (a path -> its RGB pixels);
+    None for a picture that cannot be read now: such a pair cannot be shown to be a copy."""
+
+    def __init__(self, loader: Callable[[str], np.ndarray]) -> None:
+        self.loader = loader
+        self._held: dict[str, np.ndarray | None] = {}
+
+    def __call__(self, path: str) -> np.ndarray | None:
+        if path not in self._held:
+            try:
+                self._held[path] = grey_square(self.loader(path))
+            except Exception:  # unreadable (decode, OpenCV): no comparison
+                self._held[path] = None
+        return self._held[path]

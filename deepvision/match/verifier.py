@@ -87,24 +87,22 @@ class Verifier:
     def from_file(self, row: FileRow) -> Evidence | None:
         """The evidence of an indexed file, computed from it while it is still the indexed
         one; None otherwise."""
-        try:
-            st = os.stat(row.path)
-            if st.st_size != row.size or st.st_mtime_ns != row.mtime_ns:
-                return None
-            return stored_evidence(self.loader(row.path))
-        except Exception:  # any unreadable file (decode, OpenCV): no evidence, no verification
-            return None
+        return self._from_indexed(row, stored_evidence)
 
     def query_of(self, row: FileRow) -> Evidence | None:
         """An indexed file's evidence as a query's (many keypoints), from the file while it is
         still the indexed one; None otherwise. Not stored: dupes asks for it only when two
         stored evidences could not decide."""
+        return self._from_indexed(row, query_evidence)
+
+    def _from_indexed(self, row: FileRow,
+                      make: Callable[[np.ndarray], Evidence]) -> Evidence | None:
         try:
             st = os.stat(row.path)
             if st.st_size != row.size or st.st_mtime_ns != row.mtime_ns:
-                return None
-            return query_evidence(self.loader(row.path))
-        except Exception:  # unreadable: undecided
+                return None  # changed since it was indexed: not the picture the vector is of
+            return make(self.loader(row.path))
+        except Exception:  # any unreadable file (decode, OpenCV): no evidence, no verification
             return None
 
     def check(self, query: Evidence, cand: Evidence, mirror: bool = True) -> Outcome:

@@ -136,22 +136,14 @@ def _tiered(rows: np.ndarray, cols: np.ndarray, files: dict[int, FileRow],
             verifier: Verifier | None) -> Links:
     """Each linked pair of rows as copy or similar (match.tiers); pairs with a video frame,
     or all of them without a verifier, are copies."""
-    from deepvision.match.tiers import grey_square, tier
+    from deepvision.match.tiers import GreySquares, tier
 
     copy = np.ones(len(rows), bool)
     if verifier is not None and len(rows):
         pictures = sorted({int(r) for r in (*rows, *cols) if int(r) in files})
         evidence = verifier.evidence(files[r] for r in pictures)
-        greys: dict[int, np.ndarray | None] = {}
+        grey = GreySquares(verifier.loader)
         dense: dict[int, Evidence | None] = {}
-
-        def grey(row: int) -> np.ndarray | None:
-            if row not in greys:
-                try:
-                    greys[row] = grey_square(verifier.loader(files[row].path))
-                except Exception:  # unreadable now: the pair cannot be shown to be a copy
-                    greys[row] = None
-            return greys[row]
 
         def dense_of(row: int) -> Evidence | None:
             if row not in dense:
@@ -163,7 +155,8 @@ def _tiered(rows: np.ndarray, cols: np.ndarray, files: dict[int, FileRow],
             eb = evidence.get(files[c].hash or "") if c in files else None
             if r in files and c in files:
                 kind = Tier.SIMILAR if ea is None or eb is None else tier(
-                    ea, eb, partial(grey, r), partial(grey, c), partial(dense_of, r))[0]
+                    ea, eb, partial(grey, files[r].path), partial(grey, files[c].path),
+                    partial(dense_of, r))[0]
                 copy[i] = kind == Tier.COPY
     return Links((rows[copy], cols[copy]), (rows[~copy], cols[~copy]))
 

@@ -209,7 +209,7 @@ def _recall_by_edit(result: EvalResult, groups: np.ndarray, threshold: float) ->
 def tier_calibration(result: EvalResult, c: Calibration) -> Calibration:
     """The copy/similar boundary measured on the user's photos: every pair above the dupes
     threshold put in its tier, as `dupes` would (match.tiers, evidence from the files)."""
-    from deepvision.match.tiers import grey_square, tier
+    from deepvision.match.tiers import GreySquares, tier
     from deepvision.match.verifier import FileEvidence
     from deepvision.types import Tier
 
@@ -217,15 +217,7 @@ def tier_calibration(result: EvalResult, c: Calibration) -> Calibration:
     vectors, paths = result.vectors, result.paths
     groups = [g or "" for g in result.item_groups]
     files = FileEvidence()
-    greys: dict[str, np.ndarray | None] = {}
-
-    def grey(path: str) -> np.ndarray | None:
-        if path not in greys:
-            try:
-                greys[path] = grey_square(files.loader(path))
-            except Exception:  # unreadable: not shown to be a copy
-                greys[path] = None
-        return greys[path]
+    grey = GreySquares(files.loader)
 
     copies: dict[str, list[bool]] = {}
     others = 0
