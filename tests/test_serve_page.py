@@ -375,16 +375,27 @@ def browser() -> Iterator[Browser]:
             driver.quit()
 
 
+def page_wait(driver: Any, timeout: float = WAIT) -> Any:
+    """A WebDriverWait that polls on through a page being replaced: a form submitted without
+    JavaScript navigates, and an element found just before the new page arrives is stale when
+    it is read (seen in CI); the next poll finds it on the new page."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.2,
+                         ignored_exceptions=(NoSuchElementException,
+                                             StaleElementReferenceException))
+
+
 def wait_for_matches(driver: Any) -> list[Any]:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     def ready(d: Any) -> list[Any] | bool:
         if d.find_element(By.ID, "status").get_attribute("data-state") == "error":
             pytest.fail(f"the page shows an error: {d.find_element(By.ID, 'status').text}")
         return d.find_elements(By.CSS_SELECTOR, "#results figure.match") or False
 
-    return WebDriverWait(driver, WAIT, poll_frequency=0.2).until(ready)
+    return page_wait(driver).until(ready)
 
 
 def caption(figure: Any) -> str:
