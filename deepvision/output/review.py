@@ -7,6 +7,7 @@ from dataclasses import asdict
 
 from deepvision.output.console import safe_text
 from deepvision.services.apply import ApplyReport, UndoReport
+from deepvision.services.dupes import Member
 from deepvision.services.journal import Step
 from deepvision.services.review import Page
 from deepvision.store.decisions import Decision
@@ -66,17 +67,22 @@ def undo_text(r: UndoReport) -> str:
 
 def page_document(page: Page) -> dict:
     """`GET /api/dupes` (for the review page): one page of groups, each member with what the
-    page shows beside it (file id for the thumbnail, size, date, resolution)."""
-    def member(path: str, score: float, timestamp: float | None) -> dict:
-        info = page.members.get(path)
-        return {"path": path, "score": round(score, 6), "timestamp": timestamp,
+    page shows beside it (file id for the thumbnail, size, date, resolution, how it relates to
+    the group's first member, and the region of it that matches the first)."""
+    def member(group: str, m: Member) -> dict:
+        info = page.members.get(m.path)
+        region = page.regions.get((group, m.path))
+        return {"path": m.path, "score": round(m.score, 6), "timestamp": m.timestamp,
+                "kind": str(m.kind),
                 "file_id": info.file_id if info else None,
                 "size": info.size if info else None,
                 "mtime_ns": info.mtime_ns if info else None,
-                "width": info.width if info else None, "height": info.height if info else None}
+                "width": info.width if info else None, "height": info.height if info else None,
+                "region": region.as_list() if region else None}
 
     return {"offset": page.offset, "total": page.total, "hidden": page.hidden,
-            "groups": [{"id": g.id, "state": g.state, "keeper": g.keeper,
+            "threshold": page.threshold,
+            "groups": [{"id": g.id, "state": g.state, "tier": str(g.tier), "keeper": g.keeper,
                         "new_members": list(g.new_members), "size": g.size,
-                        "files": [member(m.path, m.score, m.timestamp) for m in g.members]}
+                        "files": [member(g.id, m) for m in g.members]}
                        for g in page.groups]}

@@ -28,7 +28,7 @@ MAX_TEXT = 2000  # the text box's maxlength: what the server accepts (server/app
 
 # A magnifier over a picture, as a data: icon (the CSP allows data: images): no /favicon.ico
 # request, hence no 404 in the browser console.
-_ICON = ("data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 32 32'%3E"
+ICON = ("data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 32 32'%3E"
          "%3Crect width='32' height='32' rx='7' fill='%232f6fde'/%3E%3Ccircle cx='14' cy='14' "
          "r='7' fill='none' stroke='white' stroke-width='3'/%3E%3Cpath d='M19 19l7 7' "
          "stroke='white' stroke-width='3' stroke-linecap='round'/%3E%3C/svg%3E")
@@ -59,15 +59,15 @@ def page(stats: Mapping[str, Any], result: Mapping[str, Any] | None = None,
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             '<meta name="color-scheme" content="light dark">'
             f'<title>{_text(name)} · deepvision</title>'
-            f'<link rel="icon" href="{_ICON}">'
+            f'<link rel="icon" href="{ICON}">'
             '<link rel="stylesheet" href="/static/app.css">'
             '<script src="/static/app.js" defer></script></head>\n'
-            f'<body>{_header(name, stats)}<main>{_form()}{_filters()}{_text_form(stats, text)}'
+            f'<body>{header(name, stats)}<main>{_form()}{_filters()}{_text_form(stats, text)}'
             f'{status}{grid}</main>'
             f'{_footer()}</body></html>\n')
 
 
-def _header(name: str, stats: Mapping[str, Any]) -> str:
+def header(name: str, stats: Mapping[str, Any]) -> str:
     files = _count(stats.get("files"))
     facts = [("model", _text(str(stats.get("model", "?")))),
              ("files", f'<span id="file-count">{files}</span>'),
@@ -275,8 +275,9 @@ def _fraction(value: object) -> float | None:
 
 
 def _footer() -> str:
-    return ('<footer class="foot"><a href="/docs">API</a><span aria-hidden="true">·</span>'
-            '<a href="/api/stats">stats</a></footer>')
+    return ('<footer class="foot"><a href="/review">duplicate review</a>'
+            '<span aria-hidden="true">·</span><a href="/docs">API</a>'
+            '<span aria-hidden="true">·</span><a href="/api/stats">stats</a></footer>')
 
 
 def _error_text(error: Mapping[str, Any]) -> str:

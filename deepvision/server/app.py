@@ -35,7 +35,7 @@ from starlette.requests import ClientDisconnect
 from deepvision.errors import DeepVisionError, IndexLockedError, UsageError
 from deepvision.filters import Filter, build_filter
 from deepvision.match.features import WORK_SIDE, at_most
-from deepvision.output import web
+from deepvision.output import review_page, web
 from deepvision.output.render import search_document
 from deepvision.pipeline.decode import DecodeError, load_rgb, max_file_bytes, read_file
 from deepvision.progress import Silent
@@ -50,9 +50,11 @@ from deepvision.server.models import (
     SearchDoc,
     errors,
 )
+from deepvision.server.review import review_routes
 from deepvision.services.batching import QueryBatcher
 from deepvision.services.info import describe
 from deepvision.services.jobs import JobRunner
+from deepvision.services.review import ReviewSession
 from deepvision.services.search import (
     QueryResult,
     RankOptions,
@@ -114,6 +116,13 @@ class Service:
     thumbs: ThumbCache = field(default_factory=ThumbCache)
     # run.decode_budget sets it from --max-megapixels; this default is for the same 120 MP.
     budget: PixelBudget = field(default_factory=lambda: PixelBudget(120_000_000))
+    # The duplicate review (/review, /api/dupes...): groups cached per catalog generation.
+    review: ReviewSession | None = None  # None: one over the searcher's index, on first use
+
+    def review_session(self) -> ReviewSession:
+        if self.review is None:
+            self.review = ReviewSession(self.store)
+        return self.review
 
     @property
     def store(self) -> Any:
@@ -144,10 +153,12 @@ def create_app(service: Service) -> FastAPI:
 
     app = FastAPI(title="deepvision", summary="Reverse image search over a deepvision index",
                   version="1", docs_url=None, redoc_url=None, lifespan=lifespan)
-    _errors(app)
+    error_handlers(app)
     _middleware(app, service.config)
     auth = _auth(service.config)
     app.include_router(_api_routes(service), dependencies=auth)
+    app.include_router(review_routes(service.review_session, ApiError), dependencies=auth,
+                       responses=errors(401) if service.config.token else {})
     app.include_router(_open_routes(service))
     app.include_router(_page_routes(service, auth))
     app.mount("/static/swagger", StaticFiles(directory=_swagger_assets()), name="swagger")
@@ -158,7 +169,7 @@ def create_app(service: Service) -> FastAPI:
 # ---- errors, the Host check and the token ------------------------------------------------------
 
 
-def _errors(app: FastAPI) -> None:
+def error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.reason, exc.message, exc.status, exc.headers)
@@ -639,21 +650,33 @@ def _page_routes(service: Service, auth: list[Any]) -> APIRouter:
 def _page_get(router: APIRouter, service: Service) -> None:
     token = service.config.token
 
+    def gate(request: Request, given: str | None, presented: str | None) -> Response | None:
+        """The one place a ?token= is taken: it becomes a cookie, and the browser is sent on
+        without it. A page asked for without the token is refused."""
+        if token and given is not None and security.token_matches(given, token):
+            moved = RedirectResponse(security.without_token(request), status_code=303)
+            moved.set_cookie(security.TOKEN_COOKIE, token, httponly=True, samesite="strict")
+            return moved
+        if token and not security.token_matches(presented, token):
+            raise ApiError("unauthorized", "open the page once with ?token=T", 401)
+        return None
+
     @router.get("/", response_class=HTMLResponse)
     def page(request: Request, text: str | None = Query(None, max_length=MAX_TEXT),
              given: str | None = Query(None, alias="token"),
              credentials: HTTPAuthorizationCredentials | None = Depends(security.bearer),
              from_cookie: str | None = Depends(security.cookie)) -> Response:
-        """The page; with ?text= (the text form without JavaScript), its results too. The one
-        place a ?token= is taken: it becomes a cookie, and the browser is sent on without it."""
-        if token and given is not None and security.token_matches(given, token):
-            moved = RedirectResponse(security.without_token(request), status_code=303)
-            moved.set_cookie(security.TOKEN_COOKIE, token, httponly=True, samesite="strict")
-            return moved
-        if token and not security.token_matches(
-                security.presented(credentials, from_cookie), token):
-            raise ApiError("unauthorized", "open the page once with ?token=T", 401)
-        return _page(service, text)
+        """The page; with ?text= (the text form without JavaScript), its results too."""
+        moved = gate(request, given, security.presented(credentials, from_cookie))
+        return moved or _page(service, text)
+
+    @router.get("/review", response_class=HTMLResponse)
+    def review(request: Request, given: str | None = Query(None, alias="token"),
+               credentials: HTTPAuthorizationCredentials | None = Depends(security.bearer),
+               from_cookie: str | None = Depends(security.cookie)) -> Response:
+        """The duplicate review page: app-review.js pages through /api/dupes."""
+        moved = gate(request, given, security.presented(credentials, from_cookie))
+        return moved or _html(review_page.page(_stats(service)))
 
 
 def _page(service: Service, text: str | None) -> HTMLResponse:

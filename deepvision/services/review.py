@@ -16,16 +16,19 @@ new member: hidden unless asked for).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from deepvision.errors import UsageError
 from deepvision.filters import Filter
+from deepvision.match.verifier import Verifier, index_verifier
 from deepvision.services.dupes import DEFAULT_THRESHOLD, DupesResult, Group, find_dupes
 from deepvision.store.catalog import Catalog, FileRow
 from deepvision.store.decisions import DecidedFile, Decision, DecisionStore, Verdict, file_rows
 from deepvision.store.indexstore import IndexStore
+from deepvision.types import Box, Tier
 
 ID_DIGITS = 12
 NEW, LATER, OPEN, GROWN, RESOLVED = "new", "later", "open", "grown", "resolved"
@@ -310,6 +313,10 @@ class Page:
     total: int  # groups listed (resolved ones left out unless show_all)
     hidden: int  # resolved groups left out
     members: dict[str, MemberInfo]  # path -> details, for the members of this page's groups
+    # (group id, path) -> the region of that member which matches the group's first member,
+    # for members that are a copy or a similar shot and whose match verified (fractions).
+    regions: dict[tuple[str, str], Box] = field(default_factory=dict)
+    threshold: float = DEFAULT_THRESHOLD
 
 
 def member_info(catalog: Catalog, paths: Sequence[str]) -> dict[str, MemberInfo]:
@@ -337,28 +344,62 @@ def member_info(catalog: Catalog, paths: Sequence[str]) -> dict[str, MemberInfo]
 class ReviewSession:
     """What `serve`'s review routes call: the groups are computed once per catalog generation
     (range search over every vector is the expensive part) and decisions are read fresh on
-    every page, so a page costs two catalog reads."""
+    every page, so a page costs two catalog reads and the verification of its own members.
+    Safe to share between request threads."""
 
     def __init__(self, store: IndexStore, threshold: float = DEFAULT_THRESHOLD,
-                 rules: Sequence[str] = DEFAULT_RULES, similar: bool = False) -> None:
+                 rules: Sequence[str] = DEFAULT_RULES, similar: bool = False,
+                 verifier: Verifier | None = None) -> None:
         self.store, self.threshold, self.rules = store, threshold, tuple(rules) or DEFAULT_RULES
         self.similar = similar
+        self._verifier = verifier
         self._cached: tuple[tuple[str, int], DupesResult] | None = None
+        self._lock = threading.Lock()  # one range search at a time, not one per request
 
     def _groups(self) -> DupesResult:
         with self.store.open_read() as snap:
             key = (snap.manifest.catalog, snap.catalog.generation)
-        if self._cached is None or self._cached[0] != key:
-            self._cached = (key, find_dupes(self.store, self.threshold, self.similar))
-        return self._cached[1]
+        with self._lock:
+            if self._cached is None or self._cached[0] != key:
+                self._cached = (key, find_dupes(self.store, self.threshold, self.similar,
+                                                verifier=self._verifier))
+            return self._cached[1]
 
     def page(self, offset: int = 0, limit: int = 50, show_all: bool = False) -> Page:
         raw = self._groups()
         with self.store.open_read() as snap:
-            result, _ = annotate(raw, snap.catalog, self.rules, show_all)
-            groups = result.groups[offset:offset + limit]
+            result, reviewed = annotate(raw, snap.catalog, self.rules, show_all)
+            chosen = reviewed[offset:offset + limit]
+            groups = [r.group for r in chosen]
             info = member_info(snap.catalog, [m.path for g in groups for m in g.members])
-        return Page(groups, offset, len(result.groups), result.hidden, info)
+        return Page(groups, offset, len(result.groups), result.hidden, info,
+                    self._regions(chosen), self.threshold)
+
+    def _regions(self, chosen: Sequence[Reviewed]) -> dict[tuple[str, str], Box]:
+        """Where each copy or similar member matches its group's first member, from the
+        stored evidence (the files only where an old index has none)."""
+        pairs = [(r, m.path) for r in chosen for m in r.group.members[1:]
+                 if m.kind is not Tier.EXACT and m.timestamp is None]
+        if not pairs:
+            return {}
+        verifier = self._verifier or self._index_verifier()
+        wanted = [r.rows[p] for r, p in pairs if p in r.rows]
+        wanted += [r.rows[r.group.members[0].path] for r, _ in pairs
+                   if r.group.members[0].path in r.rows]
+        evidence = verifier.evidence(wanted)
+        out: dict[tuple[str, str], Box] = {}
+        for r, path in pairs:
+            first, member = r.rows.get(r.group.members[0].path), r.rows.get(path)
+            a = evidence.get(first.hash) if first and first.hash else None
+            b = evidence.get(member.hash) if member and member.hash else None
+            outcome = verifier.check(a, b) if a is not None and b is not None else None
+            if outcome is not None and outcome.verification is not None:
+                out[(r.group.id, path)] = outcome.verification.match_box
+        return out
+
+    def _index_verifier(self) -> Verifier:
+        self._verifier = index_verifier(self.store)
+        return self._verifier
 
     def decide(self, req: DecideRequest) -> Decision:
         raw = self._groups()

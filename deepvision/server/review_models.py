@@ -1,0 +1,140 @@
+"""The review routes' request and response documents (`/api/dupes…`, issue #27).
+
+The page document is output/review.py's `page_document`; the decisions export is the same JSON
+`deepvision dupes export` writes, so a review done in the browser imports on another machine.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from deepvision.server.models import DOCUMENTED, BoxList
+
+Tier = Literal["exact", "copy", "similar"]
+State = Literal["new", "later", "open", "grown", "resolved"]
+Action = Literal["trash", "move-to", "hardlink", "symlink", "delete"]
+Count = Annotated[int, Field(ge=0)]
+
+
+class DupesFileDoc(BaseModel):
+    model_config = DOCUMENTED
+    path: str
+    score: float = Field(description="cosine similarity to the group's first member")
+    timestamp: Annotated[float, Field(ge=0)] | None = Field(
+        description="a video: seconds into it of the frame that matched; null for an image")
+    kind: Tier = Field(description="how it relates to the group's first member")
+    file_id: int | None = Field(description="for /api/images/{id} and its thumbnail")
+    size: Count | None = Field(description="bytes")
+    mtime_ns: int | None
+    width: Count | None = Field(description="pixels; 0 where the header cannot tell (a video)")
+    height: Count | None
+    region: BoxList | None = Field(
+        description="the part of this file that matches the group's first member (verified "
+                    "copies and similar shots); null: the whole file, or not verified")
+
+
+class DupesGroupDoc(BaseModel):
+    model_config = DOCUMENTED
+    id: str = Field(pattern="^[0-9a-f]{1,32}$", description="what the decision routes take")
+    state: State
+    tier: Tier = Field(description="the loosest relation among its members")
+    keeper: str | None = Field(description="the decided keeper, else the one the rules propose")
+    new_members: list[str] = Field(description="members that joined since the decision")
+    size: int = Field(ge=2)
+    files: list[DupesFileDoc]
+
+
+class DupesPageDoc(BaseModel):
+    model_config = DOCUMENTED
+    offset: Count
+    total: Count = Field(description="groups listed (resolved ones only with all=true)")
+    hidden: Count = Field(description="resolved groups left out")
+    threshold: float
+    groups: list[DupesGroupDoc]
+
+
+class DecideBody(BaseModel):
+    """A verdict on one group, as `deepvision dupes decide` takes it."""
+
+    verdict: Literal["keep", "not-duplicates", "later"]
+    keep: list[Annotated[str, Field(max_length=4096)]] = Field(
+        [], max_length=10_000, description="keep: the members (paths) to keep")
+    member: Annotated[str, Field(max_length=4096)] | None = Field(
+        None, description="not-duplicates: take only this member (path) out of the group")
+
+
+class DecisionDoc(BaseModel):
+    model_config = DOCUMENTED
+    id: str = Field(description="the group")
+    verdict: Literal["keep", "not-duplicates", "later"]
+    kept: list[str]
+    out: Count = Field(description="members taken out of the group")
+    decided_at: str
+
+
+class UndoneDoc(BaseModel):
+    model_config = DOCUMENTED
+    undone: DecisionDoc | None = Field(description="the decision taken back; null: none left")
+
+
+class ApplyBody(BaseModel):
+    """`deepvision dupes apply`: a dry run unless `dry_run` is false, and then only with the
+    `plan` of the dry run just shown (so what happens is what the user saw)."""
+
+    action: Action
+    target: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
+        None, description="move-to: the folder (absolute)")
+    rules: list[Annotated[str, Field(max_length=4096)]] = Field(
+        [], max_length=10, description="first decide the undecided groups by these keeper rules")
+    dry_run: bool = True
+    plan: Annotated[str, Field(max_length=128)] | None = Field(
+        None, description="with dry_run false: the dry run's `plan`")
+
+
+class StepDoc(BaseModel):
+    model_config = DOCUMENTED
+    group: str
+    path: str
+    keeper: str
+    dest: str | None
+    exact: bool = Field(description="byte-identical to its keeper")
+
+
+class ApplyDoc(BaseModel):
+    model_config = DOCUMENTED
+    action: Action
+    dry_run: bool
+    plan: str = Field(description="a digest of the steps: pass it back to carry them out")
+    steps: list[StepDoc]
+    done: Count
+    skipped: list[str] = Field(description="files left alone, each with why")
+    journal: str | None = Field(description="the journal's name: what apply/undo takes")
+    decided: Count
+
+
+class ApplyUndoBody(BaseModel):
+    journal: Annotated[str, Field(max_length=255, pattern=r"^[^/\\]+$")] | None = Field(
+        None, description="a journal's name (default: the latest not undone)")
+
+
+class ApplyUndoDoc(BaseModel):
+    model_config = DOCUMENTED
+    journal: str
+    restored: Count
+    reindex: list[str] = Field(description="restored files to index again")
+    problems: list[str]
+
+
+class DecisionsDoc(BaseModel):
+    """`deepvision dupes export`'s document."""
+
+    model_config = DOCUMENTED
+    deepvision_decisions: int = Field(ge=1)
+    decisions: list[dict[str, Any]]
+
+
+class ImportedDoc(BaseModel):
+    model_config = DOCUMENTED
+    imported: Count
