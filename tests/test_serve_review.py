@@ -60,6 +60,27 @@ def test_a_page_of_groups_with_what_the_page_shows(client):
     assert c.get("/api/dupes", params={"limit": 0}).status_code == 422
 
 
+def test_a_changed_index_pages_the_earlier_groups_while_finding_the_new(client, cli):
+    import time
+
+    c, folder, idx = client
+    first = c.get("/api/dupes").json()
+    assert first["updating"] is False and first["total"] == 4
+    (folder / "a000_copy.png").unlink()  # a group loses a member...
+    shutil.copy(folder / "a001.png", folder / "a001_again.png")  # ...another gains one
+    index(cli, folder, idx)
+    stale = c.get("/api/dupes").json()
+    assert stale["updating"] is True and stale["total"] == 4
+    assert all(not f["path"].endswith("a000_copy.png")  # a file gone is gone at once
+               for g in stale["groups"] for f in g["files"])
+    deadline = time.monotonic() + 60
+    while (doc := c.get("/api/dupes").json())["updating"]:
+        assert time.monotonic() < deadline, "the groups were never updated"
+        time.sleep(0.2)
+    sizes = {Path(g["files"][0]["path"]).name[:4]: g["size"] for g in doc["groups"]}
+    assert sizes["a000"] == 2 and sizes["a001"] == 4
+
+
 def test_decisions_through_the_api_are_the_clis(client, cli):
     c, _, idx = client
     groups = c.get("/api/dupes").json()["groups"]
@@ -243,3 +264,32 @@ def test_review_with_the_keyboard_survives_a_reload(review_server, browser, tmp_
         lambda d: d.find_element(By.ID, "apply-status").text.startswith("Restored 2"))
     assert tree(photos) == before and catalog_problems(idx) == []
     assert console_problems(driver) == []
+
+
+def test_the_file_revision_moves_with_file_rows_only(cli, tiny_model, tmp_path):
+    """What the review's cached groups are keyed on: a rerun with nothing changed and a
+    decision leave it; a file added or removed moves it."""
+    from deepvision.store.indexstore import IndexStore
+
+    folder, idx = tmp_path / "photos", tmp_path / "idx"
+    make_groups(folder, 2)
+    index(cli, folder, idx)
+    store = IndexStore(idx)
+
+    def revision() -> int:
+        with store.open_read() as snap:
+            return snap.catalog.file_revision
+
+    first = revision()
+    index(cli, folder, idx)
+    group = cli("dupes", "--index-dir", idx, "--format", "json", "--threshold",
+                THRESHOLD).json()["groups"][0]["id"]
+    assert cli("dupes", "decide", group, "--later", "--index-dir", idx, "--threshold",
+               THRESHOLD).exit_code == 0
+    assert revision() == first
+    shutil.copy(folder / "a000.png", folder / "a000_again.png")
+    index(cli, folder, idx)
+    assert revision() == first + 1
+    (folder / "a000_again.png").unlink()
+    index(cli, folder, idx)
+    assert revision() == first + 2

@@ -81,7 +81,7 @@ def page_document(page: Page) -> dict:
                 "region": region.as_list() if region else None}
 
     return {"offset": page.offset, "total": page.total, "hidden": page.hidden,
-            "threshold": page.threshold,
+            "threshold": page.threshold, "updating": page.updating,
             "groups": [{"id": g.id, "state": g.state, "tier": str(g.tier), "keeper": g.keeper,
                         "new_members": list(g.new_members), "size": g.size,
                         "files": [member(g.id, m) for m in g.members]}

@@ -676,7 +676,10 @@ def _page_get(router: APIRouter, service: Service) -> None:
                from_cookie: str | None = Depends(security.cookie)) -> Response:
         """The duplicate review page: app-review.js pages through /api/dupes."""
         moved = gate(request, given, security.presented(credentials, from_cookie))
-        return moved or _html(review_page.page(_stats(service)))
+        if moved is not None:
+            return moved
+        service.review_session().warm()  # before the script asks for the first page
+        return _html(review_page.page(_stats(service)))
 
 
 def _page(service: Service, text: str | None) -> HTMLResponse:

@@ -52,6 +52,9 @@ class DupesPageDoc(BaseModel):
     total: Count = Field(description="groups listed (resolved ones only with all=true)")
     hidden: Count = Field(description="resolved groups left out")
     threshold: float
+    updating: bool = Field(description="the index changed since the groups were found: these "
+                           "are the earlier groups (files gone since left out) while the new "
+                           "ones are found; ask again in a few seconds")
     groups: list[DupesGroupDoc]
 
 

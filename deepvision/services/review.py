@@ -82,13 +82,22 @@ def _rule_key(rule: str) -> RuleKey:
     return keys[rule]
 
 
-def propose_keeper(rows: Sequence[FileRow], rules: Sequence[str]) -> str | None:
+def propose_keeper(rows: Sequence[FileRow], rules: Sequence[str] | Keeper) -> str | None:
     """The member the rules pick: the first rule decides, the next ones break its ties, the
-    path breaks the last tie (so the proposal is deterministic)."""
+    path breaks the last tie (so the proposal is deterministic). rules: names, or the
+    keeper_key of them (built once for many groups)."""
     if not rows:
         return None
+    key = rules if callable(rules) else keeper_key(rules)
+    return min(rows, key=key).path
+
+
+Keeper = Callable[[FileRow], tuple]
+
+
+def keeper_key(rules: Sequence[str]) -> Keeper:
     keys = [_rule_key(r) for r in rules]
-    return min(rows, key=lambda row: (*(k(row) for k in keys), row.path)).path
+    return lambda row: (*(k(row) for k in keys), row.path)
 
 
 # ---- matching groups to decisions ---------------------------------------------------------------
@@ -135,14 +144,18 @@ class Decisions:
 
 
 def annotate(result: DupesResult, catalog: Catalog, rules: Sequence[str] = DEFAULT_RULES,
-             show_all: bool = False) -> tuple[DupesResult, list[Reviewed]]:
-    """Ids, states and keepers for every group; resolved ones left out unless show_all."""
+             show_all: bool = False, rows: dict[str, FileRow] | None = None
+             ) -> tuple[DupesResult, list[Reviewed]]:
+    """Ids, states and keepers for every group; resolved ones left out unless show_all.
+    rows: the members' catalog rows, when the caller has them (else read here)."""
     decisions = Decisions(DecisionStore(catalog).current())
-    rows = file_rows(catalog, (m.path for g in result.groups for m in g.members))
+    if rows is None:
+        rows = member_rows(result, catalog)
     shown: list[Reviewed] = []
     hidden = 0
+    key = keeper_key(rules)
     for g in result.groups:
-        reviewed = _review(g, rows, decisions, rules)
+        reviewed = _review(g, rows, decisions, key)
         if reviewed is None:
             continue
         if reviewed.group.state == RESOLVED and not show_all:
@@ -153,8 +166,12 @@ def annotate(result: DupesResult, catalog: Catalog, rules: Sequence[str] = DEFAU
                    keep_rules=tuple(rules)), shown
 
 
+def member_rows(result: DupesResult, catalog: Catalog) -> dict[str, FileRow]:
+    return file_rows(catalog, (m.path for g in result.groups for m in g.members))
+
+
 def _review(g: Group, rows: dict[str, FileRow], decisions: Decisions,
-            rules: Sequence[str]) -> Reviewed | None:
+            rules: Keeper) -> Reviewed | None:
     mine = {m.path: rows[m.path] for m in g.members if m.path in rows and rows[m.path].hash}
     if len(mine) < 2:  # the catalog changed under the listing
         return None
@@ -317,6 +334,7 @@ class Page:
     # for members that are a copy or a similar shot and whose match verified (fractions).
     regions: dict[tuple[str, str], Box] = field(default_factory=dict)
     threshold: float = DEFAULT_THRESHOLD
+    updating: bool = False  # the groups are of an earlier index; newer ones are being found
 
 
 def member_info(catalog: Catalog, paths: Sequence[str]) -> dict[str, MemberInfo]:
@@ -341,11 +359,24 @@ def member_info(catalog: Catalog, paths: Sequence[str]) -> dict[str, MemberInfo]
     return out
 
 
+Key = tuple[str, int, int]  # the catalog file, its vectors' generation, its files' revision
+
+
+@dataclass(frozen=True)
+class Found:
+    """Groups as found for one Key, with their members' catalog rows."""
+
+    key: Key
+    groups: DupesResult
+    rows: dict[str, FileRow]
+
+
 class ReviewSession:
-    """What `serve`'s review routes call: the groups are computed once per catalog generation
-    (range search over every vector is the expensive part) and decisions are read fresh on
-    every page, so a page costs two catalog reads and the verification of its own members.
-    Safe to share between request threads."""
+    """What `serve`'s review routes call. The groups are computed once per catalog generation
+    (the range search over every vector is the expensive part); when the index changes (a
+    cron run, an apply), pages keep coming from the previous groups, marked `updating`, while
+    the new ones are found in the background. Decisions and catalog rows are read fresh on
+    every page, so a decision, or a file gone, shows at once. Safe to share between threads."""
 
     def __init__(self, store: IndexStore, threshold: float = DEFAULT_THRESHOLD,
                  rules: Sequence[str] = DEFAULT_RULES, similar: bool = False,
@@ -353,27 +384,55 @@ class ReviewSession:
         self.store, self.threshold, self.rules = store, threshold, tuple(rules) or DEFAULT_RULES
         self.similar = similar
         self._verifier = verifier
-        self._cached: tuple[tuple[str, int], DupesResult] | None = None
+        self._cached: Found | None = None
         self._lock = threading.Lock()  # one range search at a time, not one per request
 
-    def _groups(self) -> DupesResult:
+    def _key(self) -> Key:
         with self.store.open_read() as snap:
-            key = (snap.manifest.catalog, snap.catalog.generation)
+            return (snap.manifest.catalog, snap.catalog.generation, snap.catalog.file_revision)
+
+    def _groups(self) -> tuple[DupesResult, dict[str, FileRow] | None, bool]:
+        """The groups; their members' rows while the files are as when the groups were found
+        (None: read them afresh); and whether the groups are of an earlier index."""
+        key, cached = self._key(), self._cached
+        if cached is None:
+            cached = self._refresh(key)
+        elif cached.key != key:
+            self._refresh_later(key)
+            return cached.groups, None, True
+        return cached.groups, cached.rows, False
+
+    def _refresh(self, key: Key) -> Found:
         with self._lock:
-            if self._cached is None or self._cached[0] != key:
-                self._cached = (key, find_dupes(self.store, self.threshold, self.similar,
-                                                verifier=self._verifier))
-            return self._cached[1]
+            if self._cached is None or self._cached.key != key:
+                groups = find_dupes(self.store, self.threshold, self.similar,
+                                    verifier=self._verifier)
+                with self.store.open_read() as snap:
+                    self._cached = Found(key, groups, member_rows(groups, snap.catalog))
+            return self._cached
+
+    def _refresh_later(self, key: Key) -> None:
+        if self._lock.locked():
+            return  # a search runs already; the next page after it asks again if needed
+        threading.Thread(target=self._refresh, args=(key,), name="review-groups",
+                         daemon=True).start()
+
+    def warm(self) -> None:
+        """Start finding the groups, so that the first page does not wait for all of it (the
+        page route calls this before its script asks for a page)."""
+        key = self._key()
+        if self._cached is None or self._cached.key != key:
+            self._refresh_later(key)
 
     def page(self, offset: int = 0, limit: int = 50, show_all: bool = False) -> Page:
-        raw = self._groups()
+        raw, rows, updating = self._groups()
         with self.store.open_read() as snap:
-            result, reviewed = annotate(raw, snap.catalog, self.rules, show_all)
+            result, reviewed = annotate(raw, snap.catalog, self.rules, show_all, rows)
             chosen = reviewed[offset:offset + limit]
             groups = [r.group for r in chosen]
             info = member_info(snap.catalog, [m.path for g in groups for m in g.members])
         return Page(groups, offset, len(result.groups), result.hidden, info,
-                    self._regions(chosen), self.threshold)
+                    self._regions(chosen), self.threshold, updating)
 
     def _regions(self, chosen: Sequence[Reviewed]) -> dict[tuple[str, str], Box]:
         """Where each copy or similar member matches its group's first member, from the
@@ -402,9 +461,9 @@ class ReviewSession:
         return self._verifier
 
     def decide(self, req: DecideRequest) -> Decision:
-        raw = self._groups()
+        raw, rows, _ = self._groups()
         with self.store.open_read() as snap:
-            _, groups = annotate(raw, snap.catalog, self.rules, show_all=True)
+            _, groups = annotate(raw, snap.catalog, self.rules, True, rows)
         found = next((r for r in groups if r.group.id == req.group), None)
         if found is None:
             raise UsageError(f"no group with id {req.group!r}")

@@ -152,6 +152,7 @@ class Catalog:
         self._db.create_function("dv_has", 2, _has, deterministic=True)
         self._db.create_function("dv_km", 4, _km, deterministic=True)
         self._vectors_changed = False
+        self._files_changed = False
         if not (readonly or immutable):
             self._db.execute("PRAGMA journal_mode=WAL")  # readers see the last commit, never wait
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -243,10 +244,13 @@ class Catalog:
             # ids) is valid while this stays put; the generation moves with vectors only.
             self._db.execute("INSERT INTO meta VALUES ('commits', '1') ON CONFLICT(key) "
                              "DO UPDATE SET value = CAST(value AS INTEGER) + 1")
-            self._vectors_changed = False
+            if self._files_changed:  # what a reader caches from file rows (duplicate groups)
+                self._db.execute("INSERT INTO meta VALUES ('file_revision', '1') ON "
+                                 "CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+            self._vectors_changed = self._files_changed = False
             self._db.execute("COMMIT")
         except BaseException:
-            self._vectors_changed = False
+            self._vectors_changed = self._files_changed = False
             # sqlite has already rolled back after some errors (a full disk): a second ROLLBACK
             # would hide the real error behind "no transaction is active".
             if self._db.in_transaction:
@@ -275,6 +279,12 @@ class Catalog:
     @property
     def generation(self) -> int:
         return int(self.get_meta("generation", "0") or 0)
+
+    @property
+    def file_revision(self) -> int:
+        """Moves on with every commit that adds, changes or removes a file row (not with a
+        decision or metadata): a reader's groups of files are valid while it stays put."""
+        return int(self.get_meta("file_revision", "0") or 0)
 
     @property
     def commits(self) -> int:
@@ -332,6 +342,7 @@ class Catalog:
     def upsert_file(self, path: str, size: int, mtime_ns: int, hash_: str | None,
                     vector_id: int | None, status: str = "ok", reason: str | None = None,
                     message: str | None = None) -> None:
+        self._files_changed = True
         self._db.execute(
             "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
             "size=excluded.size, mtime_ns=excluded.mtime_ns, hash=excluded.hash, "
@@ -342,6 +353,7 @@ class Catalog:
 
     def delete_files(self, paths: Iterable[str]) -> None:
         gone = list(paths)
+        self._files_changed = self._files_changed or bool(gone)
         self._db.executemany("DELETE FROM files WHERE path = ?", ((p,) for p in gone))
         self._db.executemany("DELETE FROM filemeta WHERE path = ?", ((p,) for p in gone))
 

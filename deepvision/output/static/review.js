@@ -20,6 +20,7 @@
   let groups = []; // this page's groups, as the API gave them
   let current = 0; // the group the keyboard acts on
   let busy = false;
+  let refresh = null; // the timer that asks again while the server updates the groups
 
   const safeText = (text) =>
     String(text).replace(/[\u0000-\u001f\u007f-\u009f]/g,
@@ -166,8 +167,13 @@
       }
       groupsBox.replaceChildren(...groups.map(groupCard));
       const hidden = doc.hidden ? ` (${doc.hidden} resolved hidden)` : "";
-      setStatus(statusLine, total ? `${total} groups of duplicates${hidden}`
-        : `No groups left to review${hidden}.`, "done");
+      const updating = doc.updating ? "; the index changed, updating the groups…" : "";
+      setStatus(statusLine, (total ? `${total} groups of duplicates${hidden}`
+        : `No groups left to review${hidden}.`) + updating, "done");
+      clearTimeout(refresh);
+      if (doc.updating) {
+        refresh = setTimeout(() => load(groups[current] && groups[current].id), 3000);
+      }
       if (pager) {
         pager.hidden = total <= limit;
         document.getElementById("page-info").textContent =
