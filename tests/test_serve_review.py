@@ -293,3 +293,21 @@ def test_the_file_revision_moves_with_file_rows_only(cli, tiny_model, tmp_path):
     (folder / "a000_again.png").unlink()
     index(cli, folder, idx)
     assert revision() == first + 2
+
+
+def test_the_review_page_and_its_api_need_the_token():
+    """Bound beyond loopback with a token: the page takes ?token= once (a cookie from then on),
+    the API answers 401 without it."""
+    from fastapi.testclient import TestClient
+
+    from deepvision.server.app import ServeConfig, Service, create_app
+
+    service = Service(searcher=None, batcher=None, jobs=None,  # type: ignore[arg-type]
+                      index_job=lambda _: {}, config=ServeConfig(token="s3cret", loopback=False))
+    c = TestClient(create_app(service), follow_redirects=False)  # no lifespan: no model
+    assert c.get("/review").status_code == 401
+    assert c.get("/api/dupes").status_code == 401
+    assert c.post("/api/dupes/apply", json={"action": "delete"}).status_code == 401
+    moved = c.get("/review", params={"token": "s3cret"})
+    assert moved.status_code == 303 and "token" not in moved.headers["location"]
+    assert "s3cret" in moved.headers["set-cookie"]
