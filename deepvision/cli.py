@@ -280,7 +280,7 @@ def _ray_address(value: str | None) -> str | None:
     RAY_ADDRESS); None: no --ray."""
     if value is None:
         return None
-    from deepvision.services.distributed import import_ray, resolve_address
+    from deepvision.services.distributed.cluster import import_ray, resolve_address
 
     import_ray()
     return resolve_address(value or None)

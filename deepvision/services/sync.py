@@ -460,7 +460,9 @@ def run_index(req: IndexRequest, rep: Reporter) -> IndexSummary:
     the model runs on that Ray cluster."""
     if req.ray is None:
         return IndexRun(req, rep).run()
-    from deepvision.services.distributed import ClusterShards, RayEmbedders, import_ray
+    from deepvision.services.distributed.cluster import import_ray
+    from deepvision.services.distributed.raydata import RayEmbedders
+    from deepvision.services.distributed.shards import ClusterShards
 
     import_ray()  # a missing extra is a usage error before any work
     embedders = RayEmbedders(req.ray)
