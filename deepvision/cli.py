@@ -353,6 +353,17 @@ def _emit(result: Any, output: Format, html: Path | None, rep: ConsoleReporter,
         rep.info(f"HTML report: {html}")
 
 
+def _gallery(render: Callable[[Any, Path, Any], None]) -> Callable[[Any, Path], None]:
+    """An HTML renderer (output.render) given its pictures from the files
+    (services.thumbnails), imported only when --html asks for a gallery."""
+    def write(result: Any, out: Path) -> None:
+        from deepvision.services.thumbnails import FileThumbnails
+
+        render(result, out, FileThumbnails())
+
+    return write
+
+
 def _sync(req: Any, rep: ConsoleReporter, as_json: bool) -> None:
     """Run `index`/`rebuild` and report: failures, the summary line, JSON, the exit code."""
     from deepvision.output.render import index_summary_json, index_summary_text
@@ -625,7 +636,7 @@ def search(
         result = run_search(req, rep)
     _emit(result, output, html, rep, {"json": render.search_json, "csv": render.search_csv,
                                       "table": render.print_search_table,
-                                      "html": render.search_html})
+                                      "html": _gallery(render.search_html)})
     if result.failed:
         if len(result.queries) == 1:
             rep.error(f"cannot read query {result.queries[0].query}: {result.queries[0].error}")

@@ -33,6 +33,7 @@ from deepvision.cli import (
     _emit,
     _errors,
     _filter,
+    _gallery,
     _store,
 )
 from deepvision.errors import ExitCode, UsageError
@@ -104,7 +105,7 @@ def dupes(
                               similar, verify, flt)
     _emit(result, output, html, rep, {"json": render.dupes_json, "csv": render.dupes_csv,
                                       "table": render.print_dupes_table,
-                                      "html": render.dupes_html})
+                                      "html": _gallery(render.dupes_html)})
 
 
 @dupes_app.command(cls=Command,

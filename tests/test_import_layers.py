@@ -121,6 +121,12 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def _into(graph: dict[str, set[str]], unit: str, forbidden: tuple[str, ...]) -> list[str]:
+    """The imports from a module of `unit` into a `forbidden` unit, as 'module -> module'."""
+    return sorted(f"{a} -> {b}" for a, deps in graph.items() if _unit(a) == unit
+                  for b in deps if _unit(b) in forbidden)
+
+
 def _edges_between(graph: dict[str, set[str]], units: list[str]) -> list[str]:
     return sorted(f"{a} -> {b}" for a, deps in graph.items() for b in deps
                   if _unit(a) in units and _unit(b) in units and _unit(a) != _unit(b))
@@ -152,3 +158,24 @@ def test_no_sub_package_imports_itself_back():
     cycles = _cycles(units)
     assert not cycles, (f"sub-packages that import each other: {cycles}; the imports: "
                         f"{[_edges_between(graph, c) for c in cycles]}")
+
+
+# output/ renders what the services hand it: it reads no file and no index, so it imports
+# nothing that does (the pictures of a gallery come from services.thumbnails, passed in).
+BELOW_OUTPUT = ("deepvision.pipeline", "deepvision.store", "deepvision.models")
+
+
+def test_output_imports_no_pipeline_store_or_models():
+    found = _into(_graph(), "deepvision.output", BELOW_OUTPUT)
+    assert not found, f"output/ modules that import what reads files or the index: {found}"
+
+
+def test_the_output_check_finds_a_planted_import(tmp_path):
+    planted = tmp_path / "gallery.py"
+    planted.write_text("def thumb(path):\n    from ..pipeline.decode import load_rgb\n\n"
+                       "    return load_rgb(path)\n", encoding="utf-8")
+    known = set(_modules())
+    graph = {"deepvision.output.gallery": set(_imported("deepvision.output.gallery", planted,
+                                                        known))}
+    assert _into(graph, "deepvision.output", BELOW_OUTPUT) == [
+        "deepvision.output.gallery -> deepvision.pipeline.decode"]
