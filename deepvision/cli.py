@@ -7,6 +7,10 @@ Heavy libraries (torch, faiss) are imported inside the services, so `--help` is 
 the CLI (these three modules) exits the process.
 """
 
+# Long module: Typer reads each command's signature, so a command is its long list of option
+# declarations; what several commands share is in cli_common.py, the dupes group in
+# cli_dupes.py, and the work in the services. What remains is one declaration per command.
+
 from __future__ import annotations
 
 import os

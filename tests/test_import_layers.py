@@ -1,4 +1,5 @@
 """The package's imports form no cycle: neither between two modules nor between two sub-packages.
+Also: output/ imports nothing that reads files or the index, and a long module says why it is one.
 
 Every import statement counts (module level and inside functions, since a lazy import still ties
 two modules together), except those under `if TYPE_CHECKING:`. A sub-package is a folder of
@@ -10,6 +11,7 @@ on the wrong side of a boundary.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "deepvision"
@@ -175,3 +177,41 @@ def test_the_output_check_finds_a_planted_import(tmp_path):
                                                         known))}
     assert _into(graph, "deepvision.output", BELOW_OUTPUT) == [
         "deepvision.output.gallery -> deepvision.pipeline.decode"]
+
+
+# A module longer than this says near its top why it stays one module (a line starting with
+# LONG_NOTE before its first def or class), or is split along a seam.
+LONG_LINES = 450
+LONG_NOTE = "# Long module:"
+# Modules another change gives their note: let through until then.
+LONG_PENDING = {"deepvision.server.app"}
+
+
+def _long_without_reason(texts: dict[str, str]) -> list[str]:
+    found = []
+    for name, text in sorted(texts.items()):
+        lines = text.splitlines()
+        first = next((i for i, line in enumerate(lines)
+                      if re.match(r"(async def|def|class|@)\b", line)), len(lines))
+        noted = any(line.startswith(LONG_NOTE) and line[len(LONG_NOTE):].strip()
+                    for line in lines[:first])
+        if len(lines) > LONG_LINES and not noted:
+            found.append(f"{name} ({len(lines)} lines)")
+    return found
+
+
+def test_a_long_module_says_why_it_is_one_module():
+    texts = {name: path.read_text(encoding="utf-8") for name, path in _modules().items()
+             if name not in LONG_PENDING}
+    found = _long_without_reason(texts)
+    assert not found, (f"modules over {LONG_LINES} lines without a {LONG_NOTE!r} comment before "
+                       f"their first def or class (split them, or say why not): {found}")
+
+
+def test_the_length_check_finds_a_planted_long_module():
+    body = "x = 1\n" * LONG_LINES + "def f():\n    pass\n"
+    noted = f'"""A module."""\n\n{LONG_NOTE} one table, one schema\n' + body
+    late = body + f"{LONG_NOTE} too late: after the code starts\n"
+    assert _long_without_reason({"long": body, "noted": noted, "late": late,
+                                 "short": "x = 1\n"}) == [
+        f"late ({LONG_LINES + 3} lines)", f"long ({LONG_LINES + 2} lines)"]

@@ -6,6 +6,10 @@ committed chunks -> save the FAISS file. Killed at any point, the catalog holds 
 chunk and the next run resumes from there.
 """
 
+# Long module: IndexRun is one run under one writer lock, its steps (discover, compare, hash,
+# link, embed, commit, metadata) sharing the plan and the writer; `restructure`
+# (rebuild --from-vectors) is the same lock and summary without the model.
+
 from __future__ import annotations
 
 import os
