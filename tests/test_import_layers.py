@@ -183,8 +183,9 @@ def test_the_output_check_finds_a_planted_import(tmp_path):
 # LONG_NOTE before its first def or class), or is split along a seam.
 LONG_LINES = 450
 LONG_NOTE = "# Long module:"
-# Modules another change gives their note: let through until then.
-LONG_PENDING = {"deepvision.server.app"}
+# Modules another change is editing (the review page's routes, #29): let through until it gives
+# them their note or splits them. server.app is split on main since; services.review grew there.
+LONG_PENDING = {"deepvision.server.app", "deepvision.services.review"}
 
 
 def _long_without_reason(texts: dict[str, str]) -> list[str]:
