@@ -27,6 +27,7 @@ from _common import cpu_name, publish
 
 from deepvision.output.render import search_html
 from deepvision.services.search import QueryResult, SearchResult
+from deepvision.services.thumbnails import FileThumbnails
 from deepvision.types import Match
 
 
@@ -53,10 +54,10 @@ def main() -> None:
         result = SearchResult("/index", "efficientnet-lite0", queries)
         out = Path(tmp) / "report" / "search.html"
         t = time.perf_counter()
-        search_html(result, out)
+        search_html(result, out, FileThumbnails())
         cold = time.perf_counter() - t
         t = time.perf_counter()
-        search_html(result, out)
+        search_html(result, out, FileThumbnails())
         warm = time.perf_counter() - t
         page_mb = out.stat().st_size / 1e6
         thumbs = list((out.parent / "search_files").iterdir())

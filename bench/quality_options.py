@@ -6,8 +6,8 @@
 
 `embed` runs the backbone once per image and view and keeps, per view, three pooled descriptors
 (average, GeM p=3, R-MAC) in a cache; `score` then evaluates every option from the cache with the
-same metrics as `deepvision eval` (services/evaluate.score_rankings), so options that differ only
-in how views are combined cost no extra network time to compare. The chosen default is then
+same metrics as `deepvision eval` (services/eval_metrics.score_rankings), so options that differ
+only in how views are combined cost no extra network time to compare. The chosen default is then
 re-measured end to end with `deepvision eval` (bench/QUALITY.md).
 
 Views per image: the short-side-resize + centre crop of the pipeline ("crop"), turned by 0, 90,
@@ -80,7 +80,7 @@ def embed(args: argparse.Namespace) -> None:
 
     from deepvision.models.registry import get_spec
     from deepvision.pipeline.transforms import pixel_stats
-    from deepvision.services.evaluate import load_evalset
+    from deepvision.services.eval_set import load_evalset
 
     torch.set_num_threads(2)
     spec = get_spec(args.model)
@@ -89,7 +89,7 @@ def embed(args: argparse.Namespace) -> None:
     mean, std = pixel_stats(pre)
     items = load_evalset(Path(args.set)).items
     if args.edits:  # a cheaper subset: the database of `--protocol copies`, queries of these edits
-        from deepvision.services.evaluate import edit_name
+        from deepvision.services.eval_set import edit_name
 
         keep = {"original", "natural", *args.edits.split(",")}
         items = tuple(i for i in items if i.group is None or edit_name(i.path) in keep)
@@ -240,7 +240,7 @@ def score(sim: np.ndarray, groups: np.ndarray, paths: np.ndarray, protocol: str 
     """protocol "all": every grouped image queries all others (deepvision eval). "copies": the
     database holds only originals, natural-pair members and distractors; every edited copy
     (and natural-pair member) queries it, and its original (its partner) is what it must find."""
-    from deepvision.services.evaluate import edit_name
+    from deepvision.services.eval_set import edit_name
 
     labels = np.unique(groups, return_inverse=True)[1]
     grouped = groups != ""

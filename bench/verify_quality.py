@@ -11,7 +11,7 @@ layout works). Its database (the originals, the natural pairs and the distractor
 `python -m deepvision index`; every edited copy is a query of one
 `python -m deepvision search ... --format json --top-k K`, with the unknown flags passed on
 (`--no-verify`, `--verify-top 30`, ...). Printed: R@1, R@5 and mAP within the top K per edit kind
-and overall (the metrics of services/evaluate.py), and, where the matches carry a verified box,
+and overall (the metrics of services/eval_metrics.py), and, where the matches carry a verified box,
 the share of truth boxes (evalset.json "truth") found with IoU >= 0.8.
 
 dupes: POOL is built by `scripts/make_evalset.py --dupes-pool`: POOL/pool is indexed and
@@ -45,15 +45,15 @@ from typing import Any
 
 from _common import command_line, machine
 
-from deepvision.services.evaluate import (
+from deepvision.services.eval_metrics import (
     QueryScore,
     average_precision,
-    database_mask,
-    load_evalset,
     precision_at_k,
     recall_at_k,
     summarise,
 )
+from deepvision.services.eval_set import load_evalset
+from deepvision.services.evaluate import database_mask
 
 KS = (1, 5, 10)
 BOX_IOU = 0.8  # the issue's acceptance bar for a verified box against the truth
@@ -117,7 +117,7 @@ def link_database(source: Path, work: Path) -> tuple[dict[str, str | None], list
 
 def score_query(query: str, group: str, matches: list[dict[str, Any]],
                 groups: dict[str, str | None], relevant: int) -> QueryScore:
-    """One query's ranked list, scored as services/evaluate.py scores a full ranking (misses
+    """One query's ranked list, scored as services/eval_metrics.py scores a full ranking (misses
     past the top-k count as misses)."""
     hits = [groups.get(os.path.abspath(m["path"])) == group for m in matches]
     edit = Path(query).stem.rpartition("__")[2] or None

@@ -1,16 +1,21 @@
 """Typer CLI: options -> request objects (keyword arguments) -> a service; errors -> exit codes.
 
 The command functions are option declarations (Typer reads their signatures); each builds its
-request with keyword arguments and hands it to a service. Heavy libraries (torch, faiss) are
-imported inside the services, so `--help` is instant. Only this module exits the process.
+request with keyword arguments and hands it to a service. The options several commands share,
+and the checks and output they all use, are in cli_common.py; the `dupes` group is cli_dupes.py.
+Heavy libraries (torch, faiss) are imported inside the services, so `--help` is instant. Only
+the CLI (these three modules) exits the process.
 """
+
+# Long module: Typer reads each command's signature, so a command is its long list of option
+# declarations; what several commands share is in cli_common.py, the dupes group in
+# cli_dupes.py, and the work in the services. What remains is one declaration per command.
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -18,9 +23,71 @@ from typing import Annotated, Any, Optional
 import typer
 
 from deepvision import __version__
-from deepvision.errors import DeepVisionError, ExitCode, UsageError
+from deepvision.cli_common import (
+    MODEL_HELP,
+    After,
+    AsJson,
+    Backend,
+    BackendChoice,
+    BatchSize,
+    Before,
+    Camera,
+    CommitEvery,
+    Compile,
+    Decoder,
+    DecoderChoice,
+    Device,
+    Exclude,
+    Flip,
+    FolderFilter,
+    FollowLinks,
+    Format,
+    Frame,
+    Hidden,
+    HtmlFile,
+    Include,
+    IndexDir,
+    IndexType,
+    Kind,
+    LocalFeaturesOpt,
+    MaxFrames,
+    MaxMemory,
+    MaxMP,
+    MinHeight,
+    MinWidth,
+    ModelOpt,
+    Name,
+    Near,
+    OutputFormat,
+    Pooling,
+    Quiet,
+    Radius,
+    Ray,
+    Scales,
+    Threads,
+    VideoInterval,
+    VideoTimeout,
+    Wait,
+    Weights,
+    Workers,
+    checked_folders,
+    checked_model,
+    checked_weights,
+    descriptor_from,
+    embed_options,
+    emit,
+    exit_on_errors,
+    filter_from,
+    gallery,
+    index_store,
+    memory_budget,
+    ray_address,
+    shared_options,
+    video_options,
+)
+from deepvision.cli_dupes import dupes_app
+from deepvision.errors import ExitCode, UsageError
 from deepvision.extras import install_hint
-from deepvision.models.registry import AUTO, MODEL_CHOICES, get_spec
 from deepvision.output.console import ConsoleReporter, exact_stdout, write_out
 from deepvision.output.helpformat import Command, Group
 from deepvision.pipeline.decode import DEFAULT_MAX_MEGAPIXELS
@@ -38,319 +105,10 @@ app = typer.Typer(
 )
 
 
-class Format(str, Enum):
-    table = "table"
-    json = "json"
-    csv = "csv"
-
-
-OutputFormat = Annotated[Format, typer.Option("--format", metavar="[table|json|csv]",
-    help="table, json or csv.")]
-HtmlFile = Annotated[Optional[Path], typer.Option(
-    "--html", metavar="FILE",
-    help="Also write an HTML gallery to FILE (its thumbnails go to a folder named after it).")]
-
-
-MODEL_HELP = f"Backbone: {', '.join(MODEL_CHOICES)}."
-
-# ---- shared options --------------------------------------------------------------------------
-
-IndexDir = Annotated[Path, typer.Option(
-    "--index-dir", envvar="DEEPVISION_INDEX_DIR",
-    metavar="DIR", help="Folder that holds the indexes (one sub-folder per --name).")]
-Name = Annotated[str, typer.Option("--name", metavar="NAME", help="Index name inside --index-dir.")]
-Weights = Annotated[Optional[Path], typer.Option(
-    "--weights", metavar="FILE",
-    help="Model weights file (a state dict), e.g. resnet50-11ad3fa6.pth.")]
-Device = Annotated[str, typer.Option("--device", metavar="DEVICE",
-    help="auto, cpu, cuda or cuda:N.")]
-BatchSize = Annotated[int, typer.Option(
-    "--batch-size", min=0, metavar="N",
-    help="Images per batch; 0: 32 on the CPU, on CUDA sized from free "
-    "GPU memory (16-512).")]
-Workers = Annotated[int, typer.Option(
-    "--workers", min=-1, metavar="N",
-    help="Decode worker processes; -1: one per core (at most 8 on the "
-    "CPU, 16 with CUDA, leaving one core to feed the GPU), 0: none.")]
-MaxMP = Annotated[float, typer.Option(
-    "--max-megapixels", min=0.01, metavar="MP",
-    help="Skip images larger than this (decompression bombs).")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (cron).")]
-IndexType = Annotated[Optional[str], typer.Option(
-    "--index-type", metavar="TYPE",
-    help="FAISS structure: auto, flat, ivf, ivfpq, ivfpq-ondisk (lists in a "
-    "memory-mapped file, for collections beyond RAM) or hnsw (default: the index's own; auto "
-    "for a new one).", show_default=False)]
-
-
-class DecoderChoice(str, Enum):
-    auto = "auto"
-    pil = "pil"
-    torchvision = "torchvision"
-    nvimgcodec = "nvimgcodec"
-
-
-Decoder = Annotated[DecoderChoice, typer.Option(
-    "--decoder", metavar="[auto|pil|torchvision|nvimgcodec]",
-    help="JPEG decoding. auto: on CUDA nvimgcodec (NVIDIA nvImageCodec, if "
-    "installed) else torchvision (nvJPEG), on the CPU pil (Pillow in the --workers processes). "
-    "Other formats, and JPEGs a GPU decoder rejects, are always decoded by Pillow.")]
-class BackendChoice(str, Enum):
-    auto = "auto"
-    torch = "torch"
-    onnxruntime = "onnxruntime"
-    openvino = "openvino"
-
-
-Backend = Annotated[BackendChoice, typer.Option(
-    "--backend", metavar="[auto|torch|onnxruntime|openvino]",
-    help="What runs the network. auto: torch on CUDA/MPS; on the CPU the fastest "
-    "installed one for this model, measured once by a run of 500+ images and remembered. "
-    "onnxruntime / openvino (the onnx / openvino extras; CPU only) run a network exported "
-    "from the same weights, cached under ~/.cache/deepvision/export; vectors agree with "
-    "torch (cosine >= 0.999), so any backend searches any index.")]
-Threads = Annotated[int, typer.Option(
-    "--threads", min=0, metavar="N",
-    help="Threads for the onnxruntime/openvino network (0: as many as "
-    "torch uses).")]
-Ray = Annotated[Optional[str], typer.Option(
-    "--ray", metavar="[ADDRESS]", show_default=False,
-    help="Embed on a Ray cluster (the ray extra): HOST:PORT or ray://HOST:10001 of a running "
-    "cluster; `local` starts one on this machine; alone: RAY_ADDRESS. This machine still "
-    "plans and commits; the files must be at the same path on every node.")]
-Compile = Annotated[bool, typer.Option(
-    "--compile", help="torch.compile the network: faster on big GPU runs, costs a one-off "
-    "compile (see bench/RESULTS.md).")]
-Pooling = Annotated[Optional[str], typer.Option(
-    "--pooling", metavar="[avg|gem]",
-    help="Feature pooling: avg or gem (default avg; an existing index keeps its "
-    "own).", show_default=False)]
-Flip = Annotated[Optional[bool], typer.Option(
-    "--flip/--no-flip", help="Also embed the mirror image (flip-invariant descriptor).",
-    show_default=False)]
-Scales = Annotated[Optional[str], typer.Option(
-    "--scales", metavar="SCALES",
-    help="Image scales whose descriptors are summed, e.g. 1,0.707 (default 1).",
-    show_default=False)]
-Frame = Annotated[Optional[str], typer.Option(
-    "--frame", metavar="[full|crop]",
-    help="What the network sees: full (the whole picture, resized to its square) "
-    "or crop (the centre square only); default full, an existing index keeps its own.",
-    show_default=False)]
-MaxMemory = Annotated[Optional[str], typer.Option(
-    "--max-memory", metavar="SIZE",
-    help="Memory budget for the FAISS structure, e.g. 8G (default: half the "
-    "RAM); `auto` switches to compressed types to stay within it.", show_default=False)]
-LocalFeaturesOpt = Annotated[bool, typer.Option(
-    "--local-features/--no-local-features", help="Also keep each new picture's local features "
-    "(<= 16 KB) for verification (search --verify, dupes' copy/similar tiers); without them a "
-    "search computes them from the files when it needs them.")]
-
-
-VideoInterval = Annotated[float, typer.Option(
-    "--video-interval", min=0.01, metavar="SECONDS",
-    help="Videos: keep at least one frame every this many "
-    "seconds (besides one at every scene change).")]
-MaxFrames = Annotated[int, typer.Option(
-    "--max-frames-per-video", min=1, metavar="N",
-    help="Videos: at most this many frames each, spread over "
-    "the whole video when it is long.")]
-VideoTimeout = Annotated[float, typer.Option(
-    "--video-timeout", min=0.1, metavar="SECONDS",
-    help="Videos: give up on a file after this many seconds of "
-    "decoding (reported as `timeout`).")]
-
-
-def _video(interval: float, max_frames: int, timeout: float) -> Any:
-    from deepvision.pipeline.video import VideoOptions
-
-    return VideoOptions(interval=interval, max_frames=max_frames, timeout=timeout)
-
-
-Include = Annotated[list[str], typer.Option(
-    "--include", metavar="GLOB",
-    help="Only paths (relative to DIR) matching this glob; repeatable.")]
-Exclude = Annotated[list[str], typer.Option(
-    "--exclude", metavar="GLOB",
-    help="Skip paths (relative to DIR) matching this glob; repeatable.")]
-Hidden = Annotated[bool, typer.Option("--hidden", help="Also index dot-files and dot-folders.")]
-FollowLinks = Annotated[bool, typer.Option(
-    "--follow-links/--no-follow-links", help="Descend into symlinked folders, also ones that "
-    "point outside DIR (each real folder is indexed once).")]
-CommitEvery = Annotated[int, typer.Option(
-    "--commit-every", min=1, metavar="N",
-    help="Commit to disk every N embedded images (crash safety).")]
-Wait = Annotated[bool, typer.Option("--wait", help="Wait for another run on this index.")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
-ModelOpt = Annotated[str, typer.Option("--model", metavar="NAME",
-    help=MODEL_HELP + " An existing index keeps "
-                                       "its own.")]
-
-
-After = Annotated[Optional[str], typer.Option(
-    "--after", metavar="DATE", help="Only files taken on or after DATE (2024, 2024-05, "
-    "2024-05-01 or 2024-05-01T13:45), by the EXIF capture time, else the video's creation "
-    "time, else the file's mtime; times are the local time of the photo.", show_default=False)]
-Before = Annotated[Optional[str], typer.Option(
-    "--before", metavar="DATE", help="Only files taken up to the end of DATE (--before 2024-05 "
-    "takes in all of May).", show_default=False)]
-Camera = Annotated[Optional[str], typer.Option(
-    "--camera", metavar="TEXT", help="Only files whose camera make or model contains this text "
-    "(case-insensitive), e.g. 'pixel 7' or canon.", show_default=False)]
-FolderFilter = Annotated[list[str], typer.Option(
-    "--folder", metavar="PATH", help="Only files inside this folder (and its sub-folders); "
-    "repeatable: inside any of them.")]
-
-
-class KindChoice(str, Enum):
-    image = "image"
-    video = "video"
-
-
-Kind = Annotated[Optional[KindChoice], typer.Option(
-    "--kind", help="Only images or only videos.", show_default=False)]
-MinWidth = Annotated[Optional[int], typer.Option(
-    "--min-width", min=1, metavar="PX", help="Only files at least this many pixels wide (as "
-    "shown, after the EXIF orientation).", show_default=False)]
-MinHeight = Annotated[Optional[int], typer.Option(
-    "--min-height", min=1, metavar="PX", help="Only files at least this many pixels high.",
-    show_default=False)]
-Near = Annotated[Optional[str], typer.Option(
-    "--near", metavar="LAT,LON", help="Only files whose GPS position is within --radius of "
-    "this place, e.g. 48.8584,2.2945.", show_default=False)]
-Radius = Annotated[Optional[float], typer.Option(
-    "--radius", metavar="KM", help="Kilometres around --near (default 10).",
-    show_default=False)]
-
-
-def _filter(*, after: str | None, before: str | None, camera: str | None, folder: list[str],
-            kind: KindChoice | None, min_width: int | None, min_height: int | None,
-            near: str | None, radius: float | None) -> Any:
-    """The Filter the filter flags ask for, checked before any heavy work."""
-    from deepvision.filters import build_filter
-
-    return build_filter(after=after, before=before, camera=camera, folders=folder,
-                        kind=kind.value if kind else None, min_width=min_width,
-                        min_height=min_height, near=near, radius_km=radius)
-
-
 class SortChoice(str, Enum):
     score = "score"
     date = "date"
 
-
-# ---- building requests -------------------------------------------------------------------------
-
-
-@contextmanager
-def _errors(rep: ConsoleReporter) -> Iterator[None]:
-    """A DeepVisionError becomes its message on stderr and its documented exit code."""
-    try:
-        yield
-    except DeepVisionError as exc:
-        rep.error(str(exc))
-        raise typer.Exit(int(exc.exit_code)) from None
-
-
-def _store(index_dir: Path, name: str) -> Any:
-    from deepvision.store.indexstore import IndexStore
-
-    return IndexStore(index_dir, name)  # validates the name (one plain folder name)
-
-
-def _embed_options(*, device: str, batch_size: int, workers: int, max_megapixels: float,
-                   decoder: DecoderChoice, backend: BackendChoice, threads: int,
-                   compile: bool = False) -> Any:
-    """EmbedOptions from the shared options; a decoder or backend that cannot work here fails
-    now, before any folder is scanned or model loaded."""
-    from deepvision.pipeline.backends import backend_problem
-    from deepvision.pipeline.embedder import EmbedOptions
-    from deepvision.pipeline.gpudecode import decoder_available
-
-    problem = decoder_available(decoder.value) or backend_problem(backend.value)
-    if problem:
-        raise UsageError(problem)
-    return EmbedOptions(device=device, batch_size=batch_size, workers=workers,
-                        max_megapixels=max_megapixels, compile=compile, decoder=decoder.value,
-                        backend=backend.value, threads=threads)
-
-
-def _ray_address(value: str | None) -> str | None:
-    """--ray's address, checked before any work (a folder name taken for one, an unset
-    RAY_ADDRESS); None: no --ray."""
-    if value is None:
-        return None
-    from deepvision.services.distributed import import_ray, resolve_address
-
-    import_ray()
-    return resolve_address(value or None)
-
-
-def _descriptor(pooling: str | None, flip: bool | None, scales: str | None,
-                frame: str | None = None, model: str = AUTO) -> Any:
-    """The descriptor options, or None when none was given (an index keeps its own); each one
-    left out is the model's default's (registry.default_descriptor); checked against a named
-    model (a CLIP model takes no --pooling/--scales)."""
-    from deepvision.models.descriptor import parse_descriptor
-    from deepvision.models.registry import check_descriptor, default_descriptor
-
-    if pooling is None and flip is None and scales is None and frame is None:
-        return None
-    base = default_descriptor(get_spec(model)) if model != AUTO else None
-    descriptor = parse_descriptor(pooling, flip, scales, frame, base=base)
-    if model != AUTO:
-        check_descriptor(get_spec(model), descriptor)
-    return descriptor
-
-
-def _max_memory(index_type: str | None, max_memory: str | None) -> int | None:
-    """Validate --index-type (before any heavy work) and turn --max-memory into bytes."""
-    from deepvision.store.faiss_index import parse_size, plan_index
-
-    if index_type is not None:
-        plan_index(index_type, 0, 1)
-    return parse_size(max_memory) if max_memory else None
-
-
-def _folders(paths: list[Path]) -> tuple[Path, ...]:
-    for p in paths:
-        if not p.exists():
-            raise UsageError(f"{p} does not exist (check the path)")
-        if not p.is_dir():
-            raise UsageError(f"{p} is not a folder; pass the folder that holds the images")
-    return tuple(paths)
-
-
-def _weights(weights: Path | None) -> Path | None:
-    if weights is not None and not weights.is_file():
-        raise UsageError(f"--weights {weights}: no such file")
-    return weights
-
-
-def _model(model: str) -> str:
-    if model != AUTO:
-        get_spec(model)  # unknown names fail here, before any heavy work
-    return model
-
-
-def _emit(result: Any, output: Format, html: Path | None, rep: ConsoleReporter,
-          renderers: dict[str, Callable[..., Any]]) -> None:
-    """Results on stdout in the chosen format, plus the HTML gallery when asked for.
-    renderers: json, csv (-> text), table (prints), html (writes a file)."""
-    exact = exact_stdout()  # a file or pipe gets names as they are, a terminal escaped ones
-    if output is Format.json:
-        write_out(renderers["json"](result) + "\n")
-    elif output is Format.csv:
-        write_out(renderers["csv"](result, exact))
-    else:
-        renderers["table"](result, exact)
-    if html is not None:
-        try:
-            renderers["html"](result, html)
-        except OSError as exc:  # a full disk, a read-only folder: the user's to fix
-            rep.error(f"cannot write the HTML report {html}: {exc.strerror}")
-            raise typer.Exit(int(ExitCode.STORAGE)) from None
-        rep.info(f"HTML report: {html}")
 
 
 def _sync(req: Any, rep: ConsoleReporter, as_json: bool) -> None:
@@ -358,7 +116,7 @@ def _sync(req: Any, rep: ConsoleReporter, as_json: bool) -> None:
     from deepvision.output.render import index_summary_json, index_summary_text
     from deepvision.services.sync import run_index
 
-    with _errors(rep):
+    with exit_on_errors(rep):
         summary = run_index(req, rep)
     rep.failures(summary.failures)
     rep.info(index_summary_text(summary))
@@ -371,139 +129,118 @@ def _sync(req: Any, rep: ConsoleReporter, as_json: bool) -> None:
 # ---- commands ----------------------------------------------------------------------------------
 
 
-@app.command(cls=Command, short_help="Add new and changed files to the index, drop deleted ones.")
-def index(
-    dirs: Annotated[list[Path], typer.Argument(
-        metavar="DIR", help="Folders to index (recursively).", show_default=False)],
-    index_dir: IndexDir = Path("indexes"),
-    name: Name = "default",
-    model: ModelOpt = "auto",
-    weights: Weights = None,
-    device: Device = "auto",
-    batch_size: BatchSize = 0,
-    workers: Workers = -1,
-    max_megapixels: MaxMP = DEFAULT_MAX_MEGAPIXELS,
-    include: Include = [],  # noqa: B006 (Typer reads the default; never mutated)
-    exclude: Exclude = [],  # noqa: B006
-    hidden: Hidden = False,
-    follow_links: FollowLinks = True,
-    retry_failed: Annotated[bool, typer.Option(
-        help="Retry files that failed before even if unchanged.")] = False,
-    commit_every: CommitEvery = 1000,
-    wait: Wait = False,
-    allow_mass_delete: Annotated[bool, typer.Option(
-        "--allow-mass-delete", help="Drop the files of a folder that is now empty from the "
-        "index (refused by default: an unmounted disk looks empty).")] = False,
-    index_type: IndexType = None,
-    max_memory: MaxMemory = None,
-    pooling: Pooling = None,
-    flip: Flip = None,
-    scales: Scales = None,
-    frame: Frame = None,
-    compile: Compile = False,
-    decoder: Decoder = DecoderChoice.auto,
-    video_interval: VideoInterval = 5.0,
-    max_frames_per_video: MaxFrames = 200,
-    video_timeout: VideoTimeout = 300.0,
-    backend: Backend = BackendChoice.auto,
-    threads: Threads = 0,
-    ray: Ray = None,
-    local_features: LocalFeaturesOpt = True,
-    quiet: Quiet = False,
-    as_json: AsJson = False,
-) -> None:
-    """Add new and changed images and videos under DIR to the index; drop deleted ones."""
+@dataclass(frozen=True)
+class SyncOptions:
+    """The options `index` and `rebuild` share, declared once (cli_common.shared_options)."""
+
+    index_dir: IndexDir = Path("indexes")
+    name: Name = "default"
+    weights: Weights = None
+    device: Device = "auto"
+    batch_size: BatchSize = 0
+    workers: Workers = -1
+    max_megapixels: MaxMP = DEFAULT_MAX_MEGAPIXELS
+    include: Include = field(default_factory=list)
+    exclude: Exclude = field(default_factory=list)
+    hidden: Hidden = False
+    follow_links: FollowLinks = True
+    commit_every: CommitEvery = 1000
+    wait: Wait = False
+    index_type: IndexType = None
+    max_memory: MaxMemory = None
+    pooling: Pooling = None
+    flip: Flip = None
+    scales: Scales = None
+    frame: Frame = None
+    compile: Compile = False
+    decoder: Decoder = DecoderChoice.auto
+    video_interval: VideoInterval = 5.0
+    max_frames_per_video: MaxFrames = 200
+    video_timeout: VideoTimeout = 300.0
+    backend: Backend = BackendChoice.auto
+    threads: Threads = 0
+    ray: Ray = None
+    local_features: LocalFeaturesOpt = True
+    quiet: Quiet = False
+    as_json: AsJson = False
+
+
+def _sync_request(opts: SyncOptions, **own: Any) -> Any:
+    """The IndexRequest of `index`/`rebuild`: `own` holds the command's own parts (roots,
+    store, model, ...), checked by the caller first; then the shared options, in the order
+    `index` always checked them."""
     from deepvision.pipeline.discover import Filters
     from deepvision.services.sync import IndexRequest
 
-    rep = ConsoleReporter(quiet=quiet or as_json)
-    with _errors(rep):
-        req = IndexRequest(
-            roots=_folders(dirs), store=_store(index_dir, name), model=_model(model),
-            weights=_weights(weights),
-            embed=_embed_options(device=device, batch_size=batch_size, workers=workers,
-                                 max_megapixels=max_megapixels, decoder=decoder,
-                                 backend=backend, threads=threads,
-                                 compile=compile),
-            filters=Filters(tuple(include), tuple(exclude), hidden, follow_links),
-            retry_failed=retry_failed, commit_every=commit_every, wait=wait,
-            index_type=index_type, max_memory=_max_memory(index_type, max_memory),
-            descriptor=_descriptor(pooling, flip, scales, frame, model),
-            allow_mass_delete=allow_mass_delete,
-            video=_video(video_interval, max_frames_per_video, video_timeout),
-            ray=_ray_address(ray), local_features=local_features)
+    return IndexRequest(
+        **own, weights=checked_weights(opts.weights),
+        embed=embed_options(device=opts.device, batch_size=opts.batch_size,
+                            workers=opts.workers, max_megapixels=opts.max_megapixels,
+                            decoder=opts.decoder, backend=opts.backend, threads=opts.threads,
+                            compile=opts.compile),
+        filters=Filters(tuple(opts.include), tuple(opts.exclude), opts.hidden,
+                        opts.follow_links),
+        commit_every=opts.commit_every, wait=opts.wait, index_type=opts.index_type,
+        max_memory=memory_budget(opts.index_type, opts.max_memory),
+        descriptor=descriptor_from(opts.pooling, opts.flip, opts.scales, opts.frame,
+                                   own["model"]),
+        video=video_options(opts.video_interval, opts.max_frames_per_video,
+                            opts.video_timeout),
+        ray=ray_address(opts.ray), local_features=opts.local_features)
+
+
+@app.command(cls=Command, short_help="Add new and changed files to the index, drop deleted ones.")
+@shared_options(SyncOptions, model="weights", retry_failed="commit_every",
+                allow_mass_delete="index_type")
+def index(
+    dirs: Annotated[list[Path], typer.Argument(
+        metavar="DIR", help="Folders to index (recursively).", show_default=False)],
+    model: ModelOpt = "auto",
+    retry_failed: Annotated[bool, typer.Option(
+        help="Retry files that failed before even if unchanged.")] = False,
+    allow_mass_delete: Annotated[bool, typer.Option(
+        "--allow-mass-delete", help="Drop the files of a folder that is now empty from the "
+        "index (refused by default: an unmounted disk looks empty).")] = False,
+    *, opts: SyncOptions,
+) -> None:
+    """Add new and changed images and videos under DIR to the index; drop deleted ones."""
+    rep = ConsoleReporter(quiet=opts.quiet or opts.as_json)
+    with exit_on_errors(rep):
+        req = _sync_request(
+            opts, roots=checked_folders(dirs), store=index_store(opts.index_dir, opts.name),
+            model=checked_model(model), retry_failed=retry_failed,
+            allow_mass_delete=allow_mass_delete)
         rep.info(f"index {req.store.dir}: {', '.join(map(str, dirs))}")
-    _sync(req, rep, as_json)
+    _sync(req, rep, opts.as_json)
 
 
 @app.command(cls=Command, short_help="Re-embed everything into a fresh index, then swap it in.")
+@shared_options(SyncOptions, model="weights", from_vectors="pooling")
 def rebuild(
     dirs: Annotated[Optional[list[Path]], typer.Argument(
         metavar="DIR", help="Folders to index; default: the ones the index was built from.",
         show_default=False)] = None,
-    index_dir: IndexDir = Path("indexes"),
-    name: Name = "default",
     model: Annotated[str, typer.Option(metavar="NAME",
         help=MODEL_HELP + " Default: the index's own model "
                                        "(auto for a new or unreadable index).")] = "auto",
-    weights: Weights = None,
-    device: Device = "auto",
-    batch_size: BatchSize = 0,
-    workers: Workers = -1,
-    max_megapixels: MaxMP = DEFAULT_MAX_MEGAPIXELS,
-    include: Include = [],  # noqa: B006
-    exclude: Exclude = [],  # noqa: B006
-    hidden: Hidden = False,
-    follow_links: FollowLinks = True,
-    commit_every: CommitEvery = 1000,
-    wait: Wait = False,
-    index_type: IndexType = None,
-    max_memory: MaxMemory = None,
     from_vectors: Annotated[bool, typer.Option(
         "--from-vectors", help="Rebuild only the FAISS structure from the stored vectors (no "
         "model, no decoding), e.g. with another --index-type.")] = False,
-    pooling: Pooling = None,
-    flip: Flip = None,
-    scales: Scales = None,
-    frame: Frame = None,
-    compile: Compile = False,
-    decoder: Decoder = DecoderChoice.auto,
-    video_interval: VideoInterval = 5.0,
-    max_frames_per_video: MaxFrames = 200,
-    video_timeout: VideoTimeout = 300.0,
-    backend: Backend = BackendChoice.auto,
-    threads: Threads = 0,
-    ray: Ray = None,
-    local_features: LocalFeaturesOpt = True,
-    quiet: Quiet = False,
-    as_json: AsJson = False,
+    *, opts: SyncOptions,
 ) -> None:
     """Re-extract everything into a fresh index, then swap it in atomically. Unreadable index
     files are moved aside into broken-<time>/ first (never deleted)."""
-    from deepvision.pipeline.discover import Filters
-    from deepvision.services.sync import IndexRequest
-
-    rep = ConsoleReporter(quiet=quiet or as_json)
-    with _errors(rep):
-        store = _store(index_dir, name)
-        budget = _max_memory(index_type, max_memory)
+    rep = ConsoleReporter(quiet=opts.quiet or opts.as_json)
+    with exit_on_errors(rep):
+        store = index_store(opts.index_dir, opts.name)
+        budget = memory_budget(opts.index_type, opts.max_memory)  # checked before anything
         if from_vectors:
-            _restructure(store, index_type, budget, wait, rep, as_json)
+            _restructure(store, opts.index_type, budget, opts.wait, rep, opts.as_json)
             return
-        req = IndexRequest(
-            roots=_folders(dirs or []), store=store, model=_model(model),
-            weights=_weights(weights),
-            embed=_embed_options(device=device, batch_size=batch_size, workers=workers,
-                                 max_megapixels=max_megapixels, decoder=decoder,
-                                 backend=backend, threads=threads,
-                                 compile=compile),
-            filters=Filters(tuple(include), tuple(exclude), hidden, follow_links),
-            retry_failed=True, commit_every=commit_every, wait=wait, index_type=index_type,
-            max_memory=budget, descriptor=_descriptor(pooling, flip, scales, frame, model),
-            rebuild=True, video=_video(video_interval, max_frames_per_video, video_timeout),
-            ray=_ray_address(ray), local_features=local_features)
+        req = _sync_request(opts, roots=checked_folders(dirs or []), store=store,
+                            model=checked_model(model), retry_failed=True, rebuild=True)
         rep.info(f"rebuild {store.dir}: {', '.join(map(str, dirs or [])) or 'recorded folders'}")
-    _sync(req, rep, as_json)
+    _sync(req, rep, opts.as_json)
 
 
 def _restructure(store: Any, index_type: str | None, budget: int | None, wait: bool,
@@ -599,7 +336,7 @@ def search(
     from deepvision.services.search import RankOptions, SearchRequest, run_search
 
     rep = ConsoleReporter(quiet=quiet)
-    with _errors(rep):
+    with exit_on_errors(rep):
         paths = paths or []
         if not paths and not text:
             raise UsageError("give query images (PATHS) or a text query (--text \"...\")")
@@ -609,23 +346,23 @@ def search(
         if any(not t.strip() for t in text):
             raise UsageError("--text is empty; give the words to search for")
         req = SearchRequest(
-            queries=tuple(paths), texts=tuple(text), store=_store(index_dir, name),
+            queries=tuple(paths), texts=tuple(text), store=index_store(index_dir, name),
             rank=RankOptions(top_k=top_k, min_score=min_score, nprobe=nprobe,
                              ef_search=ef_search, qe=qe, all_frames=all_frames,
                              turns=turns, zoom=zoom, verify=verify,
                              verify_top=verify_top, sort=sort.value,
-                             filter=_filter(after=after, before=before, camera=camera,
+                             filter=filter_from(after=after, before=before, camera=camera,
                                             folder=folder, kind=kind, min_width=min_width,
                                             min_height=min_height, near=near, radius=radius)),
-            weights=_weights(weights),
-            embed=_embed_options(device=device, batch_size=batch_size, workers=workers,
+            weights=checked_weights(weights),
+            embed=embed_options(device=device, batch_size=batch_size, workers=workers,
                                  max_megapixels=max_megapixels, decoder=decoder,
                                  backend=backend, threads=threads),
-            video=_video(video_interval, max_frames_per_video, video_timeout))
+            video=video_options(video_interval, max_frames_per_video, video_timeout))
         result = run_search(req, rep)
-    _emit(result, output, html, rep, {"json": render.search_json, "csv": render.search_csv,
+    emit(result, output, html, rep, {"json": render.search_json, "csv": render.search_csv,
                                       "table": render.print_search_table,
-                                      "html": render.search_html})
+                                      "html": gallery(render.search_html)})
     if result.failed:
         if len(result.queries) == 1:
             rep.error(f"cannot read query {result.queries[0].query}: {result.queries[0].error}")
@@ -644,8 +381,8 @@ def info(
     from deepvision.services.info import describe
 
     rep = ConsoleReporter()
-    with _errors(rep):
-        data = describe(_store(index_dir, name), with_failures=failed)
+    with exit_on_errors(rep):
+        data = describe(index_store(index_dir, name), with_failures=failed)
     write_out((info_json(data) if as_json else info_text(data, exact_stdout())) + "\n")
 
 
@@ -690,7 +427,7 @@ def serve(
 ) -> None:
     """Serve an index over HTTP: a JSON API and a search page, model and index loaded once."""
     rep = ConsoleReporter(quiet=quiet)
-    with _errors(rep):
+    with exit_on_errors(rep):
         try:
             from deepvision.server.app import ServeConfig
             from deepvision.server.run import ServeRequest, is_loopback
@@ -698,16 +435,16 @@ def serve(
         except ImportError as exc:
             raise UsageError(f"the search service needs its extra ({exc.name} is missing): "
                              f"{install_hint('serve')}") from None
-        _folders(allow_path)
-        embed = _embed_options(device=device, batch_size=batch_size, workers=workers,
+        checked_folders(allow_path)
+        embed = embed_options(device=device, batch_size=batch_size, workers=workers,
                                max_megapixels=max_megapixels, decoder=decoder,
                                backend=backend, threads=threads)
         config = ServeConfig(
             host=host, port=port, token=token,
             allow_paths=tuple(Path(os.path.realpath(p)) for p in allow_path), cors=tuple(cors),
             max_upload_bytes=int(max_upload_mb * (1 << 20)), loopback=is_loopback(host))
-        run_server(ServeRequest(store=_store(index_dir, name), config=config, embed=embed,
-                                weights=_weights(weights), no_token=no_token,
+        run_server(ServeRequest(store=index_store(index_dir, name), config=config, embed=embed,
+                                weights=checked_weights(weights), no_token=no_token,
                                 access_log=not quiet, verify=verify), rep)
 
 
@@ -804,7 +541,7 @@ def eval_(
     from deepvision.services.synthetic import SyntheticRequest, run_synthetic
 
     rep = ConsoleReporter(quiet=quiet)
-    with _errors(rep):
+    with exit_on_errors(rep):
         if (source is None) == (synthetic is None):
             raise UsageError("pass an evaluation set (SOURCE) or --synthetic DIR, not both")
         where = source if source is not None else synthetic
@@ -816,12 +553,12 @@ def eval_(
             raise UsageError("--edits chooses the copies of --synthetic; an evaluation set "
                              "(SOURCE) brings its own")
         req = EvalRequest(
-            source=where, model=_model(model), weights=_weights(weights),
-            embed=_embed_options(device=device, batch_size=batch_size, workers=workers,
+            source=where, model=checked_model(model), weights=checked_weights(weights),
+            embed=embed_options(device=device, batch_size=batch_size, workers=workers,
                                  max_megapixels=max_megapixels, decoder=decoder,
                                  backend=backend, threads=threads),
             ks=parse_ks(ks),
-            descriptor=_descriptor(pooling, flip, scales, frame, model),
+            descriptor=descriptor_from(pooling, flip, scales, frame, model),
             whiten=whiten, qe=qe, protocol=protocol, turns=turns, zoom=zoom,
             verify_top=verify_top if verify else 0)
         calibration = None
@@ -855,15 +592,7 @@ def _root(version: Annotated[bool, typer.Option(
     """Reverse image search: index folders of images, then find the most similar ones."""
 
 
-def _add_groups() -> None:
-    """`dupes` is a group of its own (cli_dupes.py); added last, as it takes the shared
-    options defined above."""
-    from deepvision.cli_dupes import dupes_app
-
-    app.add_typer(dupes_app, name="dupes")
-
-
-_add_groups()
+app.add_typer(dupes_app, name="dupes")  # a group of its own (cli_dupes.py), listed last
 
 
 def main() -> None:
@@ -887,3 +616,4 @@ def _bare_ray(argv: list[str]) -> list[str]:
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()
+

@@ -2,7 +2,7 @@
 
 A Typer group that still lists when called alone (`invoke_without_command`), so every existing
 `deepvision dupes [options]` call works as before. The shared options and error handling come
-from cli.py, which adds this group to the app.
+from cli_common.py; cli.py adds this group to the app.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from deepvision.cli import (
+from deepvision.cli_common import (
     After,
     Before,
     Camera,
@@ -30,10 +30,11 @@ from deepvision.cli import (
     Quiet,
     Radius,
     Wait,
-    _emit,
-    _errors,
-    _filter,
-    _store,
+    emit,
+    exit_on_errors,
+    filter_from,
+    gallery,
+    index_store,
 )
 from deepvision.errors import ExitCode, UsageError
 from deepvision.output.console import ConsoleReporter
@@ -97,14 +98,14 @@ def dupes(
     from deepvision.services.review import review_dupes
 
     rep = ConsoleReporter(quiet=quiet)
-    with _errors(rep):
-        flt = _filter(after=after, before=before, camera=camera, folder=folder, kind=kind,
+    with exit_on_errors(rep):
+        flt = filter_from(after=after, before=before, camera=camera, folder=folder, kind=kind,
                       min_width=min_width, min_height=min_height, near=near, radius=radius)
-        result = review_dupes(_store(index_dir, name), threshold, _rules(keep), show_all,
+        result = review_dupes(index_store(index_dir, name), threshold, _rules(keep), show_all,
                               similar, verify, flt)
-    _emit(result, output, html, rep, {"json": render.dupes_json, "csv": render.dupes_csv,
+    emit(result, output, html, rep, {"json": render.dupes_json, "csv": render.dupes_csv,
                                       "table": render.print_dupes_table,
-                                      "html": render.dupes_html})
+                                      "html": gallery(render.dupes_html)})
 
 
 @dupes_app.command(cls=Command,
@@ -133,14 +134,14 @@ def decide(
     from deepvision.store.decisions import Verdict
 
     rep = ConsoleReporter()
-    with _errors(rep):
+    with exit_on_errors(rep):
         if sum([bool(keep), not_duplicates, later]) != 1:
             raise UsageError("give exactly one of --keep PATH, --not-duplicates, --later")
         if member is not None and not not_duplicates:
             raise UsageError("--member goes with --not-duplicates")
         verdict = (Verdict.KEEP if keep else Verdict.LATER if later
                    else Verdict.NOT_DUPLICATES)
-        done = record(_store(index_dir, name), DecideRequest(
+        done = record(index_store(index_dir, name), DecideRequest(
             group=group, verdict=verdict, keep=tuple(map(str, keep or [])),
             member=str(member) if member else None, threshold=threshold))
     typer.echo(decision_text(done))
@@ -170,11 +171,11 @@ def apply(
     from deepvision.services.apply import ApplyRequest, apply_decisions, check_request
 
     rep = ConsoleReporter()
-    with _errors(rep):
+    with exit_on_errors(rep):
         req = ApplyRequest(action=action, target=target, rules=_rules(keep), dry_run=dry_run,
                            threshold=threshold, wait=wait)
         check_request(req)
-        report = apply_decisions(_store(index_dir, name), req)
+        report = apply_decisions(index_store(index_dir, name), req)
     typer.echo(apply_json(report) if as_json else apply_text(report))
     if report.skipped:
         raise typer.Exit(int(ExitCode.PARTIAL))
@@ -198,12 +199,12 @@ def undo(
     from deepvision.services.review import undo_last_decision
 
     rep = ConsoleReporter()
-    with _errors(rep):
+    with exit_on_errors(rep):
         if decision:
-            gone = undo_last_decision(_store(index_dir, name), wait)
+            gone = undo_last_decision(index_store(index_dir, name), wait)
             typer.echo(f"forgot: {decision_text(gone)}" if gone else "no decision to forget")
             return
-        report = undo_apply(_store(index_dir, name), journal, wait)
+        report = undo_apply(index_store(index_dir, name), journal, wait)
     typer.echo(undo_text(report))
     if report.problems:
         raise typer.Exit(int(ExitCode.PARTIAL))
@@ -221,8 +222,8 @@ def export_(
     from deepvision.services.review import export_decisions
 
     rep = ConsoleReporter()
-    with _errors(rep):
-        text = json.dumps(export_decisions(_store(index_dir, name)), indent=2)
+    with exit_on_errors(rep):
+        text = json.dumps(export_decisions(index_store(index_dir, name)), indent=2)
         if out is None:
             typer.echo(text)
         else:
@@ -240,6 +241,6 @@ def import_(
     from deepvision.services.review import decisions_file, import_decisions
 
     rep = ConsoleReporter()
-    with _errors(rep):
-        n = import_decisions(_store(index_dir, name), decisions_file(source))
+    with exit_on_errors(rep):
+        n = import_decisions(index_store(index_dir, name), decisions_file(source))
     typer.echo(f"imported {n} decision(s)")

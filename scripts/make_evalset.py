@@ -43,7 +43,7 @@ from deepvision.services import edits
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCE_DIR = REPO_ROOT / "bulk_images"
 MARKER = "evalset.json"
-DISTRACTOR_DIR = "distractors"  # services/evaluate.py: "no relevant items"
+DISTRACTOR_DIR = "distractors"  # services/eval_set.py: "no relevant items"
 ORIGINAL = "original"
 DEFAULT_MAX_SIDE = 512
 DEFAULT_DISTRACTORS = 50

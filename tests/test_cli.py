@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import pytest
@@ -222,3 +224,42 @@ def test_query_expansion_keeps_exact_matches_first(cli, tiny_model, photos, tmp_
         assert q["matches"][0]["path"] == q["query"]
         scores = [m["score"] for m in q["matches"]]
         assert scores == sorted(scores, reverse=True)
+
+
+@dataclass(frozen=True)
+class _Shared:
+    a: int = 1
+    b: list[str] = field(default_factory=list)
+
+
+def test_shared_options_are_declared_once_in_the_signature_typer_reads():
+    """cli_common.shared_options: the record's fields join the command's own parameters
+    (placed by `before`), arrive as one record, and a misspelt name fails at once."""
+    from deepvision.cli_common import shared_options
+
+    got = []
+
+    def command(first: int = 0, mid: int = 0, *, opts: _Shared) -> None:
+        got.append((first, mid, opts))
+
+    wrapped = shared_options(_Shared, mid="b")(command)
+    params = inspect.signature(wrapped).parameters
+    assert list(params) == ["first", "a", "mid", "b"]
+    assert params["b"].default == [] and params["a"].default == 1
+    wrapped(first=1, a=2, mid=3, b=["x"])
+    assert got == [(1, 3, _Shared(2, ["x"]))]
+    with pytest.raises(TypeError, match="c"):
+        shared_options(_Shared, mid="c")(command)
+
+
+def test_index_and_rebuild_share_one_declaration_of_each_common_option():
+    import typer
+
+    from deepvision.cli import SyncOptions, app
+
+    commands = typer.main.get_command(app).commands
+    for f in fields(SyncOptions):
+        index, rebuild = (next(p for p in commands[c].params if p.name == f.name)
+                          for c in ("index", "rebuild"))
+        assert (index.opts, index.help, index.default) == (
+            rebuild.opts, rebuild.help, rebuild.default), f.name

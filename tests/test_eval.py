@@ -16,15 +16,14 @@ import pytest
 from imagefactory import make_photo_like, photo_like_image
 
 from deepvision.errors import ExitCode, UsageError
-from deepvision.services.evaluate import (
+from deepvision.services.eval_metrics import (
     average_precision,
-    edit_name,
-    load_evalset,
-    parse_ks,
     precision_at_k,
     recall_at_k,
     score_rankings,
 )
+from deepvision.services.eval_set import edit_name, load_evalset
+from deepvision.services.evaluate import parse_ks
 from deepvision.types import Reason
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

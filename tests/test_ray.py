@@ -270,7 +270,7 @@ def test_every_node_must_read_the_files(cluster, tmp_path):
     import ray
 
     from deepvision.errors import UsageError
-    from deepvision.services.distributed import check_workers
+    from deepvision.services.distributed.cluster import check_workers
     from deepvision.store.manifest import Manifest
 
     present = make_good_set(tmp_path, 1)[0]
@@ -287,7 +287,7 @@ def test_every_node_must_read_the_files(cluster, tmp_path):
 
 
 def test_a_node_with_another_version_is_refused():
-    from deepvision.services.distributed import NodeReport
+    from deepvision.services.distributed.cluster import NodeReport
 
     assert NodeReport("n1", "0.1.0", (), None).problem("0.1.0") is None
     assert "install the same version" in NodeReport("n1", "0.0.9", (), None).problem("0.1.0")
@@ -335,7 +335,7 @@ def test_an_on_disk_index_encodes_its_shards_on_the_ray_cluster(cluster, tmp_pat
     from test_scale_index import check_same, sharded, single_process
     from vectorfactory import DIM, clustered
 
-    from deepvision.services.distributed import ClusterShards
+    from deepvision.services.distributed.shards import ClusterShards
     from deepvision.store import ondisk
     from deepvision.store.faiss_index import ONDISK, plan_index
 

@@ -9,7 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from deepvision.output.console import display_path, markup, stdout_console
-from deepvision.services.evaluate import EvalResult, Scores
+from deepvision.services.eval_metrics import Scores
+from deepvision.services.evaluate import EvalResult
 from deepvision.services.synthetic import Calibration
 
 

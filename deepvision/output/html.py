@@ -1,27 +1,36 @@
 """Self-contained HTML reports: thumbnails written beside the page, every name escaped.
 
-No JavaScript at all (and a CSP that forbids it): nothing a file name contains can run.
-Thumbnails are named by a hash of (path, size, mtime, and for a video frame its time), so
-re-rendering reuses them and file names never reach an attribute unescaped.
+No JavaScript at all (and a CSP that forbids it): nothing a file name contains can run. The
+page is rendered here; its pictures come from a `Thumbnails` the caller passes in
+(services.thumbnails.FileThumbnails reads the files), so output/ reads no file itself.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import quote
 
-from deepvision.atomic import atomic_write, atomic_write_text
+from deepvision.atomic import atomic_write_text
 from deepvision.output.console import safe_text
-from deepvision.pipeline.decode import DecodeError, load_rgb
-from deepvision.pipeline.video import frame_image
 from deepvision.types import Box
 
-THUMB = 192  # px, long side
+TileKey = tuple[str, float | None]  # a file, and for a video the time of the frame shown
+
+
+class Thumbnails(Protocol):
+    """What a gallery needs to know of the files it shows."""
+
+    def is_video(self, path: str) -> bool:
+        """A video's tile shows one of its frames."""
+
+    def make(self, keys: Sequence[TileKey], folder: Path) -> Mapping[TileKey, str | None]:
+        """Each key's thumbnail written into `folder`: its file name there, or None when the
+        file is missing or cannot be decoded."""
 
 CSS = """
 :root { color-scheme: light dark; font-family: system-ui, sans-serif; }
@@ -57,7 +66,7 @@ class Tile:
     match: bool = False  # a match (verified or as close as a copy), not a similar image
 
     @property
-    def key(self) -> tuple[str, float | None]:
+    def key(self) -> TileKey:
         return self.path, self.at
 
 
@@ -78,14 +87,13 @@ class Gallery:
     def thumbs_dir(self) -> Path:
         return self.out.with_name(self.out.stem + "_files")
 
-    def write(self) -> None:
-        """Thumbnails first (in parallel), then the page, atomically."""
+    def write(self, thumbnails: Thumbnails) -> None:
+        """Thumbnails first, then the page, atomically."""
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.thumbs_dir.mkdir(exist_ok=True)
         keys = sorted({t.key for s in self.sections for t in s.tiles},
                       key=lambda k: (k[0], k[1] if k[1] is not None else -1.0))
-        with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-            thumbs = dict(zip(keys, pool.map(self._thumbnail, keys), strict=True))
+        thumbs = thumbnails.make(keys, self.thumbs_dir)
         body = "".join(self._section(s, thumbs) for s in self.sections)
         page = ('<!doctype html><html lang="en"><head><meta charset="utf-8">'
                 '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -94,7 +102,7 @@ class Gallery:
                 f"<h1>{_text(self.title)}</h1>{body}</body></html>\n")
         atomic_write_text(self.out, page)
 
-    def _section(self, s: Section, thumbs: dict[tuple[str, float | None], str | None]) -> str:
+    def _section(self, s: Section, thumbs: Mapping[TileKey, str | None]) -> str:
         note = f'<p class="error">{_text(s.note)}</p>' if s.note else ""
         tiles = "".join(self._tile(t, thumbs[t.key]) for t in s.tiles)
         heading = f"<h2>{_text(s.heading)}</h2>"
@@ -117,29 +125,6 @@ class Gallery:
         css = ' class="query"' if t.query else (' class="match"' if t.match else "")
         return (f'<figure{css} title="{_text(t.path)}">{picture}<figcaption>'
                 f"{_text(t.caption)}<br>{_text(os.path.basename(t.path))}</figcaption></figure>")
-
-    def _thumbnail(self, tile_key: tuple[str, float | None]) -> str | None:
-        """Thumbnail file name for a (path, video time) pair, or None if it is missing or
-        cannot be decoded."""
-        path, at = tile_key
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        frame = "" if at is None else f"\0{at:.3f}"
-        key = os.fsencode(path) + f"\0{st.st_size}\0{st.st_mtime_ns}{frame}".encode()
-        name = hashlib.blake2b(key, digest_size=10).hexdigest() + ".jpg"
-        target = self.thumbs_dir / name
-        if target.exists():
-            return name
-        try:
-            image = (load_rgb(path, draft_size=THUMB) if at is None
-                     else frame_image(path, at, THUMB))
-        except DecodeError:
-            return None
-        image.thumbnail((THUMB, THUMB))
-        atomic_write(target, lambda tmp: image.save(tmp, "JPEG", quality=80))
-        return name
 
 
 def _text(text: str) -> str:

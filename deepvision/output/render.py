@@ -25,6 +25,7 @@ from deepvision.output.console import (
     stdout_console,
     write_out,
 )
+from deepvision.output.html import Gallery, Section, Thumbnails, Tile
 from deepvision.services.dupes import DupesResult, Group, Member
 from deepvision.services.search import IMAGE, TEXT, QueryResult, SearchResult
 from deepvision.services.sync import IndexSummary, RestructureSummary
@@ -210,14 +211,12 @@ def match_mark(m: Match) -> str:
     return "match" if m.match else ""
 
 
-def search_html(result: SearchResult, out: Path) -> None:
-    from deepvision.output.html import Gallery, Section, Tile
-    from deepvision.pipeline.discover import looks_like_video
-
+def search_html(result: SearchResult, out: Path, thumbnails: Thumbnails) -> None:
+    """The gallery of a search: each query, then its matches (the verified box drawn)."""
     def query_tiles(q: Any) -> list[Tile]:
         if q.kind != IMAGE:
             return []
-        if not looks_like_video(q.query):
+        if not thumbnails.is_video(q.query):
             # where the first verified match sits in the query
             first = next((m.verification for m in q.matches if m.verification), None)
             return [Tile(q.query, "query", query=True,
@@ -238,7 +237,7 @@ def search_html(result: SearchResult, out: Path) -> None:
                         [*query_tiles(q), *map(match_tile, q.matches)], note=q.error or "")
                 for q in result.queries]
     Gallery(out, f"deepvision search: {len(result.queries)} queries, model {result.model}",
-            sections).write()
+            sections).write(thumbnails)
 
 
 def dupes_json(result: DupesResult) -> str:
@@ -314,9 +313,8 @@ def _plain_dupes(result: DupesResult) -> str:
     return text + hidden
 
 
-def dupes_html(result: DupesResult, out: Path) -> None:
-    from deepvision.output.html import Gallery, Section, Tile
-
+def dupes_html(result: DupesResult, out: Path, thumbnails: Thumbnails) -> None:
+    """The gallery of dupes: one section per group, its keeper marked."""
     def caption(g: Group, m: Member) -> str:
         when = "" if m.timestamp is None else f"  @ {clock(m.timestamp)}"
         return f"{m.kind}  {m.score:.4f}{when}" + ("  keep" if m.path == g.keeper else "")
@@ -326,7 +324,7 @@ def dupes_html(result: DupesResult, out: Path) -> None:
                          for m in g.members])
                 for i, g in enumerate(result.groups, 1)]
     Gallery(out, f"deepvision dupes: {len(result.groups)} groups above {result.threshold:g}",
-            sections).write()
+            sections).write(thumbnails)
 
 
 def csv_text(rows: Sequence[Sequence[Any]], exact: bool = True) -> str:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from deepvision.output.console import safe_text
 from deepvision.services.apply import ApplyReport, UndoReport
 from deepvision.services.dupes import Member
 from deepvision.services.journal import Step
 from deepvision.services.review import Page
-from deepvision.store.decisions import Decision
+
+if TYPE_CHECKING:  # a record the services hand over; output/ imports nothing from store/
+    from deepvision.store.decisions import Decision
 
 _VERBS = {"trash": "trash", "move-to": "move", "hardlink": "hardlink", "symlink": "symlink",
           "delete": "delete"}

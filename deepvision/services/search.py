@@ -7,6 +7,10 @@ unless `all_frames` asks for every matching frame. A video as a query is its sam
 and each indexed file scores its best pair of (query frame, indexed vector).
 """
 
+# Long module: Searcher is one object (its snapshot, cached FAISS structure, filters' passing ids
+# and verifier shared by every step of a ranking: widen, filter, expand, merge, verify, regions);
+# the functions after it are parts of those steps. The server imports its names from here too.
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,10 @@ committed chunks -> save the FAISS file. Killed at any point, the catalog holds 
 chunk and the next run resumes from there.
 """
 
+# Long module: IndexRun is one run under one writer lock, its steps (discover, compare, hash,
+# link, embed, commit, metadata) sharing the plan and the writer; `restructure`
+# (rebuild --from-vectors) is the same lock and summary without the model.
+
 from __future__ import annotations
 
 import os
@@ -460,7 +464,9 @@ def run_index(req: IndexRequest, rep: Reporter) -> IndexSummary:
     the model runs on that Ray cluster."""
     if req.ray is None:
         return IndexRun(req, rep).run()
-    from deepvision.services.distributed import ClusterShards, RayEmbedders, import_ray
+    from deepvision.services.distributed.cluster import import_ray
+    from deepvision.services.distributed.raydata import RayEmbedders
+    from deepvision.services.distributed.shards import ClusterShards
 
     import_ray()  # a missing extra is a usage error before any work
     embedders = RayEmbedders(req.ray)

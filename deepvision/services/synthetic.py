@@ -30,15 +30,8 @@ from deepvision.pipeline.decode import DecodeError, load_rgb
 from deepvision.pipeline.discover import discover
 from deepvision.progress import Reporter
 from deepvision.services import edits
-from deepvision.services.evaluate import (
-    EDIT_SEPARATOR,
-    ORIGINAL_EDIT,
-    EvalItem,
-    EvalRequest,
-    EvalResult,
-    EvalSet,
-    evaluate_set,
-)
+from deepvision.services.eval_set import EDIT_SEPARATOR, ORIGINAL_EDIT, EvalItem, EvalSet
+from deepvision.services.evaluate import EvalRequest, EvalResult, evaluate_set
 from deepvision.types import Failure
 
 if TYPE_CHECKING:

@@ -8,6 +8,10 @@ any FAISS structure is (re)built from, without the model. The FAISS file is a ca
 valid when its generation matches.
 """
 
+# Long module: the catalog is one sqlite file with one schema; every table's SQL (files, vectors,
+# filemeta, meta, the decisions' tables), its migrations and the filters' SQL sit together so a
+# schema change is made and reviewed in one place.
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,10 @@ Scores are inner products of L2-normalised vectors, i.e. cosine similarities, fo
 The catalog keeps the vectors themselves, so any structure can be rebuilt without the model.
 """
 
+# Long module: everything that calls FAISS itself (the plans, VectorIndex, the exact top-k and
+# re-ranking it falls back on) is here, so FAISS's quirks (stdout chatter, RuntimeError for I/O,
+# the GPU/CPU builds) are handled once; the rest of the package sees plans and ids.
+
 from __future__ import annotations
 
 import errno
