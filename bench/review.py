@@ -4,7 +4,7 @@ Builds a real index through the IndexStore writer: `--groups` groups of 2-3 byte
 files and half as many again files without a copy, `--dim`-d vectors (synthetic paths, nothing
 on disk: the listing reads the catalog only, and without files there is no local-feature
 evidence, so only exact copies group). Then, the way `serve`'s review routes do
-(services.review.ReviewSession):
+(services.review_session.ReviewSession):
 - cold: the first page in a fresh session (the range search over every vector that finds the
   groups, then ids, states and keepers for all groups);
 - warm: a page once the groups are cached for the catalog's files and vectors (decisions are
@@ -34,12 +34,12 @@ from _common import command_line, cpu_name, publish
 
 from deepvision.services.review import (
     DecideRequest,
-    ReviewSession,
     build_decision,
     record_decisions,
     review_dupes,
     reviewed_groups,
 )
+from deepvision.services.review_session import ReviewSession
 from deepvision.store.decisions import Verdict
 from deepvision.store.indexstore import IndexStore
 from deepvision.store.manifest import Manifest

@@ -183,9 +183,6 @@ def test_the_output_check_finds_a_planted_import(tmp_path):
 # LONG_NOTE before its first def or class), or is split along a seam.
 LONG_LINES = 450
 LONG_NOTE = "# Long module:"
-# Modules another change is editing (the review page's routes, #29): let through until it gives
-# them their note or splits them. server.app is split on main since; services.review grew there.
-LONG_PENDING = {"deepvision.server.app", "deepvision.services.review"}
 
 
 def _long_without_reason(texts: dict[str, str]) -> list[str]:
@@ -202,8 +199,7 @@ def _long_without_reason(texts: dict[str, str]) -> list[str]:
 
 
 def test_a_long_module_says_why_it_is_one_module():
-    texts = {name: path.read_text(encoding="utf-8") for name, path in _modules().items()
-             if name not in LONG_PENDING}
+    texts = {name: path.read_text(encoding="utf-8") for name, path in _modules().items()}
     found = _long_without_reason(texts)
     assert not found, (f"modules over {LONG_LINES} lines without a {LONG_NOTE!r} comment before "
                        f"their first def or class (split them, or say why not): {found}")

@@ -193,7 +193,8 @@ def test_a_version_3_catalog_gets_the_decisions_tables(cli, groups):
 
 def test_review_session_pages_decides_and_undoes(groups):
     """What serve's /api/dupes routes call."""
-    from deepvision.services.review import DecideRequest, ReviewSession
+    from deepvision.services.review import DecideRequest
+    from deepvision.services.review_session import ReviewSession
     from deepvision.store.decisions import Verdict
     from deepvision.store.indexstore import IndexStore
 
@@ -254,7 +255,7 @@ def test_a_file_one_decision_keeps_is_never_removed_by_another(cli, groups, tmp_
 
 def test_a_page_document_carries_what_the_page_shows(groups):
     from deepvision.output.review import page_document
-    from deepvision.services.review import ReviewSession
+    from deepvision.services.review_session import ReviewSession
     from deepvision.store.indexstore import IndexStore
 
     _, idx = groups

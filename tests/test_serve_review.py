@@ -23,7 +23,7 @@ def client(cli, tiny_model, tmp_path) -> Iterator[tuple[Any, Path, Path]]:
 
     from deepvision.server.app import ApiError, error_handlers
     from deepvision.server.review import review_routes
-    from deepvision.services.review import ReviewSession
+    from deepvision.services.review_session import ReviewSession
     from deepvision.store.indexstore import IndexStore
 
     folder, idx = tmp_path / "photos", tmp_path / "idx"

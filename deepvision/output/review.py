@@ -10,7 +10,7 @@ from deepvision.output.console import safe_text
 from deepvision.services.apply import ApplyReport, UndoReport
 from deepvision.services.dupes import Member
 from deepvision.services.journal import Step
-from deepvision.services.review import Page
+from deepvision.services.review_session import Page
 
 if TYPE_CHECKING:  # a record the services hand over; output/ imports nothing from store/
     from deepvision.store.decisions import Decision

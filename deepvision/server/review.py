@@ -38,11 +38,11 @@ from deepvision.services import journal
 from deepvision.services.apply import ApplyReport, ApplyRequest, apply_decisions, undo_apply
 from deepvision.services.review import (
     DecideRequest,
-    ReviewSession,
     export_decisions,
     import_decisions,
     parse_rules,
 )
+from deepvision.services.review_session import ReviewSession
 from deepvision.store.decisions import Decision, Verdict
 
 PAGE_LIMIT = 200  # groups in one page at most: a page reads each member's image header

@@ -16,7 +16,7 @@ from deepvision.server.files import ThumbCache
 from deepvision.services.batching import QueryBatcher
 from deepvision.services.info import describe
 from deepvision.services.jobs import JobRunner
-from deepvision.services.review import ReviewSession
+from deepvision.services.review_session import ReviewSession
 from deepvision.services.search import Searcher
 
 # Error reasons -> HTTP status (the rest are 422: the request is the client's problem, not ours).
