@@ -85,7 +85,7 @@ from deepvision.cli_common import (
     shared_options,
     video_options,
 )
-from deepvision.cli_dupes import dupes_app
+from deepvision.cli_dupes import DEFAULT_DUPE_THRESHOLD, dupes_app
 from deepvision.errors import ExitCode, UsageError
 from deepvision.extras import install_hint
 from deepvision.output.console import ConsoleReporter, exact_stdout, write_out
@@ -423,6 +423,10 @@ def serve(
         "--verify/--no-verify", help="Check each query's first 30 candidates with local "
         "features, as `search --verify` does (verified matches first, with their boxes).")
     ] = True,
+    dupes_threshold: Annotated[float, typer.Option(
+        "--dupes-threshold", min=-1.0, max=1.0, metavar="SCORE",
+        help="The review page's groups (/review): as `dupes --threshold`.")
+    ] = DEFAULT_DUPE_THRESHOLD,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No access log.")] = False,
 ) -> None:
     """Serve an index over HTTP: a JSON API and a search page, model and index loaded once."""
@@ -445,7 +449,8 @@ def serve(
             max_upload_bytes=int(max_upload_mb * (1 << 20)), loopback=is_loopback(host))
         run_server(ServeRequest(store=index_store(index_dir, name), config=config, embed=embed,
                                 weights=checked_weights(weights), no_token=no_token,
-                                access_log=not quiet, verify=verify), rep)
+                                access_log=not quiet, verify=verify,
+                                dupes_threshold=dupes_threshold), rep)
 
 
 class EditSet(str, Enum):  # edits.EDIT_SETS's keys; an Enum, so Typer validates up front

@@ -23,8 +23,10 @@ from deepvision.server.app import ServeConfig, Service, create_app
 from deepvision.server.budget import PixelBudget
 from deepvision.server.security import is_local_host
 from deepvision.services.batching import QueryBatcher
+from deepvision.services.dupes import DEFAULT_THRESHOLD
 from deepvision.services.embedding import index_embedder
 from deepvision.services.jobs import JobRunner
+from deepvision.services.review_session import ReviewSession
 from deepvision.services.search import Searcher
 from deepvision.services.sync import IndexRequest, IndexRun
 from deepvision.store.indexstore import IndexStore
@@ -43,6 +45,7 @@ class ServeRequest:
     # What ranks the queries: tests pass a Searcher whose results they plant (the page test).
     searcher: Callable[[IndexStore, Embedder, Verifier | None], Searcher] = Searcher
     verify: bool = True  # local-feature verification of each query's candidates (#25)
+    dupes_threshold: float = DEFAULT_THRESHOLD  # the review page's groups (#27)
 
 
 def is_loopback(host: str) -> bool:
@@ -67,8 +70,8 @@ def serve(req: ServeRequest, rep: Reporter) -> None:
     warning = check_security(req.config.host, req.config.token, req.no_token)
     manifest = req.store.check()  # a missing or damaged index fails before the model loads
     embedder = index_embedder(manifest, req.weights, replace(req.embed, workload=OPEN_ENDED))
-    searcher = req.searcher(req.store, embedder,
-                            index_verifier(req.store) if req.verify else None)
+    verifier = index_verifier(req.store)
+    searcher = req.searcher(req.store, embedder, verifier if req.verify else None)
     sock = _bind(req.config.host, req.config.port)
     url = f"http://{_url_host(req.config.host)}:{sock.getsockname()[1]}/"
     service = Service(
@@ -76,6 +79,7 @@ def serve(req: ServeRequest, rep: Reporter) -> None:
         jobs=JobRunner(req.store.lock_held),
         index_job=partial(_index_job, req, embedder), config=req.config,
         budget=PixelBudget(decode_budget(req.embed.max_megapixels)),
+        review=ReviewSession(req.store, req.dupes_threshold, verifier=verifier),
         on_ready=partial(_ready, rep, req.store, embedder, url, warning))
     config = uvicorn.Config(create_app(service), log_config=_log_config(req.access_log),
                             access_log=req.access_log, timeout_graceful_shutdown=30,
