@@ -33,6 +33,11 @@ class UsageError(DeepVisionError):
     exit_code = ExitCode.USAGE
 
 
+class NotFoundError(UsageError):
+    """A thing the user named by id (a duplicate group, an apply journal) is not there: a usage
+    error to the CLI, a 404 to the service."""
+
+
 class BackendError(UsageError):
     """A --backend that cannot run this model here (export failed, disagrees with torch)."""
 

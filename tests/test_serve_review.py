@@ -107,7 +107,7 @@ def test_bad_decisions_say_why(client):
     c, _, _ = client
     group = c.get("/api/dupes").json()["groups"][0]
     gone = c.post("/api/dupes/abcdef123456/decision", json={"verdict": "later"})
-    assert gone.status_code == 422 and "no group" in gone.json()["message"]
+    assert gone.status_code == 404 and "no group" in gone.json()["message"]
     stranger = c.post(f"/api/dupes/{group['id']}/decision",
                       json={"verdict": "keep", "keep": ["/etc/passwd"]})
     assert stranger.status_code == 422 and "not a member" in stranger.json()["message"]
@@ -140,6 +140,12 @@ def test_apply_only_the_plan_of_the_dry_run_then_undo(client, tmp_path):
     assert tree(folder) == before and catalog_problems(idx) == []
     relative = c.post("/api/dupes/apply", json={"action": "move-to", "target": "moved"})
     assert relative.status_code == 422
+    assert c.post("/api/dupes/apply", json={"action": "move-to"}).status_code == 422
+    assert c.post("/api/dupes/apply", json={"action": "trash", "target": "/x"}).status_code == 422
+    assert c.post("/api/dupes/apply", json={"action": "trash",
+                                            "rules": ["biggest"]}).status_code == 422
+    nothing = c.post("/api/dupes/apply/undo", json={})  # every journal undone already
+    assert nothing.status_code == 404 and nothing.json()["error"] == "not-found"
 
 
 def test_decisions_export_and_import(client):
@@ -154,7 +160,10 @@ def test_decisions_export_and_import(client):
     assert imported.json() == {"imported": 1}
     assert c.get("/api/dupes").json()["hidden"] == 1
     bad = c.post("/api/dupes/decisions", json={"deepvision_decisions": 7, "decisions": []})
-    assert bad.status_code == 422 and "version" in bad.json()["message"]
+    assert bad.status_code == 422 and "deepvision_decisions" in bad.json()["message"]
+    partial = c.post("/api/dupes/decisions", json={"deepvision_decisions": 1, "decisions": [{}]})
+    assert partial.status_code == 422  # the schema says what a decision holds
+    assert c.get("/api/dupes").json()["hidden"] == 1  # nothing half-imported
 
 
 # --------------------------------------------------------------------------- the page, real server

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Query
 from fastapi import Path as PathParam
 
-from deepvision.errors import DeepVisionError, IndexLockedError, UsageError
+from deepvision.errors import DeepVisionError, IndexLockedError, NotFoundError, UsageError
 from deepvision.output.review import page_document
 from deepvision.server.models import errors
 from deepvision.server.review_models import (
@@ -32,6 +31,7 @@ from deepvision.server.review_models import (
     DecisionsDoc,
     DupesPageDoc,
     ImportedDoc,
+    MoveBody,
     UndoneDoc,
 )
 from deepvision.services import journal
@@ -67,6 +67,8 @@ def _guarded(fail: Fail, call: Callable[[], Any]) -> Any:
         return call()
     except IndexLockedError as exc:
         raise fail("locked", str(exc), 409) from None
+    except NotFoundError as exc:
+        raise fail("not-found", str(exc), 404) from None
     except UsageError as exc:
         raise fail("bad-request", str(exc), 422) from None
     except DeepVisionError as exc:
@@ -87,7 +89,7 @@ def _listing(router: APIRouter, session: Sessions, fail: Fail) -> None:
 
 def _deciding(router: APIRouter, session: Sessions, fail: Fail) -> None:
     @router.post("/api/dupes/{group_id}/decision", response_model=DecisionDoc,
-                 responses=errors(409, 422, 503), operation_id="decide")
+                 responses=errors(400, 404, 409, 422, 503), operation_id="decide")
     def decide(body: DecideBody,
                group_id: str = PathParam(pattern="^[0-9a-f]{1,32}$")) -> dict:
         """Record keep / not-duplicates / later on a group (`deepvision dupes decide`)."""
@@ -104,8 +106,8 @@ def _deciding(router: APIRouter, session: Sessions, fail: Fail) -> None:
 
 
 def _applying(router: APIRouter, session: Sessions, fail: Fail) -> None:
-    @router.post("/api/dupes/apply", response_model=ApplyDoc, responses=errors(409, 422, 503),
-                 operation_id="apply")
+    @router.post("/api/dupes/apply", response_model=ApplyDoc,
+                 responses=errors(400, 409, 422, 503), operation_id="apply")
     def apply(body: ApplyBody) -> dict:
         """A dry run of `deepvision dupes apply` (the default); with `dry_run: false` and the
         dry run's `plan`, the same steps carried out, journaled for undo."""
@@ -122,7 +124,7 @@ def _applying(router: APIRouter, session: Sessions, fail: Fail) -> None:
         return _apply_doc(done)
 
     @router.post("/api/dupes/apply/undo", response_model=ApplyUndoDoc,
-                 responses=errors(404, 409, 422, 503), operation_id="undo_apply")
+                 responses=errors(400, 404, 409, 422, 503), operation_id="undo_apply")
     def undo(body: ApplyUndoBody | None = Body(None)) -> dict:
         """Put back what an apply did (`deepvision dupes undo`)."""
         path = None
@@ -143,7 +145,7 @@ def _exchanging(router: APIRouter, session: Sessions, fail: Fail) -> None:
         return _guarded(fail, lambda: export_decisions(session().store))
 
     @router.post("/api/dupes/decisions", response_model=ImportedDoc,
-                 responses=errors(409, 422, 503), operation_id="import_decisions")
+                 responses=errors(400, 409, 422, 503), operation_id="import_decisions")
     def import_(doc: DecisionsDoc) -> dict:
         """Record the decisions of an export (`deepvision dupes import`)."""
         return {"imported": _guarded(fail, lambda: import_decisions(session().store,
@@ -151,10 +153,8 @@ def _exchanging(router: APIRouter, session: Sessions, fail: Fail) -> None:
 
 
 def _request(body: ApplyBody, fail: Fail, dry_run: bool, threshold: float) -> ApplyRequest:
-    if body.target is not None and not os.path.isabs(body.target):
-        raise fail("bad-request", "target: an absolute folder", 422)
     rules = _guarded(fail, lambda: parse_rules(body.rules))
-    target = Path(body.target) if body.target is not None else None
+    target = Path(body.target) if isinstance(body, MoveBody) else None
     return ApplyRequest(body.action, target, rules, dry_run, threshold)
 
 

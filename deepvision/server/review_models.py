@@ -6,9 +6,9 @@ The page document is output/review.py's `page_document`; the decisions export is
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from deepvision.server.models import DOCUMENTED, BoxList
 
@@ -61,6 +61,7 @@ class DupesPageDoc(BaseModel):
 class DecideBody(BaseModel):
     """A verdict on one group, as `deepvision dupes decide` takes it."""
 
+    model_config = ConfigDict(strict=True)
     verdict: Literal["keep", "not-duplicates", "later"]
     keep: list[Annotated[str, Field(max_length=4096)]] = Field(
         [], max_length=10_000, description="keep: the members (paths) to keep")
@@ -82,18 +83,32 @@ class UndoneDoc(BaseModel):
     undone: DecisionDoc | None = Field(description="the decision taken back; null: none left")
 
 
-class ApplyBody(BaseModel):
-    """`deepvision dupes apply`: a dry run unless `dry_run` is false, and then only with the
-    `plan` of the dry run just shown (so what happens is what the user saw)."""
+RULE = r"^(largest|highest-resolution|oldest|newest|shortest-path|in:/.+)$"
 
-    action: Action
-    target: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
-        None, description="move-to: the folder (absolute)")
-    rules: list[Annotated[str, Field(max_length=4096)]] = Field(
-        [], max_length=10, description="first decide the undecided groups by these keeper rules")
+
+class _ApplyCommon(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    rules: list[Annotated[str, Field(max_length=4096, pattern=RULE)]] = Field(
+        [], max_length=10, description="first decide the undecided groups by these keeper rules "
+        "(in:FOLDER with an absolute folder)")
     dry_run: bool = True
     plan: Annotated[str, Field(max_length=128)] | None = Field(
         None, description="with dry_run false: the dry run's `plan`")
+
+
+class MoveBody(_ApplyCommon):
+    action: Literal["move-to"]
+    target: str = Field(min_length=2, max_length=4096, pattern="^/",
+                        description="the folder the files move into (absolute)")
+
+
+class InPlaceBody(_ApplyCommon):
+    action: Literal["trash", "hardlink", "symlink", "delete"]
+
+
+# `deepvision dupes apply`: a dry run unless `dry_run` is false, and then only with the `plan` of
+# the dry run just shown (so what happens is what the user saw). move-to takes its folder.
+ApplyBody = Annotated[MoveBody | InPlaceBody, Field(discriminator="action")]
 
 
 class StepDoc(BaseModel):
@@ -118,6 +133,7 @@ class ApplyDoc(BaseModel):
 
 
 class ApplyUndoBody(BaseModel):
+    model_config = ConfigDict(strict=True)
     journal: Annotated[str, Field(max_length=255, pattern=r"^[^/\\]+$")] | None = Field(
         None, description="a journal's name (default: the latest not undone)")
 
@@ -130,12 +146,47 @@ class ApplyUndoDoc(BaseModel):
     problems: list[str]
 
 
+# An export is read as leniently as fields are added: fields a later version adds are ignored.
+# Strict, as every request body here: a 0 is not a false, a "1" not a 1 (what the schema says).
+EXCHANGED = ConfigDict(extra="ignore", strict=True,
+                       json_schema_extra={"additionalProperties": True})
+
+
+def _whole(value: object) -> object:
+    """JSON Schema's integer includes 3.0; strict pydantic would not."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole)]
+
+
+class DecidedFileDoc(BaseModel):
+    model_config = EXCHANGED
+    path: str = Field(min_length=1)
+    hash: str = Field(min_length=1, description="the file's content hash when it was decided")
+    size: WholeNumber = Field(ge=0)
+    mtime_ns: WholeNumber
+    keep: bool = False
+
+
+class ExportedDecisionDoc(BaseModel):
+    model_config = EXCHANGED
+    id: str = Field(pattern="^[0-9a-f]{1,32}$", description="the group's id")
+    verdict: Literal["keep", "not-duplicates", "later"]
+    hashes: list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1, description="the members' content hashes it was made on")
+    files: list[DecidedFileDoc] = []
+    out: list[str] = Field([], description="hashes taken out of the group")
+    decided_at: str | None = None
+    applied: str | None = Field(None, description="the apply journal that carried it out")
+
+
 class DecisionsDoc(BaseModel):
     """`deepvision dupes export`'s document."""
 
-    model_config = DOCUMENTED
-    deepvision_decisions: int = Field(ge=1)
-    decisions: list[dict[str, Any]]
+    model_config = EXCHANGED
+    deepvision_decisions: Literal[1] = Field(description="the export format's version")
+    decisions: list[ExportedDecisionDoc]
 
 
 class ImportedDoc(BaseModel):

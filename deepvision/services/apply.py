@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepvision.errors import UsageError
+from deepvision.errors import NotFoundError, UsageError
 from deepvision.services import fileops, journal
 from deepvision.services.dupes import DEFAULT_THRESHOLD
 from deepvision.services.fileops import REMOVING, StepError
@@ -326,7 +326,7 @@ def _latest(store: IndexStore) -> Journal:
         j = journal.load(path)
         if j.whole != journal.REVERTED:
             return j
-    raise UsageError(f"no apply journal to undo in {journal.journal_dir(store.dir)}")
+    raise NotFoundError(f"no apply journal to undo in {journal.journal_dir(store.dir)}")
 
 
 def _undo_step(writer: Writer, catalog: Catalog, j: Journal, step: Step,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from deepvision.errors import UsageError
+from deepvision.errors import NotFoundError, UsageError
 from deepvision.filters import Filter
 from deepvision.services.dupes import DEFAULT_THRESHOLD, DupesResult, Group, find_dupes
 from deepvision.store.catalog import Catalog, FileRow
@@ -249,7 +249,7 @@ def decide(store: IndexStore, req: DecideRequest) -> Decision:
     _, groups = reviewed_groups(store, req.threshold, show_all=True)
     found = next((r for r in groups if r.group.id == req.group), None)
     if found is None:
-        raise UsageError(f"no group with id {req.group!r} at --threshold {req.threshold:g}; "
+        raise NotFoundError(f"no group with id {req.group!r} at --threshold {req.threshold:g}; "
                          "list the groups and their ids with: deepvision dupes")
     decision = build_decision(found, req)
     return record_decisions(store, [decision])[0]

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from deepvision.errors import UsageError
+from deepvision.errors import NotFoundError
 from deepvision.match.verifier import Verifier, index_verifier
 from deepvision.services.dupes import DEFAULT_THRESHOLD, DupesResult, Group, find_dupes
 from deepvision.services.review import (
@@ -182,7 +182,7 @@ class ReviewSession:
             _, groups = annotate(raw, snap.catalog, self.rules, True, rows)
         found = next((r for r in groups if r.group.id == req.group), None)
         if found is None:
-            raise UsageError(f"no group with id {req.group!r}")
+            raise NotFoundError(f"no group with id {req.group!r}")
         return record_decisions(self.store, [build_decision(found, req)], wait=False)[0]
 
     def undo_last(self) -> Decision | None:
