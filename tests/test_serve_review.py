@@ -320,3 +320,33 @@ def test_the_review_page_and_its_api_need_the_token():
     moved = c.get("/review", params={"token": "s3cret"})
     assert moved.status_code == 303 and "token" not in moved.headers["location"]
     assert "s3cret" in moved.headers["set-cookie"]
+
+
+@pytest.mark.slow
+def test_deciding_a_whole_page_then_next_skips_no_group(review_server, browser):  # noqa: F811
+    import httpx
+    from selenium.webdriver.common.by import By
+
+    url, _, _ = review_server
+    while httpx.post(f"{url}/api/dupes/undo", timeout=60).json()["undone"]:
+        pass  # every decision of an earlier test taken back: four new groups
+    order = [g["id"] for g in httpx.get(f"{url}/api/dupes", timeout=60).json()["groups"]]
+    assert len(order) == 4
+    driver = browser()
+    driver.get(url + "/review?per_page=2")
+
+    def shown(d: Any) -> list[str]:
+        return [c.get_attribute("data-id")
+                for c in d.find_elements(By.CSS_SELECTOR, "#groups section.group")]
+
+    page_wait(driver).until(lambda d: shown(d) == order[:2])
+    assert driver.find_element(By.ID, "page-info").text == "1–2 of 4"
+    body = driver.find_element(By.TAG_NAME, "body")
+    body.send_keys("n")
+    body.send_keys("n")  # both groups on the page: not duplicates
+    page_wait(driver).until(lambda d: all(
+        c.get_attribute("data-state") == "resolved"
+        for c in d.find_elements(By.CSS_SELECTOR, "#groups section.group")))
+    driver.find_element(By.ID, "next").click()
+    page_wait(driver).until(lambda d: shown(d) == order[2:])
+    assert console_problems(driver) == []

@@ -23,7 +23,7 @@ KEYS = (("1 … 9", "keep that file, the others are duplicates"),
         ("j / k", "next / previous group"))
 
 
-def page(stats: Mapping[str, Any]) -> str:
+def page(stats: Mapping[str, Any], per_page: int = PAGE) -> str:
     name = os.path.basename(str(stats.get("index", "")).rstrip("/")) or "index"
     return ('<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -33,7 +33,7 @@ def page(stats: Mapping[str, Any]) -> str:
             '<link rel="stylesheet" href="/static/app.css">'
             '<link rel="stylesheet" href="/static/review.css">'
             '<script src="/static/review.js" defer></script></head>\n'
-            f'<body>{header(name, stats)}<main id="review" data-page="{PAGE}">'
+            f'<body>{header(name, stats)}<main id="review" data-page="{int(per_page)}">'
             f'{_intro()}{_noscript()}'
             '<p id="review-status" class="status" role="status" aria-live="polite" '
             'data-state="loading">Loading the groups…</p>'

@@ -80,6 +80,7 @@ def _page_get(router: APIRouter, service: Service) -> None:
 
     @router.get("/review", response_class=HTMLResponse)
     def review(request: Request, given: str | None = Query(None, alias="token"),
+               per_page: int = Query(review_page.PAGE, ge=1, le=200),
                credentials: HTTPAuthorizationCredentials | None = Depends(security.bearer),
                from_cookie: str | None = Depends(security.cookie)) -> Response:
         """The duplicate review page: review.js pages through /api/dupes."""
@@ -87,7 +88,7 @@ def _page_get(router: APIRouter, service: Service) -> None:
         if moved is not None:
             return moved
         service.review_session().warm()  # before the script asks for the first page
-        return _html(review_page.page(index_stats(service)))
+        return _html(review_page.page(index_stats(service), per_page))
 
 
 def _page(service: Service, text: str | None) -> HTMLResponse:

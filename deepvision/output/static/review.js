@@ -19,7 +19,6 @@
   let total = 0;
   let groups = []; // this page's groups, as the API gave them
   let current = 0; // the group the keyboard acts on
-  let busy = false;
   let refresh = null; // the timer that asks again while the server updates the groups
 
   const safeText = (text) =>
@@ -198,29 +197,33 @@
       ? `keep ${safeText(kept)}` : doc.verdict;
   };
 
-  const decide = async (group, body) => {
-    if (busy) return;
-    busy = true;
-    try {
-      const doc = await api("POST", `/api/dupes/${group.id}/decision`, body);
-      decided(group, doc);
-      setStatus(statusLine, `Group ${group.id}: ${doc.verdict}` +
-        (doc.kept.length ? ` ${splitPath(doc.kept[0])[1]}` : "") + " (u undoes)", "done");
-      const i = groups.indexOf(group);
-      if (i >= 0) focusGroup(i + 1);
-    } catch (error) {
-      setStatus(statusLine, error.message, "error");
-    } finally {
-      busy = false;
-    }
+  // Requests go one after another, in the order of the keys pressed: the keyboard moves on to
+  // the next group at once, so fast typing decides group after group and loses no key.
+  let queue = Promise.resolve();
+  const queued = (work) => {
+    queue = queue.then(work, work);
+    return queue;
   };
 
-  const undo = async () => {
-    if (busy) return;
-    busy = true;
+  const decide = (group, body) => {
+    const i = groups.indexOf(group);
+    if (i >= 0) focusGroup(i + 1);
+    return queued(async () => {
+      try {
+        const doc = await api("POST", `/api/dupes/${group.id}/decision`, body);
+        decided(group, doc);
+        setStatus(statusLine, `Group ${group.id}: ${doc.verdict}` +
+          (doc.kept.length ? ` ${splitPath(doc.kept[0])[1]}` : "") + " (u undoes)", "done");
+      } catch (error) {
+        setStatus(statusLine, `Group ${group.id}: ${error.message}`, "error");
+        if (i >= 0) focusGroup(i);
+      }
+    });
+  };
+
+  const undo = () => queued(async () => {
     try {
       const doc = await api("POST", "/api/dupes/undo");
-      busy = false;
       if (!doc.undone) {
         setStatus(statusLine, "No decision to undo.", "done");
         return;
@@ -229,10 +232,8 @@
       setStatus(statusLine, `Undone: group ${doc.undone.id}, ${doc.undone.verdict}`, "done");
     } catch (error) {
       setStatus(statusLine, error.message, "error");
-    } finally {
-      busy = false;
     }
-  };
+  });
 
   const typing = (target) => target instanceof HTMLElement
     && (target.isContentEditable || ["INPUT", "SELECT", "TEXTAREA"].includes(target.tagName));
@@ -264,8 +265,13 @@
     offset = Math.max(0, offset - limit);
     load();
   });
+  // Groups resolved on this page leave the listing (unless resolved ones are shown), so the
+  // next page starts after the ones that stay, not a whole page further: none is skipped.
   document.getElementById("next")?.addEventListener("click", () => {
-    offset += limit;
+    const cards = [...groupsBox.querySelectorAll("section.group")];
+    const stay = showAll && showAll.checked ? cards.length
+      : cards.filter((c) => c.dataset.state !== "resolved").length;
+    offset += stay;
     load();
   });
   showAll?.addEventListener("change", () => { offset = 0; load(); });
