@@ -349,4 +349,18 @@ def test_deciding_a_whole_page_then_next_skips_no_group(review_server, browser):
         for c in d.find_elements(By.CSS_SELECTOR, "#groups section.group")))
     driver.find_element(By.ID, "next").click()
     page_wait(driver).until(lambda d: shown(d) == order[2:])
+
+    # One member out ("Not a copy"): the group stays, without it, waiting for a verdict.
+    card = driver.find_element(By.CSS_SELECTOR, "#groups section.group")
+    third = card.find_elements(By.CSS_SELECTOR, "figure.member")[2]
+    out = third.get_attribute("data-path")
+    third.find_element(By.CSS_SELECTOR, "button.take-out").click()
+
+    def members(d: Any) -> list[str]:
+        first = d.find_element(By.CSS_SELECTOR, "#groups section.group")
+        return [f.get_attribute("data-path") for f in first.find_elements(By.TAG_NAME, "figure")]
+
+    page_wait(driver).until(lambda d: len(members(d)) == 2 and out not in members(d))
+    group = driver.find_element(By.CSS_SELECTOR, "#groups section.group")
+    assert group.get_attribute("data-state") == "open"
     assert console_problems(driver) == []

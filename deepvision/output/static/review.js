@@ -114,12 +114,16 @@
     const keep = el("button", { type: "button", class: "keep", "data-member": i },
       [i < 9 ? `Keep ${i + 1}` : "Keep"]);
     keep.addEventListener("click", () => decide(group, { verdict: "keep", keep: [file.path] }));
+    // One member is not a copy of the others: out of the group, the rest still to decide.
+    const out = el("button", { type: "button", class: "take-out",
+      title: "not a duplicate of the others: take it out of the group" }, ["Not a copy"]);
+    out.addEventListener("click", () => takeOut(group, file));
     return el("figure", { class: "member", "data-path": file.path }, [
       el("span", { class: "number", "aria-hidden": "true" }, [String(i + 1)]), frame,
       el("figcaption", {}, [el("span", { class: "name", title: file.path }, [name]),
-        el("span", { class: "folder" }, [folder]), el("span", { class: "facts" }, [facts]),
-        el("span", { class: "facts" }, [date(file.mtime_ns)]), badges]),
-      keep]);
+        el("span", { class: "folder" }, [folder]), el("span", { class: "meta-line" }, [facts]),
+        el("span", { class: "meta-line" }, [date(file.mtime_ns)]), badges]),
+      el("span", { class: "member-actions" }, [keep, out])]);
   };
 
   const groupCard = (group, i) => {
@@ -220,6 +224,18 @@
       }
     });
   };
+
+  const takeOut = (group, file) => queued(async () => {
+    try {
+      await api("POST", `/api/dupes/${group.id}/decision`,
+        { verdict: "not-duplicates", member: file.path });
+      await load(group.id); // the group without it (or gone, when one file was left)
+      setStatus(statusLine, `${splitPath(file.path)[1]} taken out of group ${group.id}`
+        + " (u undoes)", "done");
+    } catch (error) {
+      setStatus(statusLine, `Group ${group.id}: ${error.message}`, "error");
+    }
+  });
 
   const undo = () => queued(async () => {
     try {
