@@ -80,6 +80,8 @@ Decoder = Annotated[DecoderChoice, typer.Option(
     help="JPEG decoding. auto: on CUDA nvimgcodec (NVIDIA nvImageCodec, if "
     "installed) else torchvision (nvJPEG), on the CPU pil (Pillow in the --workers processes). "
     "Other formats, and JPEGs a GPU decoder rejects, are always decoded by Pillow.")]
+
+
 class BackendChoice(str, Enum):
     auto = "auto"
     torch = "torch"
