@@ -38,6 +38,10 @@ class NotFoundError(UsageError):
     error to the CLI, a 404 to the service."""
 
 
+class PlanChangedError(UsageError):
+    """An apply asked to carry out a dry run's plan, and the plan is no longer that one."""
+
+
 class BackendError(UsageError):
     """A --backend that cannot run this model here (export failed, disagrees with torch)."""
 

@@ -119,17 +119,24 @@ def test_bad_decisions_say_why(client):
 def test_apply_only_the_plan_of_the_dry_run_then_undo(client, tmp_path):
     c, folder, idx = client
     before = tree(folder)
-    for group in c.get("/api/dupes").json()["groups"][:2]:
+    groups = c.get("/api/dupes").json()["groups"]
+
+    def keep_first(group: dict) -> None:
         assert c.post(f"/api/dupes/{group['id']}/decision", json={
             "verdict": "keep", "keep": [group["files"][0]["path"]]}).status_code == 200
+
+    keep_first(groups[0])
     moved = tmp_path / "moved"
     body = {"action": "move-to", "target": str(moved)}
+    shown = c.post("/api/dupes/apply", json=body).json()
+    keep_first(groups[1])  # a decision after the dry run: its plan is not what would run
+    stale = c.post("/api/dupes/apply", json={**body, "dry_run": False, "plan": shown["plan"]})
+    assert stale.status_code == 409 and stale.json()["error"] == "plan-changed"
+    assert c.post("/api/dupes/apply", json={**body, "dry_run": False}).status_code == 409
+    assert tree(folder) == before and not moved.exists()  # nothing changed
     dry = c.post("/api/dupes/apply", json=body).json()
     _models().ApplyDoc.model_validate(dry)
     assert dry["dry_run"] and len(dry["steps"]) == 4 and tree(folder) == before
-    stale = c.post("/api/dupes/apply", json={**body, "dry_run": False, "plan": "0" * 32})
-    assert stale.status_code == 409 and stale.json()["error"] == "plan-changed"
-    assert tree(folder) == before  # a wrong plan changes nothing
     done = c.post("/api/dupes/apply", json={**body, "dry_run": False, "plan": dry["plan"]})
     assert done.status_code == 200, done.text
     assert done.json()["done"] == 4 and done.json()["journal"].endswith(".jsonl")

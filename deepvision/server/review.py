@@ -9,8 +9,6 @@ every route sits behind the token when one is set (always, when bound beyond loo
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,13 @@ from typing import Any
 from fastapi import APIRouter, Body, Query
 from fastapi import Path as PathParam
 
-from deepvision.errors import DeepVisionError, IndexLockedError, NotFoundError, UsageError
+from deepvision.errors import (
+    DeepVisionError,
+    IndexLockedError,
+    NotFoundError,
+    PlanChangedError,
+    UsageError,
+)
 from deepvision.output.review import page_document
 from deepvision.server.models import errors
 from deepvision.server.review_models import (
@@ -35,7 +39,13 @@ from deepvision.server.review_models import (
     UndoneDoc,
 )
 from deepvision.services import journal
-from deepvision.services.apply import ApplyReport, ApplyRequest, apply_decisions, undo_apply
+from deepvision.services.apply import (
+    ApplyReport,
+    ApplyRequest,
+    apply_decisions,
+    plan_digest,
+    undo_apply,
+)
 from deepvision.services.review import (
     DecideRequest,
     export_decisions,
@@ -69,6 +79,8 @@ def _guarded(fail: Fail, call: Callable[[], Any]) -> Any:
         raise fail("locked", str(exc), 409) from None
     except NotFoundError as exc:
         raise fail("not-found", str(exc), 404) from None
+    except PlanChangedError as exc:
+        raise fail("plan-changed", str(exc), 409) from None
     except UsageError as exc:
         raise fail("bad-request", str(exc), 422) from None
     except DeepVisionError as exc:
@@ -110,18 +122,13 @@ def _applying(router: APIRouter, session: Sessions, fail: Fail) -> None:
                  responses=errors(400, 409, 422, 503), operation_id="apply")
     def apply(body: ApplyBody) -> dict:
         """A dry run of `deepvision dupes apply` (the default); with `dry_run: false` and the
-        dry run's `plan`, the same steps carried out, journaled for undo."""
-        threshold = session().threshold
-        req = _request(body, fail, True, threshold)
-        preview = _guarded(fail, lambda: apply_decisions(session().store, req))
-        if body.dry_run:
-            return _apply_doc(preview)
-        if body.plan != _plan(preview):
-            raise fail("plan-changed", "the files or decisions changed since the dry run: "
-                       "look at the new dry run before applying", 409)
-        done = _guarded(fail, lambda: apply_decisions(session().store,
-                                                      _request(body, fail, False, threshold)))
-        return _apply_doc(done)
+        dry run's `plan`, the same steps carried out, journaled for undo (409 `plan-changed`,
+        and nothing done, when the plan is no longer that one)."""
+        req = _request(body, fail, session().threshold)
+        if not body.dry_run and body.plan is None:
+            raise fail("plan-changed", "apply carries out a dry run's plan: ask for the dry "
+                       "run first and pass its `plan`", 409)
+        return _apply_doc(_guarded(fail, lambda: apply_decisions(session().store, req)))
 
     @router.post("/api/dupes/apply/undo", response_model=ApplyUndoDoc,
                  responses=errors(400, 404, 409, 422, 503), operation_id="undo_apply")
@@ -152,22 +159,16 @@ def _exchanging(router: APIRouter, session: Sessions, fail: Fail) -> None:
                                                                       doc.model_dump()))}
 
 
-def _request(body: ApplyBody, fail: Fail, dry_run: bool, threshold: float) -> ApplyRequest:
+def _request(body: ApplyBody, fail: Fail, threshold: float) -> ApplyRequest:
     rules = _guarded(fail, lambda: parse_rules(body.rules))
     target = Path(body.target) if isinstance(body, MoveBody) else None
-    return ApplyRequest(body.action, target, rules, dry_run, threshold)
-
-
-def _plan(report: ApplyReport) -> str:
-    """A digest of what a run would do: the files, their contents and keepers (not where a
-    non-identical copy is kept for undo, which only the real run names)."""
-    steps = [(s.group, s.path, s.hash, s.keeper, s.keeper_hash) for s in report.steps]
-    text = json.dumps([report.action, report.resumed, steps], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return ApplyRequest(body.action, target, rules, body.dry_run, threshold,
+                        expect_plan=None if body.dry_run else body.plan)
 
 
 def _apply_doc(report: ApplyReport) -> dict:
-    return {"action": report.action, "dry_run": report.dry_run, "plan": _plan(report),
+    return {"action": report.action, "dry_run": report.dry_run,
+            "plan": plan_digest(report.action, report.resumed, report.steps),
             "steps": [{"group": s.group, "path": s.path, "keeper": s.keeper, "dest": s.dest,
                        "exact": s.exact} for s in report.steps],
             "done": report.done, "skipped": report.skipped,

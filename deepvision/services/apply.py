@@ -13,13 +13,15 @@ Safety rules, each checked where it can still stop the step:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepvision.errors import NotFoundError, UsageError
+from deepvision.errors import NotFoundError, PlanChangedError, UsageError
 from deepvision.services import fileops, journal
 from deepvision.services.dupes import DEFAULT_THRESHOLD
 from deepvision.services.fileops import REMOVING, StepError
@@ -43,6 +45,9 @@ class ApplyRequest:
     dry_run: bool = False
     threshold: float = DEFAULT_THRESHOLD
     wait: bool = False
+    # Apply only if the plan is still the one a dry run showed (its plan_digest); else
+    # PlanChangedError, before anything changes.
+    expect_plan: str | None = None
 
 
 @dataclass
@@ -188,13 +193,16 @@ def apply_decisions(store: IndexStore, req: ApplyRequest) -> ApplyReport:
     report = ApplyReport(req.action, req.dry_run, decided=len(proposed))
     if req.dry_run:
         with store.open_read() as snap:
-            current = DecisionStore(snap.catalog).current()
-            current.update({d.group_id: d for d in proposed})
-            report.steps, report.skipped = plan(snap.catalog, current.values(), req, None)
-            report.resumed = [j.name for j in journal.unfinished(store.dir)]
+            report.steps, report.skipped, report.resumed = _dry(snap.catalog, store, proposed,
+                                                                req)
         return report
     with store.open_write(req.wait) as writer:
         catalog = writer.begin(store.read_manifest(), fresh=False)
+        if req.expect_plan is not None:  # under the lock: nothing can change it in between
+            steps, _, resumed = _dry(catalog, store, proposed, req)
+            if plan_digest(req.action, resumed, steps) != req.expect_plan:
+                raise PlanChangedError("the files or decisions changed since the dry run: "
+                                       "look at the new dry run before applying")
         decisions = DecisionStore(catalog)
         with catalog.write():
             for d in proposed:
@@ -213,6 +221,25 @@ def apply_decisions(store: IndexStore, req: ApplyRequest) -> ApplyReport:
             _mark_applied(catalog, steps, done.name)
         writer.finish()
     return report
+
+
+def _dry(catalog: Catalog, store: IndexStore, proposed: list[Decision], req: ApplyRequest
+         ) -> tuple[list[Step], list[str], list[str]]:
+    """What a run would do on this catalog: its steps, what it leaves alone and why, and the
+    interrupted journals it would complete first."""
+    current = DecisionStore(catalog).current()
+    current.update({d.group_id: d for d in proposed})
+    steps, skipped = plan(catalog, current.values(), req, None)
+    return steps, skipped, [j.name for j in journal.unfinished(store.dir)]
+
+
+def plan_digest(action: str, resumed: Sequence[str], steps: Sequence[Step]) -> str:
+    """A digest of what a run does: the files, their contents and their keepers (not where a
+    non-identical copy is kept for undo, which only the real run names). The review page
+    shows a dry run and applies only with its digest (ApplyRequest.expect_plan)."""
+    rows = [(s.group, s.path, s.hash, s.keeper, s.keeper_hash) for s in steps]
+    text = json.dumps([action, list(resumed), rows], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _resume(writer: Writer, catalog: Catalog, store: IndexStore, report: ApplyReport) -> None:
