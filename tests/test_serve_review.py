@@ -331,13 +331,21 @@ def test_the_review_page_and_its_api_need_the_token():
 
 @pytest.mark.slow
 def test_deciding_a_whole_page_then_next_skips_no_group(review_server, browser):  # noqa: F811
+    import time
+
     import httpx
     from selenium.webdriver.common.by import By
 
     url, _, _ = review_server
     while httpx.post(f"{url}/api/dupes/undo", timeout=60).json()["undone"]:
         pass  # every decision of an earlier test taken back: four new groups
-    order = [g["id"] for g in httpx.get(f"{url}/api/dupes", timeout=60).json()["groups"]]
+    # An earlier test's apply and undo changed the files: wait until the groups are found anew
+    # (until then the page shows the earlier ones and reloads itself when the new are ready).
+    deadline = time.monotonic() + 120
+    while (doc := httpx.get(f"{url}/api/dupes", timeout=60).json())["updating"]:
+        assert time.monotonic() < deadline, "the groups were never updated"
+        time.sleep(0.2)
+    order = [g["id"] for g in doc["groups"]]
     assert len(order) == 4
     driver = browser()
     driver.get(url + "/review?per_page=2")
