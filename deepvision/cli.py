@@ -25,21 +25,18 @@ import typer
 from deepvision import __version__
 from deepvision.cli_common import (
     MODEL_HELP,
-    After,
     AsJson,
     Backend,
     BackendChoice,
     BatchSize,
-    Before,
-    Camera,
     CommitEvery,
     Compile,
     Decoder,
     DecoderChoice,
     Device,
     Exclude,
+    FilterOptions,
     Flip,
-    FolderFilter,
     FollowLinks,
     Format,
     Frame,
@@ -48,20 +45,15 @@ from deepvision.cli_common import (
     Include,
     IndexDir,
     IndexType,
-    Kind,
     LocalFeaturesOpt,
     MaxFrames,
     MaxMemory,
     MaxMP,
-    MinHeight,
-    MinWidth,
     ModelOpt,
     Name,
-    Near,
     OutputFormat,
     Pooling,
     Quiet,
-    Radius,
     Ray,
     Scales,
     Threads,
@@ -77,7 +69,6 @@ from deepvision.cli_common import (
     embed_options,
     emit,
     exit_on_errors,
-    filter_from,
     gallery,
     index_store,
     memory_budget,
@@ -255,6 +246,7 @@ def _restructure(store: Any, index_type: str | None, budget: int | None, wait: b
 
 
 @app.command(cls=Command, short_help="The most similar indexed images and videos for each query.")
+@shared_options(FilterOptions, last=("sort", "quiet"))
 def search(
     paths: Annotated[Optional[list[Path]], typer.Argument(
         metavar="PATH",
@@ -316,19 +308,12 @@ def search(
         "--verify-top", min=1, max=1000, metavar="N",
         help="How many candidates of the vector search --verify checks (more: finds copies "
         "the vectors rank lower, slower).")] = 30,
-    after: After = None,
-    before: Before = None,
-    camera: Camera = None,
-    folder: FolderFilter = [],  # noqa: B006
-    kind: Kind = None,
-    min_width: MinWidth = None,
-    min_height: MinHeight = None,
-    near: Near = None,
-    radius: Radius = None,
     sort: Annotated[SortChoice, typer.Option(
         "--sort", help="score: most similar first; date: the --top-k most similar, oldest "
         "capture time first.")] = SortChoice.score,
     quiet: Quiet = False,
+    *,
+    opts: FilterOptions,
 ) -> None:
     """Print the most similar indexed images and videos (with the time of the best frame)
     for every query image or video and every --text."""
@@ -351,9 +336,7 @@ def search(
                              ef_search=ef_search, qe=qe, all_frames=all_frames,
                              turns=turns, zoom=zoom, verify=verify,
                              verify_top=verify_top, sort=sort.value,
-                             filter=filter_from(after=after, before=before, camera=camera,
-                                            folder=folder, kind=kind, min_width=min_width,
-                                            min_height=min_height, near=near, radius=radius)),
+                             filter=opts.filter()),
             weights=checked_weights(weights),
             embed=embed_options(device=device, batch_size=batch_size, workers=workers,
                                  max_megapixels=max_megapixels, decoder=decoder,

@@ -210,15 +210,28 @@ Radius = Annotated[Optional[float], typer.Option(
     show_default=False)]
 
 
-def filter_from(*, after: str | None, before: str | None, camera: str | None, folder: list[str],
-            kind: KindChoice | None, min_width: int | None, min_height: int | None,
-            near: str | None, radius: float | None) -> Any:
-    """The Filter the filter flags ask for, checked before any heavy work."""
-    from deepvision.filters import build_filter
+@dataclasses.dataclass
+class FilterOptions:
+    """The filter flags `search` and `dupes` share, declared once (shared_options)."""
 
-    return build_filter(after=after, before=before, camera=camera, folders=folder,
-                        kind=kind.value if kind else None, min_width=min_width,
-                        min_height=min_height, near=near, radius_km=radius)
+    after: After = None
+    before: Before = None
+    camera: Camera = None
+    folder: FolderFilter = dataclasses.field(default_factory=list)
+    kind: Kind = None
+    min_width: MinWidth = None
+    min_height: MinHeight = None
+    near: Near = None
+    radius: Radius = None
+
+    def filter(self) -> Any:
+        """The Filter they ask for, checked before any heavy work."""
+        from deepvision.filters import build_filter
+
+        return build_filter(after=self.after, before=self.before, camera=self.camera,
+                            folders=self.folder, kind=self.kind.value if self.kind else None,
+                            min_width=self.min_width, min_height=self.min_height,
+                            near=self.near, radius_km=self.radius)
 
 
 # ---- building requests -------------------------------------------------------------------------
@@ -349,15 +362,15 @@ def gallery(render: Callable[[Any, Path, Any], None]) -> Callable[[Any, Path], N
 # ---- one option set for several commands --------------------------------------------------------
 
 
-def shared_options(options: type[Any], **before: str) -> Callable[[Callable[..., None]],
-                                                                    Callable[..., None]]:
+def shared_options(options: type[Any], *, last: tuple[str, ...] = (),
+                   **before: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Declare a dataclass's fields once as options of every command decorated with it.
 
     Typer reads a command's signature: here its own parameters plus each field of `options`
     (its type an Annotated option, its default the option's), and the command's `opts`
     parameter receives those fields as one `options` record. `before` puts an own parameter
-    before the named field (so --help keeps the order the options always had); the others
-    come first."""
+    before the named field and `last` lists those that come after all the fields (so --help
+    keeps the order the options always had); the others come first."""
     hints = typing.get_type_hints(options, include_extras=True)
     shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name],
                                 default=_default(f)) for f in dataclasses.fields(options)]
@@ -366,13 +379,15 @@ def shared_options(options: type[Any], **before: str) -> Callable[[Callable[...,
         own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
                for p in inspect.signature(command, eval_str=True).parameters.values()
                if p.name != "opts"]
-        unknown = (set(before) - {p.name for p in own}) | (set(before.values()) - set(hints))
+        named = {p.name for p in own}
+        unknown = ((set(before) | set(last)) - named) | (set(before.values()) - set(hints))
         if unknown:  # a misspelt name would silently drop an option
             raise TypeError(f"shared_options on {command.__name__}: no {sorted(unknown)}")
-        params = [p for p in own if p.name not in before]
+        params = [p for p in own if p.name not in before and p.name not in last]
         for field in shared:
             params += [p for p in own if before.get(p.name) == field.name]
             params.append(field)
+        params += [p for p in own if p.name in last]
 
         @functools.wraps(command)
         def run(**values: Any) -> None:

@@ -14,27 +14,19 @@ from typing import Annotated, Optional
 import typer
 
 from deepvision.cli_common import (
-    After,
-    Before,
-    Camera,
-    FolderFilter,
+    FilterOptions,
     Format,
     HtmlFile,
     IndexDir,
-    Kind,
-    MinHeight,
-    MinWidth,
     Name,
-    Near,
     OutputFormat,
     Quiet,
-    Radius,
     Wait,
     emit,
     exit_on_errors,
-    filter_from,
     gallery,
     index_store,
+    shared_options,
 )
 from deepvision.errors import ExitCode, UsageError
 from deepvision.output.console import ConsoleReporter
@@ -61,6 +53,7 @@ def _rules(keep: list[str] | None) -> tuple[str, ...]:
 
 
 @dupes_app.callback(invoke_without_command=True)
+@shared_options(FilterOptions, last=("quiet",))
 def dupes(
     ctx: typer.Context,
     index_dir: IndexDir = Path("indexes"),
@@ -78,16 +71,9 @@ def dupes(
     verify: Annotated[bool, typer.Option(
         "--verify/--no-verify", help="Tell copies from similar shots with local features "
         "(--no-verify: every pair above --threshold is a copy).")] = True,
-    after: After = None,
-    before: Before = None,
-    camera: Camera = None,
-    folder: FolderFilter = [],  # noqa: B006
-    kind: Kind = None,
-    min_width: MinWidth = None,
-    min_height: MinHeight = None,
-    near: Near = None,
-    radius: Radius = None,
     quiet: Quiet = False,
+    *,
+    opts: FilterOptions,
 ) -> None:
     """Groups of duplicate images inside an index (exact and copy; --similar: similar shots
     too), largest first, each with a stable id and the proposed keeper (groups resolved by a
@@ -99,10 +85,8 @@ def dupes(
 
     rep = ConsoleReporter(quiet=quiet)
     with exit_on_errors(rep):
-        flt = filter_from(after=after, before=before, camera=camera, folder=folder, kind=kind,
-                      min_width=min_width, min_height=min_height, near=near, radius=radius)
         result = review_dupes(index_store(index_dir, name), threshold, _rules(keep), show_all,
-                              similar, verify, flt)
+                              similar, verify, opts.filter())
     emit(result, output, html, rep, {"json": render.dupes_json, "csv": render.dupes_csv,
                                       "table": render.print_dupes_table,
                                       "html": gallery(render.dupes_html)})

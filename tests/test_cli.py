@@ -250,6 +250,10 @@ def test_shared_options_are_declared_once_in_the_signature_typer_reads():
     assert got == [(1, 3, _Shared(2, ["x"]))]
     with pytest.raises(TypeError, match="c"):
         shared_options(_Shared, mid="c")(command)
+    trailing = shared_options(_Shared, last=("first",))(command)  # after every field
+    assert list(inspect.signature(trailing).parameters) == ["mid", "a", "b", "first"]
+    with pytest.raises(TypeError, match="late"):
+        shared_options(_Shared, last=("late",))(command)
 
 
 def test_index_and_rebuild_share_one_declaration_of_each_common_option():
@@ -263,3 +267,17 @@ def test_index_and_rebuild_share_one_declaration_of_each_common_option():
                           for c in ("index", "rebuild"))
         assert (index.opts, index.help, index.default) == (
             rebuild.opts, rebuild.help, rebuild.default), f.name
+
+
+def test_search_and_dupes_share_one_declaration_of_each_filter_option():
+    import typer
+
+    from deepvision.cli import app
+    from deepvision.cli_common import FilterOptions
+
+    commands = typer.main.get_command(app).commands
+    for f in fields(FilterOptions):
+        search, dupes = (next(p for p in commands[c].params if p.name == f.name)
+                         for c in ("search", "dupes"))
+        assert (search.opts, search.help, search.default) == (
+            dupes.opts, dupes.help, dupes.default), f.name
