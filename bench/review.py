@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import command_line, cpu_name, publish
 
+from deepvision.output import review_page
 from deepvision.services.review import (
     DecideRequest,
     build_decision,
@@ -45,7 +46,7 @@ from deepvision.store.indexstore import IndexStore
 from deepvision.store.manifest import Manifest
 
 THRESHOLD = 0.9
-PAGE = 20  # what /review asks for (output/review_page.PAGE)
+PAGE = review_page.PAGE  # what /review asks for
 
 
 def build(root: Path, groups: int, dim: int) -> IndexStore:
