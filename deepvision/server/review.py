@@ -72,7 +72,8 @@ def review_routes(session: Sessions, fail: Fail) -> APIRouter:
 
 
 def _guarded(fail: Fail, call: Callable[[], Any]) -> Any:
-    """A service call, its errors as the API's: the index busy (409), a bad request (422)."""
+    """A service call, its errors as the API's: the index busy or the plan changed (409), a
+    group or journal not there (404), a bad request (422), the index unreadable (503)."""
     try:
         return call()
     except IndexLockedError as exc:
